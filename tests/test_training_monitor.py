@@ -1,0 +1,264 @@
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from datasets import TensorBatches, make_spiral
+from neural_network import MonitoredMLP
+from run_config import RunConfig
+from runs import build_training
+from training_monitor import (
+    BATCH_COLUMNS, DIVERGED, FINISHED, LAYER_STATS, STOPPED, Callback, History, TrainingMonitor,
+)
+
+
+def spiral_batches(batch_size=32, n=300, seed=0):
+    x, y = make_spiral(n // 3, 3, 0.2, seed)
+    return TensorBatches(x, y, batch_size, seed=seed), TensorBatches(x, y, 256, shuffle=False)
+
+
+def small_monitor(lr=1e-2, stats_every=5, optimizer="adam", **kwargs):
+    torch.manual_seed(0)
+    model = MonitoredMLP(2, [32, 32], 3)
+    opt = torch.optim.Adam(model.parameters(), lr) if optimizer == "adam" else torch.optim.SGD(model.parameters(), lr)
+    return TrainingMonitor(model, opt, stats_every=stats_every, device="cpu", **kwargs)
+
+
+def test_spiral_mlp_with_dashboard_defaults_reaches_95_percent():
+    setup = build_training(RunConfig(), device="cpu")
+    started = time.perf_counter()
+    assert setup.fit() == FINISHED
+    seconds = time.perf_counter() - started
+    epochs = setup.monitor.history.snapshot().epoch_frame()
+    assert epochs.val_accuracy.iloc[-1] >= 0.95, epochs
+    assert seconds < 30  # "a few seconds" on a laptop CPU; generous for shared CI machines
+
+
+@pytest.mark.slow
+def test_cnn_beats_mlp_on_mnist_like():
+    common = dict(dataset="mnist_like", num_samples=4000, noise=0.15, epochs=2, lr=1e-3, batch_size=64)
+    mlp = build_training(RunConfig(model="mlp", **common), device="cpu")
+    cnn = build_training(RunConfig(model="cnn", **common), device="cpu")
+    mlp.fit(), cnn.fit()
+    mlp_acc = mlp.monitor.history.snapshot().epoch("val_accuracy")
+    cnn_acc = cnn.monitor.history.snapshot().epoch("val_accuracy")
+    assert mlp_acc[0] < 1.0  # not solved in one epoch
+    assert cnn_acc[-1] > mlp_acc[-1] + 0.05, (cnn_acc, mlp_acc)
+
+
+def test_history_has_a_row_per_batch_an_epoch_row_per_epoch_and_stats_every_n():
+    monitor = small_monitor(stats_every=4)
+    train, val = spiral_batches()
+    assert monitor.fit(train, val, epochs=3) == FINISHED
+    snap = monitor.history.snapshot()
+    steps = 3 * len(train)
+    assert snap.num_steps == steps and snap.layer_grad_norms.shape == (steps, 3)
+    assert snap.epochs.shape[0] == 3 and snap.epoch("end_step").tolist() == [len(train), 2 * len(train), steps]
+    assert snap.stats_steps.tolist() == list(range(0, steps, 4))
+    assert snap.layer_stats.shape == (len(snap.stats_steps), 3, len(LAYER_STATS))
+    assert np.all(np.diff(snap.batch("seconds")) >= 0)
+    assert snap.batch("epoch_progress")[-1] == pytest.approx(3.0)
+    # The global norm is the norm of all layers' norms (every parameter belongs to a layer here).
+    assert np.allclose(snap.batch("grad_norm"), np.sqrt((snap.layer_grad_norms.astype(np.float64) ** 2).sum(1)), rtol=1e-4)
+    # Histograms count every weight of every layer.
+    sizes = [m.weight.numel() for m in monitor.model.monitored_layers.values()]
+    assert snap.weight_histograms.counts.sum(-1)[0].tolist() == sizes
+    assert snap.grad_histograms.counts.sum(-1)[-1].tolist() == sizes
+    frame = snap.batch_frame()
+    assert list(frame.columns[: len(BATCH_COLUMNS) + 1]) == ["step", *BATCH_COLUMNS]
+    assert {"grad_norm_fc1", "grad_norm_fc3"} <= set(frame.columns)
+    assert len(snap.layer_stats_frame()) == len(snap.stats_steps) * 3
+
+
+def test_per_batch_numbers_match_what_a_bare_computation_gives():
+    torch.manual_seed(0)
+    model = MonitoredMLP(2, [16], 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = make_spiral(20, 3, 0.2, 0)
+    monitor = TrainingMonitor(model, opt, stats_every=1, device="cpu")
+    reference = MonitoredMLP(2, [16], 3)
+    reference.load_state_dict(model.state_dict())
+    logits = reference(x)
+    loss = nn.functional.cross_entropy(logits, y)
+    loss.backward()
+    expected_norm = torch.sqrt(sum(p.grad.square().sum() for p in reference.parameters())).item()
+    expected_acc = (logits.argmax(1) == y).float().mean().item()
+    w_before = reference.fc1.weight.detach().clone()
+    update = -0.1 * reference.fc1.weight.grad
+    monitor.fit([(x, y)], None, epochs=1)
+    snap = monitor.history.snapshot()
+    assert snap.batch("loss")[0] == pytest.approx(loss.item(), rel=1e-5)
+    assert snap.batch("accuracy")[0] == pytest.approx(expected_acc)
+    assert snap.batch("grad_norm")[0] == pytest.approx(expected_norm, rel=1e-4)
+    ratio = snap.layer_stat("update_ratio")[0, 0]
+    assert ratio == pytest.approx((update.norm() / (w_before + update).norm()).item(), rel=1e-3)
+    assert snap.layer_stat("weight_mean")[0, 0] == pytest.approx(model.fc1.weight.mean().item(), abs=1e-6)
+
+
+def test_update_ratio_is_measured_from_the_real_step_for_adam():
+    # Adam's first step moves every weight by ~lr whatever the gradient: the ratio must show it.
+    monitor = small_monitor(lr=1e-3, stats_every=1)
+    x, y = make_spiral(30, 3, 0.2, 0)
+    w = monitor.model.fc2.weight.detach().clone()
+    monitor.fit([(x, y)], None, epochs=1)
+    moved = (monitor.model.fc2.weight.detach() - w).norm() / monitor.model.fc2.weight.detach().norm()
+    assert monitor.history.snapshot().layer_stat("update_ratio")[0, 1] == pytest.approx(moved.item(), rel=1e-3)
+
+
+def test_snapshots_read_during_training_are_consistent():
+    monitor = small_monitor(stats_every=3)
+    train, val = spiral_batches(batch_size=8, n=600)
+    seen, problems = [], []
+    finished = threading.Event()
+
+    def reader():
+        while not finished.is_set():
+            snap = monitor.history.snapshot()
+            frozen = snap.batches.copy()
+            if len(snap.batches) != len(snap.layer_grad_norms):
+                problems.append("series lengths differ")
+            if not np.isfinite(snap.batches).all():
+                problems.append("non-finite value in a committed row")
+            if np.any(np.diff(snap.batch("epoch_progress")) < 0):
+                problems.append("epoch progress went backwards")
+            if snap.layer_stats.shape[0] != len(snap.stats_steps):
+                problems.append("stats steps and stats disagree")
+            seen.append((snap, frozen))
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    monitor.fit(train, val, epochs=4)
+    finished.set()
+    thread.join()
+    assert not problems, problems[:5]
+    growing = [len(s.batches) for s, _ in seen]
+    assert len(set(growing)) > 3  # the reader really saw the history grow
+    # A snapshot never changes after it was taken, even while training appends.
+    assert all(np.array_equal(s.batches, frozen) for s, frozen in seen)
+    with pytest.raises(ValueError):
+        seen[-1][0].batches[0, 0] = 1.0
+
+
+def test_stop_from_another_thread_ends_within_one_batch_and_keeps_history():
+    monitor = small_monitor()
+    train, val = spiral_batches(batch_size=4, n=3000)
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault("status", monitor.fit(train, val, epochs=50)))
+    runner.start()
+    while monitor.step < 30:
+        time.sleep(0.001)
+    step_at_stop = monitor.step
+    monitor.stop()
+    runner.join(timeout=5)
+    assert not runner.is_alive()
+    snap = monitor.history.snapshot()
+    assert result["status"] == STOPPED and "Stopped" in snap.message
+    assert step_at_stop <= snap.num_steps <= step_at_stop + 1
+    assert snap.num_steps == monitor.step  # every batch trained is in the history
+
+
+def test_learning_rate_ten_on_spiral_diverges_with_a_reason():
+    setup = build_training(RunConfig(lr=10.0, epochs=5), device="cpu")
+    assert setup.fit() == DIVERGED
+    message = setup.monitor.message
+    assert "Diverged at batch" in message and "learning rate" in message
+    assert setup.monitor.history.snapshot().num_steps < 5 * len(setup.train_batches)
+
+
+def test_nan_loss_is_diverged_not_an_exception():
+    monitor = small_monitor()
+    x, y = make_spiral(10, 3, 0.2, 0)
+    poisoned = x.clone()
+    poisoned[0, 0] = float("nan")
+    assert monitor.fit([(x, y), (poisoned, y), (x, y)], None, epochs=2) == DIVERGED
+    assert "NaN" in monitor.message and "batch 1" in monitor.message
+
+
+def test_callbacks_fire_with_lightning_names():
+    calls = []
+
+    class Recorder(Callback):
+        def on_train_start(self, monitor):
+            calls.append("start")
+
+        def on_batch_end(self, monitor, step):
+            calls.append(("batch", step))
+
+        def on_epoch_end(self, monitor, epoch):
+            calls.append(("epoch", epoch, monitor.history.snapshot().epochs.shape[0]))
+
+        def on_train_end(self, monitor):
+            calls.append("end")
+
+    monitor = small_monitor(callbacks=[Recorder()])
+    x, y = make_spiral(10, 3, 0.2, 0)
+    monitor.fit([(x, y), (x, y)], [(x, y)], epochs=2)
+    assert calls == ["start", ("batch", 0), ("batch", 1), ("epoch", 1, 1), ("batch", 2), ("batch", 3), ("epoch", 2, 2), "end"]
+
+
+def test_scheduler_changes_the_recorded_learning_rate():
+    torch.manual_seed(0)
+    model = MonitoredMLP(2, [8], 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    monitor = TrainingMonitor(model, opt, sched, device="cpu")
+    x, y = make_spiral(10, 3, 0.2, 0)
+    monitor.fit([(x, y)], None, epochs=3)
+    snap = monitor.history.snapshot()
+    assert snap.batch("lr").tolist() == pytest.approx([0.1, 0.05, 0.025])
+
+
+def test_any_plain_model_can_be_monitored():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 3))
+    monitor = TrainingMonitor(model, torch.optim.Adam(model.parameters(), 1e-2), device="cpu", stats_every=1)
+    x, y = make_spiral(10, 3, 0.2, 0)
+    assert monitor.fit([(x, y)], None, epochs=2) == FINISHED
+    snap = monitor.history.snapshot()
+    assert snap.layer_names == ("1", "3")
+    assert np.isnan(snap.layer_stat("act_mean")).all()  # no activation hooks on a plain model
+    assert np.isfinite(snap.layer_stat("update_ratio")).all()
+
+
+def test_bad_monitor_settings_are_clear_errors():
+    model = MonitoredMLP(2, [8], 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="stats_every"):
+        TrainingMonitor(model, opt, stats_every=0)
+    with pytest.raises(ValueError, match="epochs"):
+        TrainingMonitor(model, opt).fit([], None, epochs=0)
+    with pytest.raises(ValueError, match="no Linear or Conv"):
+        TrainingMonitor(nn.Sequential(nn.ReLU()), opt)
+
+
+def test_history_of_a_million_batches_stays_under_200_mb():
+    layers = ("conv1", "conv2", "fc1", "fc2")
+    history = History(layers, histogram_bins=40, max_histogram_snapshots=400)
+    chunk = 4096
+    batch_rows = np.ones((chunk, len(BATCH_COLUMNS)), dtype=np.float32)
+    layer_norms = np.ones((chunk, len(layers)), dtype=np.float32)
+    stats = np.ones((len(layers), len(LAYER_STATS)), dtype=np.float32)
+    histogram = (np.ones((len(layers), 40), np.float32), np.zeros((len(layers), 2), np.float32))
+    steps = 0
+    while steps < 1_000_000:
+        history.append_batches(batch_rows, layer_norms)
+        for step in range(steps, steps + chunk, 20):  # stats every 20 batches, the default
+            history.append_layer_stats(step, stats, histogram, histogram)
+        steps += chunk
+    snap = history.snapshot()
+    assert snap.num_steps >= 1_000_000
+    assert len(snap.weight_histograms.steps) <= 400
+    # Thinning keeps histogram snapshots spread over the whole run, not just its start.
+    assert snap.weight_histograms.steps[-1] > 0.9 * steps
+    assert history.nbytes < 200 * 1024 * 1024, history.nbytes / 2**20
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_trains_on_cuda_when_available():
+    setup = build_training(RunConfig(epochs=2))
+    assert setup.monitor.device.type == "cuda"
+    assert setup.fit() == FINISHED

@@ -1,0 +1,633 @@
+"""TrainingMonitor: runs a train/validation loop and records everything a dashboard draws.
+
+Cost model (this is what keeps the monitor cheap): every batch adds a handful of tensor ops
+whose results land in a small device-side buffer; the buffer is read to the host once per
+flush (every FLUSH_ROWS batches or FLUSH_SECONDS, whichever comes first), so there is no
+host sync per statistic. The expensive statistics (histograms, activation statistics, the
+update-to-weight ratio) are taken every `stats_every` batches and read in one transfer.
+
+The History is plain numpy arrays that only ever grow at the end, so a reader on another
+thread gets a consistent snapshot by taking the committed row count under a lock and
+slicing: rows below that count are never written again.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+# Per-batch series, one float32 column each.
+BATCH_COLUMNS = ("loss", "accuracy", "grad_norm", "lr", "epoch_progress", "seconds")
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds", "end_step")
+# Per-layer numbers taken every stats_every batches.
+LAYER_STATS = (
+    "weight_mean",
+    "weight_std",
+    "weight_norm",
+    "grad_norm",
+    "update_ratio",
+    "act_mean",
+    "act_std",
+    "dead_fraction",
+    "saturation",
+    "act_grad_norm",
+)
+
+FLUSH_ROWS = 256
+FLUSH_SECONDS = 0.2
+# Logits wait for the flush to be scored; this caps the memory they hold (64 MB of float32).
+MAX_PENDING_LOGIT_ELEMENTS = 1 << 24
+DEFAULT_STATS_EVERY = 20
+DEFAULT_HISTOGRAM_BINS = 40
+# Enough snapshots for a smooth heatmap; beyond it older ones are thinned evenly.
+DEFAULT_MAX_HISTOGRAM_SNAPSHOTS = 400
+# Cross-entropy starts near ln(classes); a loss 100x its first value means the weights blew up.
+DIVERGENCE_LOSS_FACTOR = 100.0
+
+RUNNING, FINISHED, STOPPED, DIVERGED, FAILED, IDLE = "running", "finished", "stopped", "diverged", "failed", "idle"
+
+
+class Callback:
+    """Hooks a training run calls, with PyTorch Lightning's names. Override what you need."""
+
+    def on_train_start(self, monitor: "TrainingMonitor") -> None: ...
+
+    def on_batch_end(self, monitor: "TrainingMonitor", step: int) -> None: ...
+
+    def on_epoch_end(self, monitor: "TrainingMonitor", epoch: int) -> None: ...
+
+    def on_train_end(self, monitor: "TrainingMonitor") -> None: ...
+
+
+class _Rows:
+    """An append-only 2-D float array that doubles its capacity as it grows."""
+
+    def __init__(self, width: int, dtype=np.float32, capacity: int = 1024):
+        self._data = np.empty((capacity, width), dtype=dtype)
+        self.count = 0
+
+    def append(self, block: np.ndarray) -> None:
+        needed = self.count + len(block)
+        if needed > len(self._data):
+            grown = np.empty((max(needed, 2 * len(self._data)), self._data.shape[1]), dtype=self._data.dtype)
+            grown[: self.count] = self._data[: self.count]
+            self._data = grown
+        self._data[self.count : needed] = block
+        self.count = needed
+
+    def view(self, count: int) -> np.ndarray:
+        view = self._data[:count]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def nbytes(self) -> int:
+        return self._data.nbytes
+
+
+@dataclass(frozen=True)
+class HistogramSeries:
+    """Histograms of one quantity per layer over time: counts (T, L, bins), range (T, L, 2)."""
+
+    steps: np.ndarray
+    counts: np.ndarray
+    ranges: np.ndarray
+
+    def edges(self, snapshot: int, layer: int) -> np.ndarray:
+        low, high = self.ranges[snapshot, layer]
+        return np.linspace(low, high, self.counts.shape[-1] + 1)
+
+
+@dataclass(frozen=True)
+class HistorySnapshot:
+    """A consistent, read-only view of a run's history at one moment."""
+
+    layer_names: tuple[str, ...]
+    batches: np.ndarray  # (steps, len(BATCH_COLUMNS))
+    layer_grad_norms: np.ndarray  # (steps, layers)
+    epochs: np.ndarray  # (epochs, len(EPOCH_COLUMNS))
+    stats_steps: np.ndarray  # (snapshots,)
+    layer_stats: np.ndarray  # (snapshots, layers, len(LAYER_STATS))
+    weight_histograms: HistogramSeries
+    grad_histograms: HistogramSeries
+    status: str
+    message: str
+    planned_epochs: int
+    batches_per_epoch: int
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.batches)
+
+    def batch(self, column: str) -> np.ndarray:
+        return self.batches[:, BATCH_COLUMNS.index(column)]
+
+    def epoch(self, column: str) -> np.ndarray:
+        return self.epochs[:, EPOCH_COLUMNS.index(column)]
+
+    def layer_stat(self, stat: str) -> np.ndarray:
+        """(snapshots, layers) series of one of LAYER_STATS."""
+        return self.layer_stats[:, :, LAYER_STATS.index(stat)]
+
+    def batch_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.batches, columns=list(BATCH_COLUMNS))
+        for index, name in enumerate(self.layer_names):
+            frame[f"grad_norm_{name}"] = self.layer_grad_norms[:, index]
+        frame.insert(0, "step", np.arange(len(frame)))
+        return frame
+
+    def epoch_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.epochs, columns=list(EPOCH_COLUMNS))
+        return frame.astype({"epoch": int, "end_step": int})
+
+    def layer_stats_frame(self) -> pd.DataFrame:
+        snapshots, layers = len(self.stats_steps), len(self.layer_names)
+        frame = pd.DataFrame(self.layer_stats.reshape(snapshots * layers, len(LAYER_STATS)), columns=list(LAYER_STATS))
+        frame.insert(0, "layer", np.tile(np.array(self.layer_names, dtype=object), snapshots))
+        frame.insert(0, "step", np.repeat(self.stats_steps, layers))
+        return frame
+
+
+class History:
+    """Everything recorded about a run, bounded in memory whatever its length.
+
+    Per-batch series cost (6 + layers) float32 per batch; per-layer statistics
+    len(LAYER_STATS) floats per layer every stats_every batches; histograms at most
+    max_histogram_snapshots snapshots, thinned evenly as the run grows.
+    """
+
+    def __init__(self, layer_names: Sequence[str], histogram_bins: int = DEFAULT_HISTOGRAM_BINS,
+                 max_histogram_snapshots: int = DEFAULT_MAX_HISTOGRAM_SNAPSHOTS):
+        if max_histogram_snapshots < 2:
+            raise ValueError("max_histogram_snapshots must be at least 2")
+        self.layer_names = tuple(layer_names)
+        self.histogram_bins = histogram_bins
+        self.max_histogram_snapshots = max_histogram_snapshots
+        layers = len(self.layer_names)
+        self._lock = threading.Lock()
+        self._batches = _Rows(len(BATCH_COLUMNS))
+        self._layer_grad_norms = _Rows(layers)
+        self._epochs = _Rows(len(EPOCH_COLUMNS), dtype=np.float64, capacity=16)
+        self._stats_steps = _Rows(1, dtype=np.int64, capacity=64)
+        self._layer_stats = _Rows(layers * len(LAYER_STATS), capacity=64)
+        # Histogram snapshots live in lists that are replaced, never edited, when thinned.
+        self._histogram_steps: list[int] = []
+        self._weight_histograms: list[tuple[np.ndarray, np.ndarray]] = []
+        self._grad_histograms: list[tuple[np.ndarray, np.ndarray]] = []
+        self._histogram_stride = 1
+        self._stats_taken = 0
+        self.status = IDLE
+        self.message = ""
+        self.planned_epochs = 0
+        self.batches_per_epoch = 0
+
+    # -- writing (the training thread) --------------------------------------------
+    def append_batches(self, batch_rows: np.ndarray, layer_grad_norms: np.ndarray) -> None:
+        with self._lock:
+            self._batches.append(batch_rows)
+            self._layer_grad_norms.append(layer_grad_norms)
+
+    def append_epoch(self, **values: float) -> None:
+        row = np.array([[values[c] for c in EPOCH_COLUMNS]], dtype=np.float64)
+        with self._lock:
+            self._epochs.append(row)
+
+    def append_layer_stats(self, step: int, layer_stats: np.ndarray, weight_histograms=None, grad_histograms=None) -> None:
+        """layer_stats: (layers, len(LAYER_STATS)); histograms: (counts (L, bins), ranges (L, 2))."""
+        with self._lock:
+            self._stats_steps.append(np.array([[step]]))
+            self._layer_stats.append(layer_stats.reshape(1, -1))
+            if weight_histograms is not None and self._stats_taken % self._histogram_stride == 0:
+                self._histogram_steps.append(step)
+                self._weight_histograms.append(weight_histograms)
+                self._grad_histograms.append(grad_histograms)
+                if len(self._histogram_steps) >= self.max_histogram_snapshots:
+                    self._histogram_steps = self._histogram_steps[::2]
+                    self._weight_histograms = self._weight_histograms[::2]
+                    self._grad_histograms = self._grad_histograms[::2]
+                    self._histogram_stride *= 2
+            self._stats_taken += 1
+
+    def set_status(self, status: str, message: str = "") -> None:
+        with self._lock:
+            self.status, self.message = status, message
+
+    # -- reading (any thread) ------------------------------------------------------
+    @property
+    def num_steps(self) -> int:
+        return self._batches.count
+
+    def snapshot(self) -> HistorySnapshot:
+        with self._lock:
+            steps = self._batches.count
+            layers = len(self.layer_names)
+            stats_count = self._stats_steps.count
+            histogram_steps = np.array(self._histogram_steps, dtype=np.int64)
+            weight, grad = list(self._weight_histograms), list(self._grad_histograms)
+            return HistorySnapshot(
+                layer_names=self.layer_names,
+                batches=self._batches.view(steps),
+                layer_grad_norms=self._layer_grad_norms.view(steps),
+                epochs=self._epochs.view(self._epochs.count),
+                stats_steps=self._stats_steps.view(stats_count)[:, 0],
+                layer_stats=self._layer_stats.view(stats_count).reshape(stats_count, layers, len(LAYER_STATS)),
+                weight_histograms=_stack_histograms(histogram_steps, weight, layers, self.histogram_bins),
+                grad_histograms=_stack_histograms(histogram_steps, grad, layers, self.histogram_bins),
+                status=self.status,
+                message=self.message,
+                planned_epochs=self.planned_epochs,
+                batches_per_epoch=self.batches_per_epoch,
+            )
+
+    @property
+    def nbytes(self) -> int:
+        histogram_bytes = sum(c.nbytes + r.nbytes for c, r in self._weight_histograms + self._grad_histograms)
+        return (
+            self._batches.nbytes + self._layer_grad_norms.nbytes + self._epochs.nbytes
+            + self._stats_steps.nbytes + self._layer_stats.nbytes + histogram_bytes
+        )
+
+
+def _stack_histograms(steps: np.ndarray, snapshots: list, layers: int, bins: int) -> HistogramSeries:
+    if not snapshots:
+        return HistogramSeries(steps, np.zeros((0, layers, bins), np.float32), np.zeros((0, layers, 2), np.float32))
+    return HistogramSeries(steps, np.stack([c for c, _ in snapshots]), np.stack([r for _, r in snapshots]))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _segment_statistics(tensors: Sequence[torch.Tensor], bin_offsets: torch.Tensor, bins: int) -> torch.Tensor:
+    """For each tensor: low, high, sum, sum of squares and a histogram over [low, high].
+
+    Per-tensor reductions are single kernels; the histograms of all tensors come from one
+    bincount over a shared index buffer (bin_offsets[i] = bins * tensor number of element i),
+    so the cost does not grow by a dozen ops per layer. Nothing is read to the host.
+    Returns (len(tensors), 4 + bins).
+    """
+    tensors = [t.detach().reshape(-1).float() for t in tensors]
+    bounds = torch.stack([torch.stack(torch.aminmax(t)) for t in tensors])  # (segments, 2)
+    sums = torch.stack([t.sum() for t in tensors])
+    squares = torch.stack(torch._foreach_norm(tensors)) ** 2
+    scale = bins / (bounds[:, 1] - bounds[:, 0]).clamp_min(1e-12)
+    shift = -bounds[:, 0] * scale
+    position = torch.empty(len(bin_offsets), device=bin_offsets.device)
+    start = 0
+    for index, tensor in enumerate(tensors):
+        # bin = (x - low) * scale, as one fused multiply-add per element, straight into the buffer.
+        torch.addcmul(shift[index], tensor, scale[index], out=position[start : start + len(tensor)])
+        start += len(tensor)
+    bin_index = position.long().clamp_(0, bins - 1).add_(bin_offsets)
+    counts = torch.bincount(bin_index, minlength=len(tensors) * bins).view(len(tensors), bins)
+    return torch.cat([bounds, sums[:, None], squares[:, None], counts.float()], dim=1)
+
+
+class TrainingMonitor:
+    """Trains `model` with `optimizer` and records its History.
+
+    model: any nn.Module; a MonitoredMLP/MonitoredCNN adds activation statistics.
+    scheduler: stepped once per epoch (or per batch with scheduler_interval="batch").
+    stats_every: batches between histogram/activation/update-ratio snapshots.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler=None,
+        *,
+        loss_fn: Callable | None = None,
+        device: str | torch.device | None = None,
+        stats_every: int = DEFAULT_STATS_EVERY,
+        histogram_bins: int = DEFAULT_HISTOGRAM_BINS,
+        max_histogram_snapshots: int = DEFAULT_MAX_HISTOGRAM_SNAPSHOTS,
+        scheduler_interval: str = "epoch",
+        callbacks: Iterable[Callback] = (),
+    ):
+        if isinstance(stats_every, bool) or not isinstance(stats_every, int) or stats_every < 1:
+            raise ValueError(f"stats_every must be a positive whole number of batches, got {stats_every!r}")
+        if isinstance(histogram_bins, bool) or not isinstance(histogram_bins, int) or not 2 <= histogram_bins <= 512:
+            raise ValueError(f"histogram_bins must be between 2 and 512, got {histogram_bins!r}")
+        if scheduler_interval not in ("epoch", "batch"):
+            raise ValueError("scheduler_interval must be 'epoch' or 'batch'")
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.loss_fn = loss_fn or nn.CrossEntropyLoss()
+        self.stats_every = stats_every
+        self.callbacks = list(callbacks)
+        self._stop_event = threading.Event()
+
+        layers = getattr(model, "monitored_layers", None) or {
+            name: module for name, module in model.named_modules()
+            if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        }
+        if not layers:
+            raise ValueError("the model has no Linear or Conv layers to monitor")
+        self.layer_names = tuple(layers)
+        self._layer_weights = [layers[name].weight for name in self.layer_names]
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        # Which layer each parameter belongs to, so per-parameter norms sum into per-layer norms.
+        owner = {id(p): index for index, name in enumerate(self.layer_names) for p in layers[name].parameters()}
+        self._param_layer = np.zeros((len(self._params), len(self.layer_names)), dtype=np.float32)
+        for row, p in enumerate(self._params):
+            if id(p) in owner:
+                self._param_layer[row, owner[id(p)]] = 1.0
+        self.history = History(self.layer_names, histogram_bins, max_histogram_snapshots)
+        self.histogram_bins = histogram_bins
+
+        # Per-batch results wait here as device tensors until a flush reads them all at once.
+        self._pending_losses: list[torch.Tensor] = []
+        self._pending_grad_norms: list[torch.Tensor] = []
+        self._pending_logits: list[torch.Tensor] = []
+        self._pending_labels: list[torch.Tensor] = []
+        self._pending_logit_elements = 0
+        self._pending_host_rows: list[tuple] = []  # (batch size, lr, epoch progress, seconds)
+        self._pending = 0
+        sizes = torch.tensor([w.numel() for w in self._layer_weights])
+        layer_ids = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+        # Weights then their gradients: 2 * layers histograms sharing one bincount.
+        self._bin_offsets = (torch.cat([layer_ids, layer_ids + len(sizes)]) * histogram_bins).to(self.device)
+        self._last_flush = 0.0
+        self._first_loss: float | None = None
+        self.step = 0
+        self.epoch = 0
+        self._started_at = 0.0
+        self._zero_grads = [torch.zeros_like(p) for p in self._params]
+        self._epoch_totals = np.zeros(3)
+
+    # -- control -------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask training to end after the current batch. Safe from any thread."""
+        self._stop_event.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_event.is_set()
+
+    @property
+    def status(self) -> str:
+        return self.history.status
+
+    @property
+    def message(self) -> str:
+        return self.history.message
+
+    def _notify(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    # -- the loop ------------------------------------------------------------------
+    def fit(self, train_batches: Iterable, val_batches: Iterable | None = None, epochs: int = 1) -> str:
+        """Train for `epochs` and return the final status: finished, stopped, diverged or failed.
+
+        train_batches/val_batches: re-iterable sources of (inputs, labels), e.g. a DataLoader.
+        A NaN/Inf or exploding loss ends the run as "diverged"; the history is always kept.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive whole number, got {epochs!r}")
+        self.history.planned_epochs = epochs
+        try:
+            self.history.batches_per_epoch = len(train_batches)  # type: ignore[arg-type]
+        except TypeError:
+            self.history.batches_per_epoch = 0
+        self.history.set_status(RUNNING)
+        self._started_at = self._last_flush = time.perf_counter()
+        batch_callbacks = [c for c in self.callbacks if type(c).on_batch_end is not Callback.on_batch_end]
+        self._notify("on_train_start")
+        try:
+            for epoch in range(epochs):
+                self.epoch = epoch
+                if not self._train_epoch(train_batches, epoch, batch_callbacks):
+                    break
+                self._end_epoch(epoch, val_batches)
+                if self.status != RUNNING or self._stop_event.is_set():
+                    break
+            self._flush()
+            if self.status == RUNNING:
+                if self._stop_event.is_set():
+                    self.history.set_status(STOPPED, f"Stopped by the user after {self.step} batches.")
+                else:
+                    self.history.set_status(FINISHED, f"Finished {epochs} epochs ({self.step} batches).")
+        except Exception as error:  # keep the history and say what broke rather than lose the run
+            self._flush(check=False)
+            self.history.set_status(FAILED, f"{type(error).__name__}: {error}")
+            raise
+        finally:
+            if hasattr(self.model, "capture"):
+                self.model.capture(False)
+            self._notify("on_train_end")
+        return self.status
+
+    def _train_epoch(self, train_batches: Iterable, epoch: int, batch_callbacks: list) -> bool:
+        self.model.train()
+        batches_per_epoch = self.history.batches_per_epoch or 1
+        self._epoch_totals = np.zeros(3)  # loss * samples, correct, samples; summed at each flush
+        for batch_index, (inputs, labels) in enumerate(train_batches):
+            if self._stop_event.is_set():
+                return False
+            inputs = inputs.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            take_stats = self.step % self.stats_every == 0
+            self._train_step(inputs, labels, take_stats)
+            now = time.perf_counter()
+            self._pending_host_rows.append(
+                (len(labels), self.optimizer.param_groups[0]["lr"], epoch + (batch_index + 1) / batches_per_epoch, now - self._started_at)
+            )
+            self._pending += 1
+            self.step += 1
+            if self.scheduler is not None and self.scheduler_interval == "batch":
+                self.scheduler.step()
+            if (
+                self._pending == FLUSH_ROWS
+                or self._pending_logit_elements > MAX_PENDING_LOGIT_ELEMENTS
+                or now - self._last_flush > FLUSH_SECONDS
+            ):
+                if not self._flush():
+                    return False
+            for callback in batch_callbacks:
+                callback.on_batch_end(self, self.step - 1)
+        return True
+
+    def _train_step(self, inputs: torch.Tensor, labels: torch.Tensor, take_stats: bool) -> None:
+        model, optimizer = self.model, self.optimizer
+        if take_stats and hasattr(model, "capture"):
+            model.capture(True)
+        logits = model(inputs)
+        loss = self.loss_fn(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if take_stats:
+            if hasattr(model, "capture"):
+                model.capture(False)
+            weights_before = [w.detach().clone() for w in self._layer_weights]
+            grads_before = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self._layer_weights]
+        grads = [p.grad for p in self._params]
+        try:
+            grad_norms = torch._foreach_norm(grads)
+        except (TypeError, RuntimeError):  # a parameter that got no gradient this batch
+            grads = [g if g is not None else z for g, z in zip(grads, self._zero_grads)]
+            grad_norms = torch._foreach_norm(grads)
+        optimizer.step()
+        # Only references here: scoring and reading happen once per flush, not per batch.
+        self._pending_losses.append(loss.detach())
+        self._pending_grad_norms.extend(grad_norms)
+        self._pending_logits.append(logits.detach())
+        self._pending_labels.append(labels)
+        self._pending_logit_elements += logits.numel()
+        if take_stats:
+            self._take_layer_stats(weights_before, grads_before)
+
+    def _take_layer_stats(self, weights_before: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        """Histograms, weight/gradient/activation statistics and update ratios in one host read."""
+        weights = [w.detach() for w in self._layer_weights]
+        layers = len(self.layer_names)
+        update_norms = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, weights_before)))
+        nan = torch.full((4,), math.nan, device=self.device)
+        captured = getattr(self.model, "captured_activations", {})
+        captured_grads = getattr(self.model, "captured_activation_grads", {})
+        activations = torch.stack([captured.get(name, nan) for name in self.layer_names])  # (layers, 4)
+        activation_grads = torch.stack([captured_grads.get(name, nan[0]) for name in self.layer_names])
+        segments = _segment_statistics(weights + grads, self._bin_offsets, self.histogram_bins)
+        combined = torch.cat([update_norms, activations.flatten(), activation_grads, segments.flatten()])
+        values = combined.cpu().numpy().astype(np.float64)
+
+        update_norms = values[:layers]
+        activations = values[layers : 5 * layers].reshape(layers, 4)
+        activation_grads = values[5 * layers : 6 * layers]
+        segments = values[6 * layers :].reshape(2 * layers, 4 + self.histogram_bins)
+        sizes = np.array([w.numel() for w in weights], dtype=np.float64)
+        weight_sum, weight_squares = segments[:layers, 2], segments[:layers, 3]
+        weight_mean = weight_sum / sizes
+        weight_var = np.maximum(weight_squares - sizes * weight_mean**2, 0.0) / np.maximum(sizes - 1, 1)
+        weight_norm = np.sqrt(weight_squares)
+        stats = np.column_stack([
+            weight_mean,
+            np.sqrt(weight_var),
+            weight_norm,
+            np.sqrt(segments[layers:, 3]),
+            update_norms / np.maximum(weight_norm, 1e-12),
+            activations,
+            activation_grads,
+        ]).astype(np.float32)
+        weight = (segments[:layers, 4:].astype(np.float32), segments[:layers, :2].astype(np.float32))
+        grad = (segments[layers:, 4:].astype(np.float32), segments[layers:, :2].astype(np.float32))
+        self.history.append_layer_stats(self.step, stats, weight, grad)
+
+    def _flush(self, check: bool = True) -> bool:
+        """Move buffered per-batch numbers into the history; False if the run diverged."""
+        pending = self._pending
+        self._last_flush = time.perf_counter()
+        if pending == 0:
+            return True
+        predictions = torch.cat(self._pending_logits).argmax(1)
+        hits = (predictions == torch.cat(self._pending_labels)).to(self._pending_losses[0].dtype)
+        read = torch.cat([torch.stack(self._pending_losses), torch.stack(self._pending_grad_norms), hits])
+        values = read.cpu().numpy().astype(np.float64)
+        host_rows = np.array(self._pending_host_rows, dtype=np.float64)
+        self._pending_host_rows = []
+        self._pending = 0
+        self._pending_losses, self._pending_grad_norms = [], []
+        self._pending_logits, self._pending_labels = [], []
+        self._pending_logit_elements = 0
+
+        params = len(self._params)
+        loss = values[:pending]
+        param_norms = values[pending : pending * (1 + params)].reshape(pending, params)
+        batch_sizes = host_rows[:, 0].astype(np.int64)
+        batch_starts = np.concatenate([[0], np.cumsum(batch_sizes)[:-1]])
+        correct = np.add.reduceat(values[pending * (1 + params):], batch_starts)
+        with np.errstate(invalid="ignore", over="ignore"):
+            squared = param_norms**2
+            layer_norms = np.sqrt(squared @ self._param_layer)
+            grad_norm = np.sqrt(squared.sum(1))
+        batch_rows = np.column_stack(
+            [loss, correct / batch_sizes, grad_norm, host_rows[:, 1], host_rows[:, 2], host_rows[:, 3]]
+        ).astype(np.float32)
+        self.history.append_batches(batch_rows, layer_norms.astype(np.float32))
+        self._epoch_totals += ((loss * batch_sizes).sum(), correct.sum(), batch_sizes.sum())
+        if not check:
+            return True
+        return self._check_divergence(loss, grad_norm)
+
+    def _check_divergence(self, loss: np.ndarray, grad_norm: np.ndarray) -> bool:
+        if self._first_loss is None and len(loss) and math.isfinite(loss[0]):
+            self._first_loss = float(loss[0])
+        first_step = self.history.num_steps - len(loss)
+        bad = ~np.isfinite(loss) | ~np.isfinite(grad_norm)
+        if bad.any():
+            step = first_step + int(np.argmax(bad))
+            what = "loss" if not math.isfinite(loss[step - first_step]) else "gradient norm"
+            self.history.set_status(
+                DIVERGED,
+                f"Diverged at batch {step}: the {what} became NaN/Inf. The learning rate is "
+                "probably too high; lower it (e.g. by 10x) and train again.",
+            )
+            return False
+        if self._first_loss is not None and self._first_loss > 0:
+            limit = DIVERGENCE_LOSS_FACTOR * self._first_loss
+            exploded = loss > limit
+            if exploded.any():
+                step = first_step + int(np.argmax(exploded))
+                self.history.set_status(
+                    DIVERGED,
+                    f"Diverged at batch {step}: the loss reached {loss[step - first_step]:.3g}, over "
+                    f"{DIVERGENCE_LOSS_FACTOR:g}x its starting value {self._first_loss:.3g}. The learning "
+                    "rate is probably too high; lower it (e.g. by 10x) and train again.",
+                )
+                return False
+        return True
+
+    def _end_epoch(self, epoch: int, val_batches: Iterable | None) -> None:
+        if not self._flush():
+            return
+        train_loss, train_correct, samples = self._epoch_totals
+        val_loss, val_accuracy = self.evaluate(val_batches) if val_batches is not None else (math.nan, math.nan)
+        self.history.append_epoch(
+            epoch=epoch + 1,
+            train_loss=train_loss / max(samples, 1),
+            train_accuracy=train_correct / max(samples, 1),
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            lr=self.optimizer.param_groups[0]["lr"],
+            seconds=time.perf_counter() - self._started_at,
+            end_step=self.step,
+        )
+        if self.scheduler is not None and self.scheduler_interval == "epoch":
+            self.scheduler.step()
+        self._notify("on_epoch_end", epoch + 1)
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable) -> tuple[float, float]:
+        """Mean loss and accuracy over `batches` in eval mode (one host read at the end)."""
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        samples = 0
+        try:
+            for inputs, labels in batches:
+                if self._stop_event.is_set():
+                    break
+                inputs, labels = inputs.to(self.device), labels.to(self.device)
+                logits = self.model(inputs)
+                loss_sum += self.loss_fn(logits, labels) * len(labels)
+                correct += (logits.argmax(1) == labels).sum()
+                samples += len(labels)
+        finally:
+            self.model.train(was_training)
+        if samples == 0:
+            return math.nan, math.nan
+        totals = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).cpu().tolist()
+        return totals[0] / samples, totals[1] / samples
