@@ -1,0 +1,96 @@
+"""Training throughput with the dashboard open in a browser vs the same run with no page open.
+
+Both runs go through the same Streamlit server and its run registry: one is watched live
+in headless Chromium until it ends, the other is started from the page, which is then
+closed until the run has finished. Repetitions alternate. Prints the median ratio
+watched/unwatched of batches per second (target >= 0.85).
+
+    python bench/ui_throughput.py [--epochs 150] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+from tools.live_server import dashboard_server, launch_chromium  # noqa: E402
+
+RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
+TARGET = 0.85
+
+
+def start_run(page, url: str, epochs: int) -> str:
+    page.goto(url)
+    field = page.get_by_label("Epochs", exact=True)
+    field.fill(str(epochs))
+    field.press("Enter")
+    expect(field).to_have_value(str(epochs))
+    page.get_by_role("button", name="Train", exact=True).click()
+    expect(page).to_have_url(re.compile(r"\?run=[0-9a-f]{12}"), timeout=30_000)
+    return page.url
+
+
+def read_result(page) -> float:
+    text = page.get_by_text(RESULT).inner_text()
+    batches, seconds = RESULT.search(text).groups()
+    return int(batches.replace(",", "")) / float(seconds)
+
+
+def watched(browser, url: str, epochs: int, tab: str) -> float:
+    page = browser.new_page(viewport={"width": 1500, "height": 1600})
+    start_run(page, url, epochs)
+    if tab != "Training curves":
+        page.get_by_role("tab", name=tab, exact=True).click()
+    expect(page.get_by_text(RESULT)).to_be_visible(timeout=600_000)
+    rate = read_result(page)
+    page.close()
+    return rate
+
+
+def unwatched(browser, url: str, epochs: int, expected_seconds: float) -> float:
+    page = browser.new_page(viewport={"width": 1500, "height": 1600})
+    run_url = start_run(page, url, epochs)
+    page.close()  # nobody watches: the run trains with no page polling it
+    time.sleep(expected_seconds)
+    while True:
+        page = browser.new_page()
+        page.goto(run_url)
+        try:
+            expect(page.get_by_text(RESULT)).to_be_visible(timeout=5_000)
+            return read_result(page)
+        except AssertionError:
+            page.close()
+            time.sleep(2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=150, help="spiral MLP epochs per run (38 batches each)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tab", default="Training curves", choices=["Training curves", "Distributions", "Model"])
+    args = parser.parse_args()
+    ratios = []
+    with dashboard_server() as url, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        for repeat in range(args.repeats):
+            without = unwatched(browser, url, args.epochs, expected_seconds=2.0)
+            with_page = watched(browser, url, args.epochs, args.tab)
+            ratios.append(with_page / without)
+            print(f"repeat {repeat + 1}: unwatched {without:7.1f} batches/s   watched ({args.tab}) "
+                  f"{with_page:7.1f} batches/s   ratio {ratios[-1]:.3f}", flush=True)
+        browser.close()
+    ratio = statistics.median(ratios)
+    print(f"median ratio watched/unwatched {ratio:.3f} (target >= {TARGET})")
+    return 0 if ratio >= TARGET else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,427 @@
+"""Pure functions from a HistorySnapshot (or a model description) to Plotly figures and tables.
+
+Nothing here imports streamlit, so every chart is unit-testable without a server. Figures
+get numpy arrays, long series are downsampled keeping each bucket's min and max (a loss
+spike stays visible), and every figure has a fixed height so the page does not jump.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from neural_network import LayerInfo
+from training_monitor import LAYER_STATS, HistorySnapshot
+
+MAX_POINTS = 2000
+CHART_HEIGHT = 320
+TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#ff7f0e"
+LAYER_COLORS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880", "#ff97ff", "#fecb52")
+# Same layout revision across refreshes: Plotly keeps legend toggles where Streamlit lets it.
+UI_REVISION = "live"
+
+
+def downsample_minmax(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most ~max_points points: each bucket keeps its min and its max, in x order.
+
+    A plain stride would drop a one-batch loss spike; min/max keeps it. Non-finite values
+    (a diverged tail) sort last and stay visible as gaps.
+    """
+    n = len(x)
+    if n <= max_points:
+        return np.asarray(x), np.asarray(y)
+    y = np.asarray(y, dtype=np.float64)
+    size = math.ceil(n / (max_points // 2))
+    buckets = math.ceil(n / size)
+    finite = np.isfinite(y)
+    low = np.full(buckets * size, np.inf)
+    high = np.full(buckets * size, -np.inf)
+    low[:n] = np.where(finite, y, np.inf)
+    high[:n] = np.where(finite, y, -np.inf)
+    offsets = np.arange(buckets) * size
+    keep = np.unique(np.concatenate([
+        low.reshape(buckets, size).argmin(1) + offsets,
+        high.reshape(buckets, size).argmax(1) + offsets,
+    ]))
+    keep = keep[keep < n]
+    return np.asarray(x)[keep], y[keep]
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over `window` points (shorter at the start), NaN-safe."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return values
+    window = max(1, min(int(window), len(values)))
+    finite = np.where(np.isfinite(values), values, 0.0)
+    counts = np.cumsum(np.isfinite(values).astype(np.float64))
+    sums = np.cumsum(finite)
+    sums[window:] = sums[window:] - sums[:-window]
+    counts[window:] = counts[window:] - counts[:-window]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan)
+
+
+def _figure(title: str, x_title: str, y_title: str, height: int = CHART_HEIGHT, log_y: bool = False) -> go.Figure:
+    figure = go.Figure()
+    figure.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 14}},
+        height=height,
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        yaxis_type="log" if log_y else "linear",
+        legend={"orientation": "h", "y": -0.25, "x": 0},
+        uirevision=UI_REVISION,
+        hovermode="x unified",
+    )
+    return figure
+
+
+def _empty_note(figure: go.Figure, text: str) -> go.Figure:
+    figure.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"color": "gray"})
+    return figure
+
+
+def _markers(figure: go.Figure, markers) -> go.Figure:
+    """Vertical lines where the training doctor saw something: markers = [(x, label, color)]."""
+    for x, label, color in markers or ():
+        figure.add_vline(x=x, line_dash="dot", line_color=color, annotation_text=label, annotation_font_color=color)
+    return figure
+
+
+# --------------------------------------------------------------------------- epoch curves
+
+
+def epoch_metric_chart(snapshot: HistorySnapshot, metric: str, markers=None) -> go.Figure:
+    """Train vs validation `metric` ("loss" or "accuracy") per epoch."""
+    title = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch"}[metric]
+    figure = _figure(title, "epoch", metric)
+    epochs = snapshot.epoch("epoch")
+    if len(epochs) == 0:
+        return _empty_note(figure, "appears after the first epoch")
+    for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
+        figure.add_trace(go.Scatter(x=epochs, y=snapshot.epoch(f"{split}_{metric}"), name=split,
+                                    mode="lines+markers", line={"color": color}))
+    if metric == "accuracy":
+        figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
+    return _markers(figure, markers)
+
+
+def batch_loss_chart(snapshot: HistorySnapshot, window: int = 50, markers=None) -> go.Figure:
+    figure = _figure("Loss per batch", "epoch", "loss")
+    if snapshot.num_steps == 0:
+        return _empty_note(figure, "waiting for the first batch")
+    x, loss = snapshot.batch("epoch_progress"), snapshot.batch("loss")
+    px, py = downsample_minmax(x, loss)
+    figure.add_trace(go.Scatter(x=px, y=py, name="batch loss", mode="lines",
+                                  line={"color": "rgba(31,119,180,0.35)", "width": 1}))
+    mx, my = downsample_minmax(x, moving_average(loss, window))
+    figure.add_trace(go.Scatter(x=mx, y=my, name=f"moving average ({window})", mode="lines",
+                                  line={"color": TRAIN_COLOR, "width": 2}))
+    return _markers(figure, markers)
+
+
+def grad_norm_chart(snapshot: HistorySnapshot, window: int = 20, markers=None) -> go.Figure:
+    """Global norm per batch (faint) and smoothed; each layer's norm smoothed, on a log axis."""
+    figure = _figure("Gradient norm (global and per layer)", "epoch", "L2 norm", log_y=True)
+    if snapshot.num_steps == 0:
+        return _empty_note(figure, "waiting for the first batch")
+    x = snapshot.batch("epoch_progress")
+    gx, gy = downsample_minmax(x, snapshot.batch("grad_norm"))
+    figure.add_trace(go.Scatter(x=gx, y=gy, name="global (per batch)", mode="lines",
+                                  line={"color": "rgba(0,0,0,0.2)", "width": 1}))
+    sx, sy = downsample_minmax(x, moving_average(snapshot.batch("grad_norm"), window))
+    figure.add_trace(go.Scatter(x=sx, y=sy, name=f"global (avg {window})", mode="lines",
+                                  line={"color": "black", "width": 2}))
+    for index, name in enumerate(snapshot.layer_names):
+        lx, ly = downsample_minmax(x, moving_average(snapshot.layer_grad_norms[:, index], window))
+        figure.add_trace(go.Scatter(x=lx, y=ly, name=name, mode="lines",
+                                      line={"color": LAYER_COLORS[index % len(LAYER_COLORS)], "width": 1.5}))
+    return _markers(figure, markers)
+
+
+def lr_chart(snapshot: HistorySnapshot) -> go.Figure:
+    figure = _figure("Learning rate schedule", "epoch", "learning rate")
+    if snapshot.num_steps == 0:
+        return _empty_note(figure, "waiting for the first batch")
+    x, y = downsample_minmax(snapshot.batch("epoch_progress"), snapshot.batch("lr"))
+    figure.add_trace(go.Scatter(x=x, y=y, name="lr", mode="lines", line={"color": "#2ca02c"}))
+    top = float(np.nanmax(y)) if np.isfinite(y).any() else 1.0
+    # Plotly pads a constant line to ±1 around it; anchor at zero so the value reads right.
+    figure.update_yaxes(exponentformat="e", range=[0, top * 1.1 if top > 0 else 1.0])
+    return figure
+
+
+# --------------------------------------------------------------------------- distributions
+
+
+def rebin_histograms(counts: np.ndarray, ranges: np.ndarray, rows: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Put T histograms with their own [low, high] onto one shared grid of `rows` bins.
+
+    counts (T, bins), ranges (T, 2) -> (edges (rows + 1,), fractions (rows, T)), each column
+    summing to 1. Each source bin spreads its count over the grid rows it overlaps (linear
+    interpolation of the cumulative count), so no row is left empty by aliasing.
+    """
+    snapshots, bins = counts.shape
+    finite = np.isfinite(ranges).all(1)
+    if not finite.any():
+        return np.linspace(-1, 1, rows + 1), np.zeros((rows, snapshots))
+    low, high = float(ranges[finite, 0].min()), float(ranges[finite, 1].max())
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, rows + 1)
+    counts = np.where(finite[:, None], counts, 0.0).astype(np.float64)
+    source_low = np.where(finite, ranges[:, 0], low)[:, None]
+    source_width = np.where(finite, ranges[:, 1] - ranges[:, 0], 0.0)[:, None] / bins
+    # Position of every grid edge inside each snapshot's bins, in units of its bins.
+    position = np.clip((edges[None, :] - source_low) / np.maximum(source_width, 1e-300), 0.0, bins)
+    whole = np.minimum(position.astype(np.int64), bins - 1)
+    cumulative = np.concatenate([np.zeros((snapshots, 1)), np.cumsum(counts, axis=1)], axis=1)
+    below = np.take_along_axis(cumulative, whole, 1) + (position - whole) * np.take_along_axis(counts, whole, 1)
+    grid = np.diff(below, axis=1).T  # (rows, T)
+    # A snapshot whose values were all equal has zero width: its whole count is one spike.
+    for t in np.flatnonzero(finite & (source_width[:, 0] <= 0)):
+        grid[:, t] = 0.0
+        grid[min(int((ranges[t, 0] - low) / (high - low) * rows), rows - 1), t] = counts[t].sum()
+    totals = grid.sum(0, keepdims=True)
+    return edges, np.divide(grid, totals, out=np.zeros_like(grid), where=totals > 0)
+
+
+# Shares below this are drawn as empty: the colour scale spans 4 decades of share.
+MIN_VISIBLE_SHARE = 1e-4
+# A heatmap wider than this many snapshots shows no more detail on screen, only costs bytes.
+MAX_HEATMAP_COLUMNS = 150
+
+
+def _thin(count: int, limit: int) -> np.ndarray:
+    """Indices of at most `limit` evenly spread items of `count`, always keeping the last."""
+    if count <= limit:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, limit).round().astype(np.int64))
+
+
+def histogram_heatmaps(snapshot: HistorySnapshot, kind: str, layers: list[int] | None = None, columns: int = 2) -> go.Figure:
+    """One heatmap per layer: x = training step, y = value, colour = share of the layer's values."""
+    series = snapshot.weight_histograms if kind == "weight" else snapshot.grad_histograms
+    label = "Weight" if kind == "weight" else "Gradient"
+    layers = list(range(len(snapshot.layer_names))) if layers is None else layers
+    columns = max(1, min(columns, len(layers)))
+    rows = math.ceil(len(layers) / columns)
+    figure = go.Figure()
+    figure.update_layout(
+        title={"text": f"{label} distributions over time (per layer)", "x": 0.01, "font": {"size": 14}},
+        height=max(CHART_HEIGHT, 230 * rows), margin={"l": 50, "r": 10, "t": 50, "b": 30}, uirevision=UI_REVISION,
+    )
+    if len(series.steps) == 0:
+        return _empty_note(figure, f"the first {kind} histogram appears after the first batch")
+    gap = 0.08
+    for position, layer in enumerate(layers):
+        r, c = divmod(position, columns)
+        axis = "" if position == 0 else str(position + 1)
+        x0 = c / columns + (gap / 2 if c else 0)
+        x1 = (c + 1) / columns - (gap / 2 if c + 1 < columns else 0)
+        y1 = 1 - r / rows - (0.06 if r else 0)
+        y0 = 1 - (r + 1) / rows + 0.06
+        shown = _thin(len(series.steps), MAX_HEATMAP_COLUMNS)
+        edges, fractions = rebin_histograms(series.counts[shown, layer], series.ranges[shown, layer])
+        centres = (edges[:-1] + edges[1:]) / 2
+        # Log colour: the tails of a distribution matter as much as its peak.
+        log_share = np.log10(np.maximum(fractions, MIN_VISIBLE_SHARE)).astype(np.float32)
+        figure.add_trace(go.Heatmap(
+            x=series.steps[shown], y=centres, z=log_share, customdata=fractions.astype(np.float32), xaxis=f"x{axis}", yaxis=f"y{axis}",
+            colorscale="Viridis", showscale=False, zmin=math.log10(MIN_VISIBLE_SHARE), zmax=0,
+            hovertemplate="step %{x}<br>value %{y:.3g}<br>share %{customdata:.2%}<extra>"
+            + snapshot.layer_names[layer] + "</extra>",
+        ))
+        figure.update_layout({
+            f"xaxis{axis}": {"domain": [x0, x1], "anchor": f"y{axis}", "title": {"text": "step", "standoff": 2}},
+            f"yaxis{axis}": {"domain": [max(y0, 0), y1], "anchor": f"x{axis}"},
+        })
+        figure.add_annotation(text=f"<b>{snapshot.layer_names[layer]}</b>", x=x0, y=y1, xref="paper", yref="paper",
+                              xanchor="left", yanchor="bottom", showarrow=False)
+    return figure
+
+
+def latest_histograms(snapshot: HistorySnapshot, kind: str) -> go.Figure:
+    """The most recent histogram of each layer, as outlines on one chart (readable exact shape)."""
+    series = snapshot.weight_histograms if kind == "weight" else snapshot.grad_histograms
+    label = "weights" if kind == "weight" else "gradients"
+    figure = _figure(f"Latest {label} histogram", "value", "share of values")
+    figure.update_layout(hovermode="closest")
+    if len(series.steps) == 0:
+        return _empty_note(figure, "no histogram yet")
+    figure.update_layout(title={"text": f"Latest {label} histogram (step {int(series.steps[-1])})"})
+    for index, name in enumerate(snapshot.layer_names):
+        counts = series.counts[-1, index]
+        edges = series.edges(len(series.steps) - 1, index)
+        share = counts / max(counts.sum(), 1)
+        figure.add_trace(go.Scatter(x=(edges[:-1] + edges[1:]) / 2, y=share, name=name, mode="lines",
+                                    line={"shape": "hvh", "color": LAYER_COLORS[index % len(LAYER_COLORS)]}))
+    return figure
+
+
+# --------------------------------------------------------------------------- the model
+
+
+_KIND_COLORS = {"Input": "#e0e0e0", "Linear": "#aec7e8", "Conv2d": "#98df8a", "MaxPool2d": "#ffbb78", "Flatten": "#dbdb8d"}
+
+
+def architecture_boxes(layers: list[LayerInfo]) -> list[dict]:
+    """Fold activations and dropout into the layer they follow: one box per real stage."""
+    boxes: list[dict] = []
+    for layer in layers:
+        if layer.kind in ("ReLU", "LeakyReLU", "Tanh", "Sigmoid", "GELU", "Dropout") and boxes:
+            boxes[-1]["extras"].append(layer.kind)
+            boxes[-1]["shape"] = layer.output_shape
+            continue
+        boxes.append({"name": layer.name, "kind": layer.kind, "shape": layer.output_shape,
+                      "params": layer.param_count, "extras": []})
+    return boxes
+
+
+def architecture_diagram(layers: list[LayerInfo], height: int = 260) -> go.Figure:
+    """Boxes left to right: name, type (+activation), output shape, parameter count."""
+    boxes = architecture_boxes(layers)
+    figure = go.Figure()
+    total = sum(b["params"] for b in boxes)
+    figure.update_layout(
+        title={"text": f"Architecture · {total:,} parameters", "x": 0.01, "font": {"size": 14}},
+        height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False,
+        xaxis={"visible": False, "range": [-0.6, len(boxes) - 0.4]}, yaxis={"visible": False, "range": [-1.3, 1.3]},
+        plot_bgcolor="white",
+    )
+    biggest = max((b["params"] for b in boxes), default=1) or 1
+    for index, box in enumerate(boxes):
+        # Box height grows with log(parameters), so big layers look big without dwarfing the rest.
+        half = 0.35 + 0.55 * (math.log1p(box["params"]) / math.log1p(biggest) if box["params"] else 0)
+        color = _KIND_COLORS.get(box["kind"], "#c5b0d5")
+        figure.add_shape(type="rect", x0=index - 0.38, x1=index + 0.38, y0=-half, y1=half,
+                         fillcolor=color, line={"color": "#555"}, layer="below")
+        kind = box["kind"] + ("<br>+" + "+".join(box["extras"]) if box["extras"] else "")
+        shape = "×".join(str(s) for s in box["shape"])
+        figure.add_annotation(x=index, y=0, showarrow=False, font={"size": 11, "color": "#222"},
+                              text=f"<b>{box['name']}</b><br>{kind}<br>{shape}<br>{box['params']:,} p")
+        if index:
+            figure.add_annotation(x=index - 0.38, y=0, ax=index - 0.62, ay=0, xref="x", yref="y", axref="x", ayref="y",
+                                  showarrow=True, arrowhead=2, arrowsize=1, arrowcolor="#555", text="")
+    figure.add_trace(go.Scatter(
+        x=list(range(len(boxes))), y=[0] * len(boxes), mode="markers", marker={"opacity": 0},
+        customdata=[[b["kind"], "×".join(map(str, b["shape"])), b["params"]] for b in boxes],
+        text=[b["name"] for b in boxes],
+        hovertemplate="%{text}: %{customdata[0]}<br>output %{customdata[1]}<br>%{customdata[2]:,} parameters<extra></extra>",
+    ))
+    return figure
+
+
+def layer_table(snapshot: HistorySnapshot | None, layers: list[LayerInfo]) -> pd.DataFrame:
+    """Per monitored layer: shape and size, then its latest measured statistics."""
+    monitored = [layer for layer in layers if layer.monitored]
+    table = pd.DataFrame({
+        "layer": [layer.name for layer in monitored],
+        "type": [layer.kind + (f" + {layer.activation}" if layer.activation else "") for layer in monitored],
+        "output shape": ["×".join(map(str, layer.output_shape)) for layer in monitored],
+        "parameters": [layer.param_count for layer in monitored],
+    })
+    if snapshot is None or len(snapshot.stats_steps) == 0:
+        return table
+    names = list(snapshot.layer_names)
+    order = [names.index(layer.name) for layer in monitored if layer.name in names]
+    if len(order) != len(monitored):
+        return table
+    latest = snapshot.layer_stats[-1][order]
+    column = {stat: latest[:, i] for i, stat in enumerate(LAYER_STATS)}
+    table["weight mean"] = column["weight_mean"]
+    table["weight std"] = column["weight_std"]
+    table["grad norm"] = snapshot.layer_grad_norms[-1][order] if snapshot.num_steps else column["grad_norm"]
+    table["update/weight"] = column["update_ratio"]
+    table["act mean"] = column["act_mean"]
+    table["act std"] = column["act_std"]
+    table["dead %"] = column["dead_fraction"] * 100
+    table["saturated %"] = column["saturation"] * 100
+    return table
+
+
+# --------------------------------------------------------------------------- headline numbers
+
+
+@dataclass(frozen=True)
+class Headline:
+    label: str
+    value: str
+    delta: str | None = None
+    delta_color: str = "normal"  # "inverse" when lower is better
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
+
+
+def headline_metrics(snapshot: HistorySnapshot) -> list[Headline]:
+    """Epoch, losses, accuracies and gradient norm, with the change since the previous epoch."""
+    epochs = snapshot.epochs
+    planned = snapshot.planned_epochs or "?"
+    done = len(epochs)
+    items = [Headline("Epoch", f"{done} / {planned}")]
+
+    def epoch_item(label, column, percent=False, inverse=False):
+        values = snapshot.epoch(column) if done else np.array([])
+        if not len(values):
+            return Headline(label, "–")
+        current = values[-1]
+        text = f"{current:.1%}" if percent else _fmt(current)
+        delta = None
+        if len(values) > 1 and math.isfinite(values[-2]) and math.isfinite(current):
+            change = current - values[-2]
+            delta = f"{change:+.1%}" if percent else f"{change:+.3g}"
+        return Headline(label, text, delta, "inverse" if inverse else "normal")
+
+    items.append(epoch_item("Train loss", "train_loss", inverse=True))
+    items.append(epoch_item("Val loss", "val_loss", inverse=True))
+    items.append(epoch_item("Val accuracy", "val_accuracy", percent=True))
+    if snapshot.num_steps:
+        recent = snapshot.batch("grad_norm")[-50:]
+        earlier = snapshot.batch("grad_norm")[-100:-50]
+        now = float(np.nanmean(recent))
+        delta = f"{now - float(np.nanmean(earlier)):+.3g}" if len(earlier) else None
+        items.append(Headline("Grad norm (last 50)", _fmt(now, 3), delta, "off"))
+    else:
+        items.append(Headline("Grad norm", "–"))
+    return items
+
+
+@dataclass(frozen=True)
+class Progress:
+    fraction: float
+    batches_done: int
+    batches_total: int
+    batches_per_second: float
+    seconds_left: float
+
+    def text(self) -> str:
+        rate = f"{self.batches_per_second:,.0f} batches/s" if self.batches_per_second > 0 else "– batches/s"
+        left = f"{_duration(self.seconds_left)} left" if math.isfinite(self.seconds_left) else "time left: –"
+        return f"{self.batches_done:,} / {self.batches_total:,} batches · {rate} · {left}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def training_progress(snapshot: HistorySnapshot, window_seconds: float = 5.0) -> Progress:
+    """Progress through the planned batches; speed over the last few seconds of training."""
+    total = snapshot.planned_epochs * snapshot.batches_per_epoch
+    done = snapshot.num_steps
+    if done == 0 or total == 0:
+        return Progress(0.0, done, total, 0.0, math.inf)
+    seconds = snapshot.batch("seconds").astype(np.float64)
+    start = int(np.searchsorted(seconds, seconds[-1] - window_seconds))
+    span = seconds[-1] - (seconds[start - 1] if start > 0 else 0.0)
+    rate = (done - start) / span if span > 0 else 0.0
+    left = (total - done) / rate if rate > 0 else math.inf
+    return Progress(min(done / total, 1.0), done, total, rate, left)

@@ -1,0 +1,134 @@
+"""The Streamlit script end to end, through Streamlit's AppTest (no browser)."""
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+SCRIPT = str(Path(__file__).resolve().parent.parent / "dashboard.py")
+
+
+def new_app(**query) -> AppTest:
+    app = AppTest.from_file(SCRIPT, default_timeout=60)
+    for key, value in query.items():
+        app.query_params[key] = value
+    return app.run()
+
+
+def rerun_until(app: AppTest, condition, timeout: float = 60.0) -> AppTest:
+    deadline = time.monotonic() + timeout
+    while True:
+        app.run()
+        assert not app.exception, [e.value for e in app.exception]
+        if condition(app):
+            return app
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached; page shows: " + " | ".join(
+                m.value for m in list(app.info) + list(app.error) + list(app.warning) + list(app.success)))
+        time.sleep(0.2)
+
+
+def sidebar_errors(app: AppTest) -> list[str]:
+    return [e.value for e in app.sidebar.error]
+
+
+def metrics(app: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in app.metric}
+
+
+def test_first_page_shows_the_model_preview_without_errors():
+    app = new_app()
+    assert not app.exception
+    assert sidebar_errors(app) == []
+    assert not app.button(key="train").disabled and app.button(key="stop").disabled
+    assert len(app.get("plotly_chart")) == 1  # the architecture preview
+
+
+@pytest.mark.parametrize(
+    "widget, key, value, message",
+    [
+        ("text_input", "hidden_sizes", "128,abc", "'abc' is not a whole number"),
+        ("text_input", "hidden_sizes", "", "empty"),
+        ("text_input", "hidden_sizes", "0", "at least 1"),
+        ("text_input", "lr", "0", "greater than 0"),
+        ("text_input", "lr", "-5", "greater than 0"),
+        ("text_input", "lr", "", "empty"),
+        ("number_input", "batch_size", -5, "at least 1"),
+        ("number_input", "batch_size", 4096, "larger than the training set"),
+        ("number_input", "epochs", 0, "at least 1"),
+    ],
+)
+def test_bad_sidebar_values_show_a_message_and_disable_train(widget, key, value, message):
+    app = new_app()
+    getattr(app, widget)(key=key).set_value(value).run()
+    assert not app.exception
+    assert any(message in text for text in sidebar_errors(app)), sidebar_errors(app)
+    assert app.button(key="train").disabled
+    assert not app.get("plotly_chart") or len(app.get("plotly_chart")) == 0
+
+
+def test_a_short_run_through_the_train_button_fills_every_panel():
+    app = new_app()
+    app.number_input(key="epochs").set_value(2).run()
+    app.button(key="train").click().run()
+    run_id = app.session_state.run_id
+    assert run_id and app.query_params["run"] == run_id
+    rerun_until(app, lambda a: any("Finished 2 epochs" in s.value for s in a.success))
+    assert metrics(app)["Epoch"] == "2 / 2"
+    assert float(metrics(app)["Val accuracy"].rstrip("%")) > 50
+    assert len(app.get("plotly_chart")) == 5  # the Training curves tab
+    assert not app.button(key="train").disabled and app.button(key="stop").disabled
+
+
+def test_stop_ends_the_run_and_keeps_what_was_trained():
+    app = new_app()
+    app.number_input(key="epochs").set_value(500).run()
+    app.button(key="train").click().run()
+    rerun_until(app, lambda a: metrics(a).get("Epoch", "0 / 500") not in ("0 / 500", "–"), timeout=60)
+    assert not app.button(key="stop").disabled
+    app.button(key="stop").click().run()
+    rerun_until(app, lambda a: any("Stopped by the user" in w.value for w in a.warning), timeout=10)
+    epochs_done = int(metrics(app)["Epoch"].split("/")[0])
+    assert 1 <= epochs_done < 500
+    assert len(app.get("plotly_chart")) == 5
+
+
+def test_sidebar_changes_during_a_run_do_not_touch_it_and_refresh_reattaches():
+    app = new_app()
+    app.number_input(key="epochs").set_value(500).run()
+    app.button(key="train").click().run()
+    run_id = app.session_state.run_id
+    rerun_until(app, lambda a: len(a.metric) > 0)
+    app.text_input(key="lr").set_value("0.1").run()
+    app.text_input(key="hidden_sizes").set_value("8").run()
+    assert not app.exception
+    assert any("apply to the next run" in c.value for c in app.caption)
+    assert any("Adam 5e-3" in c.value and "128×3" in c.value for c in app.caption)
+    # A browser refresh is a new session that only has the URL: it finds the same run, still going.
+    refreshed = new_app(run=run_id)
+    assert refreshed.session_state.run_id == run_id
+    assert not refreshed.button(key="stop").disabled
+    assert any(run_id in c.value for c in refreshed.caption)
+    # Another browser session without the id sees no run at all.
+    stranger = new_app()
+    assert not stranger.get("metric") or len(stranger.metric) == 0
+    refreshed.button(key="stop").click().run()
+    rerun_until(refreshed, lambda a: any("Stopped" in w.value for w in a.warning), timeout=10)
+
+
+def test_unknown_run_id_in_the_url_is_a_message_not_a_crash():
+    app = new_app(run="doesnotexist")
+    assert not app.exception
+    assert any("not running in this server" in w.value for w in app.warning)
+
+
+def test_an_unreadable_mnist_folder_fails_with_a_message(tmp_path):
+    app = new_app()
+    app.selectbox(key="dataset").set_value("mnist_idx").run()
+    app.text_input(key="mnist_path").set_value(str(tmp_path)).run()
+    app.number_input(key="mnist_images").set_value(100).run()
+    app.number_input(key="batch_size").set_value(16).run()
+    app.button(key="train").click().run()
+    rerun_until(app, lambda a: any("Could not start" in e.value for e in a.error), timeout=20)
+    assert any("train-images" in e.value for e in app.error)

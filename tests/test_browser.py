@@ -1,0 +1,112 @@
+"""The real page in a real headless Chromium: what only a browser shows."""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tools.live_server import CHROMIUM, dashboard_server, launch_chromium
+
+pytestmark = pytest.mark.browser
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"Chromium missing at {CHROMIUM}: .ci/run should have installed it")
+    pytest.skip(f"Chromium not installed at {CHROMIUM}", allow_module_level=True)
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    with dashboard_server(log) as url:
+        yield url
+
+
+@pytest.fixture()
+def page(server):
+    with playwright_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1500, "height": 1600})
+        yield page
+        browser.close()
+
+
+def no_exception(page):
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
+        '[data-testid="stException"]').first.inner_text()
+
+
+def test_train_watch_all_nine_panels_live_then_stop(page, server, tmp_path):
+    expect = playwright_api.expect
+    page.goto(server)
+    train = page.get_by_role("button", name="Train", exact=True)
+    expect(train).to_be_enabled(timeout=30_000)
+    epochs = page.get_by_label("Epochs", exact=True)
+    epochs.fill("400")
+    epochs.press("Enter")
+    expect(epochs).to_have_value("400")
+    train.click()
+
+    # While it trains: the progress bar counts batches and their speed, and numbers change.
+    progress = page.get_by_text(re.compile(r"batches/s"))
+    expect(progress).to_be_visible(timeout=30_000)
+    first = progress.inner_text()
+    page.wait_for_timeout(2500)
+    assert progress.inner_text() != first, "the page did not update while training"
+    expect(page).to_have_url(re.compile(r"\?run=[0-9a-f]{12}"))
+
+    # 1 metrics bar
+    expect(page.locator('[data-testid="stMetric"]')).to_have_count(5)
+    assert re.search(r"\d+ / 400", page.locator('[data-testid="stMetric"]').first.inner_text())
+    # 2-5 (+ the LR schedule) on the first tab, each with a drawn trace
+    for title in ("Loss per epoch", "Accuracy per epoch", "Loss per batch", "Gradient norm (global and per layer)",
+                  "Learning rate schedule"):
+        chart = page.locator(".js-plotly-plot", has_text=title)
+        expect(chart).to_have_count(1)
+        assert chart.locator(".scatterlayer .trace, .gl-container canvas").count() > 0, title
+    page.screenshot(path=tmp_path / "1-training-curves.png", full_page=True)
+
+    # 6, 7 histograms over time and the latest snapshot
+    page.get_by_role("tab", name="Distributions", exact=True).click()
+    for title in ("Gradient distributions over time", "Weight distributions over time",
+                  "Latest gradients histogram", "Latest weights histogram"):
+        expect(page.locator(".js-plotly-plot", has_text=title)).to_have_count(1, timeout=10_000)
+    heatmaps = page.locator(".js-plotly-plot", has_text="Weight distributions").locator(".heatmaplayer image")
+    expect(heatmaps).to_have_count(4)
+    page.screenshot(path=tmp_path / "2-distributions.png", full_page=True)
+
+    # 8 architecture, 9 layer statistics
+    page.get_by_role("tab", name="Model", exact=True).click()
+    expect(page.locator(".js-plotly-plot", has_text="Architecture · 33,795 parameters")).to_have_count(1, timeout=10_000)
+    expect(page.locator('[data-testid="stDataFrame"]')).to_have_count(1)
+    page.screenshot(path=tmp_path / "3-model.png", full_page=True)
+    no_exception(page)
+
+    # A refresh re-attaches to the running run through the URL.
+    run_url = page.url
+    page.reload()
+    expect(page.get_by_text(re.compile(r"batches/s"))).to_be_visible(timeout=30_000)
+    assert page.url == run_url
+
+    page.get_by_role("button", name="Stop", exact=True).click()
+    expect(page.get_by_text("Stopped by the user", exact=False)).to_be_visible(timeout=10_000)
+    expect(page.get_by_role("button", name="Train", exact=True)).to_be_enabled()
+    expect(page.locator(".js-plotly-plot", has_text="Loss per epoch")).to_have_count(1)
+    page.screenshot(path=tmp_path / "4-stopped.png", full_page=True)
+    no_exception(page)
+    print(f"screenshots in {tmp_path}")
+
+
+def test_bad_input_shows_a_message_and_disables_train(page, server):
+    expect = playwright_api.expect
+    page.goto(server)
+    hidden = page.get_by_label("Hidden layers", exact=True)
+    expect(hidden).to_be_visible(timeout=30_000)
+    hidden.fill("128,abc")
+    hidden.press("Enter")
+    expect(page.get_by_text("'abc' is not a whole number")).to_be_visible()
+    expect(page.get_by_role("button", name="Train", exact=True)).to_be_disabled()
+    no_exception(page)

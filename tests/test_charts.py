@@ -1,0 +1,119 @@
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+import charts
+from run_config import RunConfig
+from runs import build_training
+
+
+@pytest.fixture(scope="module")
+def trained():
+    setup = build_training(RunConfig(epochs=3, stats_every=5), device="cpu")
+    setup.fit()
+    return setup.monitor.history.snapshot(), setup.architecture
+
+
+def test_downsampling_keeps_spikes_and_bounds_points():
+    x = np.arange(100_000)
+    y = np.ones(100_000)
+    y[77_777] = 50.0
+    y[12_345] = -3.0
+    dx, dy = charts.downsample_minmax(x, y, max_points=2000)
+    assert len(dx) <= 2000
+    assert 50.0 in dy and -3.0 in dy and 77_777 in dx
+    assert np.all(np.diff(dx) > 0)
+    small_x, small_y = charts.downsample_minmax(x[:10], y[:10])
+    assert len(small_x) == 10
+
+
+def test_downsampling_keeps_a_diverged_tail_visible():
+    y = np.linspace(1, 0, 10_000)
+    y[9_000:] = np.nan
+    dx, dy = charts.downsample_minmax(np.arange(10_000), y, max_points=500)
+    assert np.isnan(dy).any() and dx.max() >= 9_000
+
+
+def test_moving_average_matches_a_direct_computation():
+    values = np.array([1.0, 3.0, 5.0, np.nan, 7.0])
+    assert charts.moving_average(values, 2).tolist()[:3] == [1.0, 2.0, 4.0]
+    assert charts.moving_average(values, 2)[3] == 5.0  # NaN skipped
+    assert charts.moving_average(values, 2)[4] == 7.0
+
+
+def test_rebinning_conserves_counts_and_leaves_no_gaps():
+    counts = np.array([[0, 10, 10, 0], [5, 5, 5, 5]], dtype=float)
+    ranges = np.array([[-1.0, 1.0], [0.0, 4.0]])
+    edges, fractions = charts.rebin_histograms(counts, ranges, rows=50)
+    assert edges[0] == -1.0 and edges[-1] == 4.0
+    assert np.allclose(fractions.sum(0), 1.0)
+    centres = (edges[:-1] + edges[1:]) / 2
+    inside = (centres > 0.1) & (centres < 3.9)
+    assert (fractions[inside, 1] > 0).all()  # no stripes of empty rows inside a flat histogram
+    assert fractions[centres > 1.1, 0].sum() == 0  # the first histogram has nothing above 1
+
+
+def test_curve_charts_draw_the_history(trained):
+    snapshot, _ = trained
+    loss = charts.epoch_metric_chart(snapshot, "loss")
+    assert [t.name for t in loss.data] == ["train", "val"]
+    assert np.allclose(loss.data[1].y, snapshot.epoch("val_loss"))
+    batch = charts.batch_loss_chart(snapshot)
+    assert len(batch.data[0].x) == snapshot.num_steps
+    grad = charts.grad_norm_chart(snapshot)
+    assert {t.name for t in grad.data} >= {"fc1", "fc4"} and grad.layout.yaxis.type == "log"
+    lr = charts.lr_chart(snapshot)
+    assert lr.layout.yaxis.range[0] == 0 and lr.layout.yaxis.range[1] > RunConfig().lr
+    for figure in (loss, batch, grad, lr):
+        assert figure.layout.height == charts.CHART_HEIGHT
+        assert isinstance(figure.data[0].x, np.ndarray) or isinstance(figure.data[0].x, tuple)
+
+
+def test_histogram_heatmaps_have_one_panel_per_layer(trained):
+    snapshot, _ = trained
+    for kind in ("grad", "weight"):
+        figure = charts.histogram_heatmaps(snapshot, kind)
+        heatmaps = [t for t in figure.data if isinstance(t, go.Heatmap)]
+        assert len(heatmaps) == len(snapshot.layer_names)
+        assert len(heatmaps[0].x) == len(snapshot.weight_histograms.steps)
+        latest = charts.latest_histograms(snapshot, kind)
+        assert len(latest.data) == len(snapshot.layer_names)
+        assert math.isclose(sum(latest.data[0].y), 1.0, rel_tol=1e-6)
+
+
+def test_empty_history_gives_empty_charts_with_a_note():
+    setup = build_training(RunConfig(epochs=1), device="cpu")
+    snapshot = setup.monitor.history.snapshot()
+    for figure in (charts.epoch_metric_chart(snapshot, "loss"), charts.batch_loss_chart(snapshot),
+                   charts.grad_norm_chart(snapshot), charts.histogram_heatmaps(snapshot, "grad")):
+        assert len(figure.data) == 0 and figure.layout.annotations
+    assert charts.training_progress(snapshot).fraction == 0.0
+    assert charts.headline_metrics(snapshot)[1].value == "–"
+
+
+def test_architecture_diagram_and_layer_table(trained):
+    snapshot, architecture = trained
+    boxes = charts.architecture_boxes(architecture)
+    assert [b["name"] for b in boxes] == ["input", "fc1", "fc2", "fc3", "fc4"]
+    assert boxes[1]["extras"] == ["ReLU"]
+    figure = charts.architecture_diagram(architecture)
+    assert "33,795 parameters" in figure.layout.title.text
+    assert len([s for s in figure.layout.shapes if s.type == "rect"]) == 5
+    table = charts.layer_table(snapshot, architecture)
+    assert table["layer"].tolist() == ["fc1", "fc2", "fc3", "fc4"]
+    assert table["parameters"].sum() == 33_795
+    assert np.allclose(table["update/weight"], snapshot.layer_stat("update_ratio")[-1])
+    assert table["dead %"].iloc[:3].between(0, 100).all() and np.isnan(table["dead %"].iloc[3])
+
+
+def test_headline_metrics_and_progress(trained):
+    snapshot, _ = trained
+    items = {h.label: h for h in charts.headline_metrics(snapshot)}
+    assert items["Epoch"].value == "3 / 3"
+    assert items["Val accuracy"].value == f"{snapshot.epoch('val_accuracy')[-1]:.1%}"
+    assert items["Train loss"].delta.startswith(("-", "+")) and items["Train loss"].delta_color == "inverse"
+    progress = charts.training_progress(snapshot)
+    assert progress.fraction == 1.0 and progress.batches_done == progress.batches_total == snapshot.num_steps
+    assert progress.batches_per_second > 0 and "batches/s" in progress.text()

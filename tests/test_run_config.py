@@ -1,0 +1,75 @@
+import json
+
+import pytest
+
+from run_config import RunConfig, parse_layer_sizes, parse_run_config, validate
+
+
+def test_defaults_are_valid_and_round_trip_through_json():
+    config, errors = parse_run_config({})
+    assert errors == {} and config == RunConfig()
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+@pytest.mark.parametrize(
+    "raw, field, fragment",
+    [
+        ({"hidden_sizes": "128,abc"}, "hidden_sizes", "'abc' is not a whole number"),
+        ({"hidden_sizes": ""}, "hidden_sizes", "empty"),
+        ({"hidden_sizes": "128,,64"}, "hidden_sizes", "extra comma"),
+        ({"hidden_sizes": "0"}, "hidden_sizes", "at least 1"),
+        ({"hidden_sizes": "-5"}, "hidden_sizes", "at least 1"),
+        ({"hidden_sizes": "100000"}, "hidden_sizes", "over the limit"),
+        ({"lr": "0"}, "lr", "greater than 0"),
+        ({"lr": "-0.1"}, "lr", "greater than 0"),
+        ({"lr": ""}, "lr", "empty"),
+        ({"lr": "fast"}, "lr", "must be a number"),
+        ({"lr": "nan"}, "lr", "finite"),
+        ({"batch_size": 0}, "batch_size", "at least 1"),
+        ({"batch_size": -5}, "batch_size", "at least 1"),
+        ({"batch_size": 5000}, "batch_size", "larger than the training set (1200 samples)"),
+        ({"epochs": 0}, "epochs", "at least 1"),
+        ({"epochs": 2.5}, "epochs", "whole number"),
+        ({"weight_decay": "-1"}, "weight_decay", "at least 0"),
+        ({"dataset": "mnist_idx", "mnist_path": " "}, "mnist_path", "folder"),
+        ({"model": "cnn", "dataset": "spiral"}, "model", "needs images"),
+        ({"model": "cnn", "dataset": "mnist_like", "num_samples": 6000, "cnn_channels": "8,8,8,8,8"}, "cnn_channels", "at most 4"),
+        ({"scheduler": "step", "step_size": 0}, "step_size", "at least 1"),
+    ],
+)
+def test_bad_values_give_a_message_on_their_field(raw, field, fragment):
+    config, errors = parse_run_config(raw)
+    assert config is None
+    assert field in errors and fragment in errors[field], errors
+
+
+def test_errors_in_hidden_controls_do_not_block_a_run():
+    # CNN channels are not shown for an MLP, momentum only for SGD: typos there do not count.
+    config, errors = parse_run_config({"model": "mlp", "cnn_channels": "abc", "optimizer": "adam", "momentum": -1})
+    assert errors == {} and config.model == "mlp"
+
+
+def test_text_fields_are_parsed_into_numbers():
+    config, errors = parse_run_config({"hidden_sizes": " 64 , 32 ", "lr": "1e-3", "weight_decay": "0.01", "epochs": "7"})
+    assert errors == {}
+    assert config.hidden_sizes == (64, 32) and config.lr == 1e-3 and config.weight_decay == 0.01 and config.epochs == 7
+
+
+def test_parse_layer_sizes():
+    assert parse_layer_sizes("128;64") == (128, 64)
+    with pytest.raises(ValueError):
+        parse_layer_sizes("1.5")
+
+
+def test_train_samples_mirror_the_real_split():
+    from runs import dataset_for
+
+    for config in (RunConfig(), RunConfig(num_samples=1000, num_classes=3, train_fraction=0.3)):
+        assert config.train_samples == len(dataset_for(config).x_train)
+
+
+def test_label_names_the_key_settings():
+    assert RunConfig().label() == "MLP 128×3 relu · Adam 5e-3"
+    label = RunConfig(hidden_sizes=(64, 32), optimizer="sgd", lr=0.1, scheduler="cosine").label()
+    assert label == "MLP 64-32 relu · SGD 1e-1 · cosine"
+    assert validate(RunConfig(dataset="cifar")) != {}
