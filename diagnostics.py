@@ -1,0 +1,326 @@
+"""The training doctor: pure functions from a HistorySnapshot to plain-language findings.
+
+Each check covers one warning sign, returns at most one Finding with its evidence (numbers
+and the step or epoch where it started) and names the chart that shows it. Thresholds are
+named constants; the comment on each says why it sits where it does. Healthy runs (the
+default spiral MLP, a default CNN) must raise nothing: tests train both directions.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from training_monitor import DIVERGED, HistorySnapshot
+
+CRITICAL, WARNING, INFO = "critical", "warning", "info"
+SEVERITY_ORDER = {CRITICAL: 0, WARNING: 1, INFO: 2}
+
+# Overfitting: validation loss (3-epoch mean, to ride out noise) has risen for this many
+# epochs since its best, by at least this much, while the training loss kept falling.
+OVERFIT_MIN_EPOCHS_RISING = 3
+OVERFIT_MIN_RISE = 0.05  # absolute, in loss units: below this a spiral's val loss just jitters
+OVERFIT_MIN_RELATIVE_RISE = 0.25
+# Stalled: after this many batches the recent loss is still this close to where it began.
+STALL_MIN_BATCHES = 200
+STALL_MAX_IMPROVEMENT = 0.10  # <10% lower than the first batches' loss
+# Exploding gradients: the median norm of the last few batches, against its own past.
+EXPLODE_WINDOW = 10  # a median over 10 batches ignores the single-batch spikes Adam makes
+EXPLODE_FACTOR = 10.0  # healthy runs peak near 5x their running median (measured on spiral)
+EXPLODE_ABSOLUTE = 100.0  # a global norm this large is never healthy for these models
+# Vanishing gradients: first layer's norm vs the last's. Healthy ReLU nets sit near 0.2-6;
+# a deep sigmoid net with SGD sits near 1e-3.
+VANISH_RATIO = 1e-2
+# Dead ReLUs: share of a layer's units silent for a whole stats batch, median over recent
+# snapshots. Healthy spiral runs measure 15-45% on 32-sample stats batches.
+DEAD_FRACTION_WARN = 0.6
+DEAD_FRACTION_CRITICAL = 0.9
+RECENT_SNAPSHOTS = 5
+# Update-to-weight ratio: ~1e-3 is the classic healthy size of a step (Karpathy's rule of thumb).
+UPDATE_RATIO_HIGH = 3e-2  # 30x larger: weights are being rewritten every few steps
+UPDATE_RATIO_LOW = 1e-5  # 100x smaller: the layer has effectively stopped learning
+ANNEALED_LR_SHARE = 0.1  # below 10% of its starting LR a schedule is meant to make steps tiny
+# Saturation: share of tanh/sigmoid outputs within 3% of their limits.
+SATURATION_WARN = 0.75  # a tanh MLP that trains well on the spiral measures up to ~60%
+# Noisy plateau: over the last third of training the epoch loss stopped improving while the
+# per-batch loss still swings widely: the learning rate is too high to settle.
+PLATEAU_MIN_EPOCHS = 9
+PLATEAU_MAX_IMPROVEMENT = 0.15
+PLATEAU_MIN_SPREAD = 0.8  # std / mean of the batch loss
+PLATEAU_MIN_LOSS_SHARE = 0.1  # a loss already 90% below its start has learned; its jitter is harmless
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: str
+    title: str
+    explanation: str
+    evidence: str
+    chart: str  # which chart shows it: loss, accuracy, batch_loss, grad_norm, layer_table, grad_hist
+    step: int | None = None  # batch where it started
+    epoch: float | None = None  # the same moment in epochs (the charts' x axis)
+    layer: str | None = None
+
+
+def _epoch_at(snapshot: HistorySnapshot, step: int) -> float:
+    progress = snapshot.batch("epoch_progress")
+    return float(progress[min(max(step, 0), len(progress) - 1)]) if len(progress) else 0.0
+
+
+def _change(improvement: float) -> str:
+    return f"{abs(improvement):.0%} {'lower' if improvement >= 0 else 'higher'}"
+
+
+def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    kernel = np.ones(window) / window
+    return np.convolve(values, kernel, mode="valid")
+
+
+def check_diverged(snapshot: HistorySnapshot) -> Finding | None:
+    if snapshot.status != DIVERGED:
+        return None
+    loss = snapshot.batch("loss")
+    bad = np.flatnonzero(~np.isfinite(loss))
+    step = int(bad[0]) if len(bad) else max(snapshot.num_steps - 1, 0)
+    return Finding(
+        "diverged", CRITICAL, "Training diverged",
+        "The loss blew up (NaN/Inf or far above its start): the learning rate is too high for this model.",
+        snapshot.message, "batch_loss", step, _epoch_at(snapshot, step),
+    )
+
+
+def check_overfitting(snapshot: HistorySnapshot) -> Finding | None:
+    val, train = snapshot.epoch("val_loss"), snapshot.epoch("train_loss")
+    if len(val) < OVERFIT_MIN_EPOCHS_RISING + 3 or not np.isfinite(val).all():
+        return None
+    smooth_val, smooth_train = _rolling_mean(val, 3), _rolling_mean(train, 3)
+    best = int(np.argmin(smooth_val))
+    rising_for = len(smooth_val) - 1 - best
+    rise = smooth_val[-1] - smooth_val[best]
+    if (
+        rising_for >= OVERFIT_MIN_EPOCHS_RISING
+        and rise >= max(OVERFIT_MIN_RISE, OVERFIT_MIN_RELATIVE_RISE * smooth_val[best])
+        and smooth_train[-1] < smooth_train[best]
+    ):
+        best_epoch = best + 2  # centre of the 3-epoch window, 1-based
+        return Finding(
+            "overfitting", WARNING, "Overfitting",
+            "Validation loss has been rising while training loss keeps falling: the model is memorising "
+            "the training set. Use more data, a smaller model, dropout or weight decay, or stop earlier.",
+            f"Val loss {smooth_val[best]:.3f} → {smooth_val[-1]:.3f} since epoch {best_epoch} while train loss "
+            f"{smooth_train[best]:.3f} → {smooth_train[-1]:.3f}; train/val gap now {val[-1] - train[-1]:.3f}.",
+            "loss", int(snapshot.epoch("end_step")[best + 1]), float(best_epoch),
+        )
+    return None
+
+
+def check_stalled(snapshot: HistorySnapshot) -> Finding | None:
+    loss = snapshot.batch("loss")
+    if len(loss) < STALL_MIN_BATCHES or snapshot.status == DIVERGED:
+        return None
+    window = max(20, len(loss) // 10)
+    first, recent = float(np.nanmean(loss[:window])), float(np.nanmean(loss[-window:]))
+    if not (math.isfinite(first) and math.isfinite(recent)) or first <= 0:
+        return None
+    improvement = 1 - recent / first
+    if improvement < STALL_MAX_IMPROVEMENT:
+        return Finding(
+            "stalled", WARNING, "Loss is not decreasing",
+            "After many batches the loss is about where it started: the learning rate is probably too low "
+            "(or too high and bouncing), or the architecture cannot learn this data (e.g. vanishing gradients).",
+            f"Mean loss of the first {window} batches {first:.3f}, of the last {window} {recent:.3f} "
+            f"({_change(improvement)}) after {len(loss)} batches.",
+            "batch_loss", window, _epoch_at(snapshot, window),
+        )
+    return None
+
+
+def check_exploding_gradients(snapshot: HistorySnapshot) -> Finding | None:
+    norms = snapshot.batch("grad_norm").astype(np.float64)
+    if len(norms) < 2 * EXPLODE_WINDOW:
+        return None
+    recent = float(np.nanmedian(norms[-EXPLODE_WINDOW:]))
+    past = norms[max(0, len(norms) - 200 - EXPLODE_WINDOW): -EXPLODE_WINDOW]
+    baseline = float(np.nanmedian(past)) if len(past) else math.nan
+    relative = math.isfinite(baseline) and baseline > 0 and recent > EXPLODE_FACTOR * baseline
+    if not (relative or recent > EXPLODE_ABSOLUTE):
+        return None
+    threshold = EXPLODE_FACTOR * baseline if relative else EXPLODE_ABSOLUTE
+    calm = np.flatnonzero(~(norms > threshold))  # the jump started after the last calm batch
+    step = int(calm[-1] + 1) if len(calm) else 0
+    layer_recent = np.nanmedian(snapshot.layer_grad_norms[-EXPLODE_WINDOW:], axis=0)
+    worst = snapshot.layer_names[int(np.nanargmax(layer_recent))]
+    return Finding(
+        "exploding_gradients", CRITICAL if recent > EXPLODE_ABSOLUTE else WARNING, "Exploding gradients",
+        "Gradient norms jumped far above their usual level: steps this large wreck the weights. Lower the "
+        "learning rate or clip gradients.",
+        f"Median global norm over the last {EXPLODE_WINDOW} batches {recent:.3g} vs {baseline:.3g} before "
+        f"({recent / baseline if baseline > 0 else math.inf:.0f}×); largest in {worst}.",
+        "grad_norm", step, _epoch_at(snapshot, step), worst,
+    )
+
+
+def check_vanishing_gradients(snapshot: HistorySnapshot) -> Finding | None:
+    norms = snapshot.layer_grad_norms
+    if len(norms) < 20 or norms.shape[1] < 3:
+        return None
+    window = norms[-min(200, len(norms)):].astype(np.float64)
+    first, last = float(np.nanmedian(window[:, 0])), float(np.nanmedian(window[:, -1]))
+    if not (last > 0 and math.isfinite(first)):
+        return None
+    ratio = first / last
+    if ratio >= VANISH_RATIO:
+        return None
+    # When it started: the first batch from which the running ratio stayed below the threshold.
+    ratios = norms[:, 0].astype(np.float64) / np.maximum(norms[:, -1].astype(np.float64), 1e-30)
+    above = np.flatnonzero(~(ratios < VANISH_RATIO))
+    step = int(above[-1] + 1) if len(above) and above[-1] + 1 < len(ratios) else 0
+    return Finding(
+        "vanishing_gradients", WARNING, "Vanishing gradients",
+        "The first layers get almost no gradient, so they barely learn. Use ReLU-family activations, "
+        "fewer layers, better initialisation or normalisation.",
+        f"Median gradient norm {snapshot.layer_names[0]} {first:.2e} vs {snapshot.layer_names[-1]} {last:.2e} "
+        f"(ratio {ratio:.1e}, threshold {VANISH_RATIO:.0e}) over the last {len(window)} batches.",
+        "grad_norm", step, _epoch_at(snapshot, step), snapshot.layer_names[0],
+    )
+
+
+def _recent_layer_stat(snapshot: HistorySnapshot, stat: str) -> np.ndarray | None:
+    if len(snapshot.stats_steps) == 0:
+        return None
+    values = snapshot.layer_stat(stat)[-RECENT_SNAPSHOTS:].astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN layers (no such stat) stay NaN
+        return np.nanmedian(values, axis=0)
+
+
+def _first_stats_step_above(snapshot: HistorySnapshot, stat: str, layer: int, threshold: float) -> int:
+    values = snapshot.layer_stat(stat)[:, layer]
+    below = np.flatnonzero(~(values > threshold))
+    start = below[-1] + 1 if len(below) else 0
+    return int(snapshot.stats_steps[min(start, len(values) - 1)])
+
+
+def check_dead_relus(snapshot: HistorySnapshot) -> Finding | None:
+    dead = _recent_layer_stat(snapshot, "dead_fraction")
+    if dead is None or not np.isfinite(dead).any():
+        return None
+    layer = int(np.nanargmax(dead))
+    if not dead[layer] >= DEAD_FRACTION_WARN:
+        return None
+    name = snapshot.layer_names[layer]
+    step = _first_stats_step_above(snapshot, "dead_fraction", layer, DEAD_FRACTION_WARN)
+    others = ", ".join(f"{n} {d:.0%}" for n, d in zip(snapshot.layer_names, dead) if np.isfinite(d))
+    return Finding(
+        "dead_relus", CRITICAL if dead[layer] >= DEAD_FRACTION_CRITICAL else WARNING, "Dead ReLUs",
+        f"Most units of {name} output zero for every sample, so they pass no gradient and stop learning. "
+        "Lower the learning rate, or try leaky_relu or gelu.",
+        f"Units silent for the whole stats batch (median of the last {RECENT_SNAPSHOTS} snapshots): {others}.",
+        "layer_table", step, _epoch_at(snapshot, step), name,
+    )
+
+
+def check_update_ratio(snapshot: HistorySnapshot) -> Finding | None:
+    ratios = _recent_layer_stat(snapshot, "update_ratio")
+    if ratios is None or len(snapshot.stats_steps) < RECENT_SNAPSHOTS:
+        return None
+    lr = snapshot.batch("lr")
+    annealed = len(lr) and lr[0] > 0 and lr[-1] < ANNEALED_LR_SHARE * lr[0]
+    high = np.flatnonzero(ratios > UPDATE_RATIO_HIGH)
+    low = np.flatnonzero(ratios < UPDATE_RATIO_LOW) if not annealed else np.array([], dtype=int)
+    if len(high):
+        layer = int(high[np.argmax(ratios[high])])
+        direction, threshold = "large", UPDATE_RATIO_HIGH
+        explanation = ("Each optimizer step changes these weights by several percent: the learning rate is too "
+                       "high, training will be noisy or unstable.")
+    elif len(low):
+        layer = int(low[np.argmin(ratios[low])])
+        direction, threshold = "small", UPDATE_RATIO_LOW
+        explanation = ("Each step barely changes these weights: the learning rate is too low for this layer, or "
+                       "its gradients have vanished.")
+    else:
+        return None
+    name = snapshot.layer_names[layer]
+    values = ", ".join(f"{n} {r:.1e}" for n, r in zip(snapshot.layer_names, ratios))
+    step = int(snapshot.stats_steps[-min(RECENT_SNAPSHOTS, len(snapshot.stats_steps))])
+    return Finding(
+        f"update_ratio_{'high' if direction == 'large' else 'low'}", WARNING, f"Updates too {direction} in {name}",
+        explanation + " A healthy update/weight ratio is near 1e-3.",
+        f"Update/weight ratio (median of the last {RECENT_SNAPSHOTS} snapshots): {values}; threshold {threshold:.0e}.",
+        "layer_table", step, _epoch_at(snapshot, step), name,
+    )
+
+
+def check_saturation(snapshot: HistorySnapshot) -> Finding | None:
+    saturation = _recent_layer_stat(snapshot, "saturation")
+    if saturation is None or not np.isfinite(saturation).any():
+        return None
+    layer = int(np.nanargmax(saturation))
+    if not saturation[layer] >= SATURATION_WARN:
+        return None
+    name = snapshot.layer_names[layer]
+    step = _first_stats_step_above(snapshot, "saturation", layer, SATURATION_WARN)
+    return Finding(
+        "saturation", WARNING, f"Saturated activations in {name}",
+        "Most tanh/sigmoid outputs sit at their limits, where the gradient is nearly zero. Lower the learning "
+        "rate, normalise inputs, or switch to ReLU-family activations.",
+        f"{saturation[layer]:.0%} of {name}'s outputs within 3% of their limits (median of the last "
+        f"{RECENT_SNAPSHOTS} snapshots).",
+        "layer_table", step, _epoch_at(snapshot, step), name,
+    )
+
+
+def check_noisy_plateau(snapshot: HistorySnapshot) -> Finding | None:
+    train = snapshot.epoch("train_loss")
+    if len(train) < PLATEAU_MIN_EPOCHS or snapshot.status == DIVERGED:
+        return None
+    third = len(train) // 3
+    middle, last = float(np.mean(train[third: 2 * third])), float(np.mean(train[2 * third:]))
+    lr = snapshot.batch("lr")
+    if not (len(lr) and lr[-1] >= 0.5 * lr[0]):  # a schedule is already lowering the LR
+        return None
+    start_step = int(snapshot.epoch("end_step")[2 * third - 1])
+    batch_loss = snapshot.batch("loss")[start_step:].astype(np.float64)
+    spread = float(np.std(batch_loss) / np.mean(batch_loss)) if len(batch_loss) and np.mean(batch_loss) > 0 else 0.0
+    improvement = 1 - last / middle if middle > 0 else 0.0
+    if (
+        improvement < PLATEAU_MAX_IMPROVEMENT
+        and spread > PLATEAU_MIN_SPREAD
+        and last > PLATEAU_MIN_LOSS_SHARE * train[0]
+    ):
+        return Finding(
+            "noisy_plateau", INFO, "Loss plateaued at a noisy level",
+            "The epoch loss stopped improving while the batch loss keeps jumping: the learning rate is too high "
+            "to settle into a minimum. A decaying schedule (StepLR, CosineAnnealing) or a lower LR helps.",
+            f"Train loss {middle:.3g} → {last:.3g} over the last third of training ({_change(improvement)}); "
+            f"batch-loss spread (std/mean) {spread:.2f} at a constant LR {lr[-1]:.2g}.",
+            "batch_loss", start_step, _epoch_at(snapshot, start_step),
+        )
+    return None
+
+
+CHECKS = (
+    check_diverged,
+    check_exploding_gradients,
+    check_vanishing_gradients,
+    check_dead_relus,
+    check_overfitting,
+    check_stalled,
+    check_update_ratio,
+    check_saturation,
+    check_noisy_plateau,
+)
+
+
+def diagnose(snapshot: HistorySnapshot) -> list[Finding]:
+    """Every warning sign present now, most severe first; empty for a healthy run."""
+    diverged = check_diverged(snapshot)
+    if diverged is not None:
+        # After a blow-up every other statistic is a symptom (NaN weights kill every unit).
+        return [diverged]
+    findings = [f for check in CHECKS if (f := check(snapshot)) is not None]
+    return sorted(findings, key=lambda f: SEVERITY_ORDER[f.severity])

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+import diagnostics
+from run_config import RunConfig
+from runs import build_training
+from training_monitor import BATCH_COLUMNS, LAYER_STATS, History
+
+
+def trained_snapshot(config: RunConfig):
+    setup = build_training(config, device="cpu")
+    setup.fit()
+    return setup.monitor.history.snapshot()
+
+
+def test_healthy_default_run_raises_nothing():
+    assert diagnostics.diagnose(trained_snapshot(RunConfig())) == []
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_healthy_runs_with_other_seeds_raise_nothing(seed):
+    assert diagnostics.diagnose(trained_snapshot(RunConfig(seed=seed))) == []
+
+
+def test_learning_rate_ten_is_diverged_and_only_that():
+    findings = diagnostics.diagnose(trained_snapshot(RunConfig(lr=10.0, epochs=5)))
+    assert [f.code for f in findings] == ["diverged"]
+    assert findings[0].severity == diagnostics.CRITICAL and "learning rate" in findings[0].evidence
+
+
+def test_deep_sigmoid_net_with_sgd_has_vanishing_gradients():
+    config = RunConfig(hidden_sizes=(128, 128, 128, 128), activation="sigmoid", optimizer="sgd", lr=1.0,
+                       momentum=0.0, epochs=10)
+    findings = {f.code: f for f in diagnostics.diagnose(trained_snapshot(config))}
+    vanishing = findings["vanishing_gradients"]
+    assert vanishing.layer == "fc1" and vanishing.chart == "grad_norm"
+    assert "ratio" in vanishing.evidence and vanishing.step is not None
+
+
+def test_tiny_train_set_big_model_many_epochs_overfits():
+    config = RunConfig(hidden_sizes=(512, 512, 512), batch_size=8, train_fraction=0.05, noise=0.5, lr=1e-3, epochs=150)
+    findings = {f.code: f for f in diagnostics.diagnose(trained_snapshot(config))}
+    overfitting = findings["overfitting"]
+    assert overfitting.chart == "loss" and 5 <= overfitting.epoch <= 60
+    assert "Val loss" in overfitting.evidence
+
+
+def synthetic_history(grad_norms: np.ndarray, layers=("fc1", "fc2", "fc3")) -> History:
+    history = History(layers)
+    steps = len(grad_norms)
+    rows = np.zeros((steps, len(BATCH_COLUMNS)), dtype=np.float32)
+    rows[:, BATCH_COLUMNS.index("loss")] = 1.0
+    rows[:, BATCH_COLUMNS.index("grad_norm")] = grad_norms
+    rows[:, BATCH_COLUMNS.index("lr")] = 0.01
+    rows[:, BATCH_COLUMNS.index("epoch_progress")] = np.arange(1, steps + 1) / 100
+    history.append_batches(rows, np.repeat(grad_norms[:, None], len(layers), 1).astype(np.float32) / np.sqrt(len(layers)))
+    return history
+
+
+def test_exploding_gradients_need_a_sustained_jump_not_one_spike():
+    norms = np.full(400, 0.5, dtype=np.float32)
+    norms[200] = 40.0  # one spike, as Adam makes: not an explosion
+    assert diagnostics.check_exploding_gradients(synthetic_history(norms).snapshot()) is None
+    norms[-15:] = 30.0
+    finding = diagnostics.check_exploding_gradients(synthetic_history(norms).snapshot())
+    assert finding is not None and finding.step == 385 and "60×" in finding.evidence
+
+
+def test_stalled_loss_is_reported_with_its_numbers():
+    history = synthetic_history(np.full(400, 0.5, dtype=np.float32))
+    finding = diagnostics.check_stalled(history.snapshot())
+    assert finding is not None and "0% lower" in finding.evidence
+
+
+def test_dead_units_update_ratio_and_saturation_read_the_layer_statistics():
+    history = History(("fc1", "fc2"))
+    for step in range(0, 100, 10):
+        stats = np.full((2, len(LAYER_STATS)), np.nan, dtype=np.float32)
+        stats[:, LAYER_STATS.index("update_ratio")] = (1e-3, 0.2)
+        stats[:, LAYER_STATS.index("dead_fraction")] = (0.95, 0.1)
+        stats[:, LAYER_STATS.index("saturation")] = (np.nan, 0.9)
+        history.append_layer_stats(step, stats)
+    snapshot = synthetic_history(np.full(100, 0.5, dtype=np.float32), ("fc1", "fc2")).snapshot()
+    snapshot = snapshot.__class__(**{**snapshot.__dict__, "stats_steps": history.snapshot().stats_steps,
+                                     "layer_stats": history.snapshot().layer_stats})
+    dead = diagnostics.check_dead_relus(snapshot)
+    assert dead.layer == "fc1" and dead.severity == diagnostics.CRITICAL and "95%" in dead.evidence
+    update = diagnostics.check_update_ratio(snapshot)
+    assert update.code == "update_ratio_high" and update.layer == "fc2"
+    saturation = diagnostics.check_saturation(snapshot)
+    assert saturation.layer == "fc2" and "90%" in saturation.evidence
