@@ -425,3 +425,149 @@ def training_progress(snapshot: HistorySnapshot, window_seconds: float = 5.0) ->
     rate = (done - start) / span if span > 0 else 0.0
     left = (total - done) / rate if rate > 0 else math.inf
     return Progress(min(done / total, 1.0), done, total, rate, left)
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                "#bcbd22", "#17becf")
+
+
+def decision_boundary(xs, ys, classes, confidence, points: np.ndarray, labels: np.ndarray, step: int | None) -> go.Figure:
+    """Predicted class over the plane (faded where the model is unsure), training points on top."""
+    num_classes = int(max(classes.max(), labels.max())) + 1
+    figure = _figure("Decision boundary" + (f" (weights of batch {step})" if step is not None and step >= 0 else ""),
+                     "x₁", "x₂", height=460)
+    figure.update_layout(hovermode="closest")
+    # One discrete colour per class: map class k to the middle of its band of the colour scale.
+    scale = []
+    for k in range(num_classes):
+        color = CLASS_COLORS[k % len(CLASS_COLORS)]
+        scale += [[k / num_classes, color], [(k + 1) / num_classes, color]]
+    figure.add_trace(go.Heatmap(x=xs, y=ys, z=(classes + 0.5) / num_classes, zmin=0, zmax=1, colorscale=scale,
+                                opacity=0.35, showscale=False, customdata=confidence,
+                                hovertemplate="predicted class %{text}<br>confidence %{customdata:.0%}<extra></extra>",
+                                text=classes.astype(str)))
+    for k in range(num_classes):
+        mine = labels == k
+        figure.add_trace(go.Scatter(x=points[mine, 0], y=points[mine, 1], mode="markers", name=f"class {k}",
+                                    marker={"color": CLASS_COLORS[k % len(CLASS_COLORS)], "size": 5,
+                                            "line": {"width": 0.5, "color": "white"}}))
+    figure.update_yaxes(scaleanchor="x", scaleratio=1)
+    return figure
+
+
+def confusion_matrix_chart(counts: np.ndarray) -> go.Figure:
+    total = counts.sum()
+    accuracy = np.trace(counts) / total if total else math.nan
+    figure = _figure(f"Confusion matrix (validation, accuracy {accuracy:.1%})", "predicted class", "true class",
+                     height=460)
+    figure.update_layout(hovermode="closest")
+    labels = [str(k) for k in range(len(counts))]
+    figure.add_trace(go.Heatmap(z=counts, x=labels, y=labels, colorscale="Blues", text=counts,
+                                texttemplate="%{text}", showscale=False,
+                                hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
+    figure.update_yaxes(autorange="reversed", type="category")
+    figure.update_xaxes(type="category")
+    return figure
+
+
+def mistakes_gallery(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, limit: int = 24,
+                     columns: int = 8) -> go.Figure:
+    """Misclassified validation images in a grid, each titled 'true → predicted'."""
+    wrong = np.flatnonzero(labels[: len(predictions)] != predictions)[:limit]
+    figure = go.Figure()
+    figure.update_layout(title={"text": f"Misclassified validation digits ({len(wrong)} shown)", "x": 0.01,
+                                "font": {"size": 14}}, height=360, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                         xaxis={"visible": False}, yaxis={"visible": False, "autorange": "reversed"})
+    if len(wrong) == 0:
+        return _empty_note(figure, "no mistakes on the validation images")
+    side, gap = images.shape[-1], 4
+    rows = math.ceil(len(wrong) / columns)
+    canvas = np.full((rows * (side + gap), columns * (side + gap)), np.nan, dtype=np.float32)
+    for position, index in enumerate(wrong):
+        r, c = divmod(position, columns)
+        canvas[r * (side + gap): r * (side + gap) + side, c * (side + gap): c * (side + gap) + side] = images[index].reshape(side, side)
+        figure.add_annotation(x=c * (side + gap) + side / 2, y=r * (side + gap) - 0.5, yanchor="bottom", showarrow=False,
+                              text=f"{labels[index]}→{predictions[index]}", font={"size": 11, "color": "#c00"})
+    figure.add_trace(go.Heatmap(z=canvas, colorscale="gray", showscale=False, hoverinfo="skip"))
+    figure.update_yaxes(scaleanchor="x", scaleratio=1)
+    return figure
+
+
+# --------------------------------------------------------------------------- comparing runs
+
+
+COMPARE_HEIGHT = 420
+
+
+def short_labels(names: list[str]) -> list[str]:
+    """Drop the words every name shares ('Learning-rate comparison · lr 0.1' -> 'lr 0.1')."""
+    if len(names) < 2:
+        return list(names)
+    split = [name.split(" · ") for name in names]
+    common = 0
+    while all(len(parts) > common + 1 for parts in split) and len({parts[common] for parts in split}) == 1:
+        common += 1
+    return [" · ".join(parts[common:]) for parts in split]
+
+
+def compare_chart(entries: list[tuple[str, HistorySnapshot]], metric: str) -> go.Figure:
+    """Overlay runs in distinct colours: metric is loss, accuracy, grad_norm or lr."""
+    titles = {"loss": ("Loss per epoch (solid train, dashed val)", "loss"),
+              "accuracy": ("Validation accuracy per epoch", "accuracy"),
+              "grad_norm": ("Gradient norm (moving average)", "L2 norm"),
+              "lr": ("Learning rate", "learning rate")}
+    title, y_title = titles[metric]
+    figure = _figure(title, "epoch", y_title, height=COMPARE_HEIGHT, log_y=metric == "grad_norm")
+    figure.update_layout(legend={"y": -0.22, "font": {"size": 11}}, margin={"b": 60})
+    for index, (label, snapshot) in enumerate(entries):
+        color = LAYER_COLORS[index % len(LAYER_COLORS)]
+        epochs = snapshot.epoch("epoch")
+        if metric == "loss":
+            figure.add_trace(go.Scatter(x=epochs, y=snapshot.epoch("train_loss"), name=f"{label} · train",
+                                        legendgroup=label, mode="lines", line={"color": color}))
+            figure.add_trace(go.Scatter(x=epochs, y=snapshot.epoch("val_loss"), name=f"{label} · val",
+                                        legendgroup=label, mode="lines", line={"color": color, "dash": "dash"}))
+        elif metric == "accuracy":
+            figure.add_trace(go.Scatter(x=epochs, y=snapshot.epoch("val_accuracy"), name=label, mode="lines+markers",
+                                        line={"color": color}, marker={"size": 4}))
+            figure.update_yaxes(tickformat=".0%")
+        elif snapshot.num_steps:
+            values = snapshot.batch(metric)
+            if metric == "grad_norm":
+                values = moving_average(values, 20)
+            x, y = downsample_minmax(snapshot.batch("epoch_progress"), values)
+            figure.add_trace(go.Scatter(x=x, y=y, name=label, mode="lines", line={"color": color}))
+    if not entries:
+        _empty_note(figure, "select runs to compare")
+    return figure
+
+
+def comparison_table(entries: list[tuple[str, dict, HistorySnapshot]]) -> tuple[pd.DataFrame, list[str]]:
+    """One row per run: the settings that differ between them, then final metrics.
+
+    Returns the table and the names of the setting columns whose values differ.
+    """
+    configs = [config for _, config, _ in entries]
+    keys = sorted({k for config in configs for k in config})
+    differing = [k for k in keys if len({json_key(config.get(k)) for config in configs}) > 1]
+    rows = []
+    for label, config, snapshot in entries:
+        row = {"run": label}
+        for key in differing:
+            value = config.get(key)
+            row[key] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        has_epochs = len(snapshot.epochs) > 0
+        row["status"] = snapshot.status
+        row["epochs"] = len(snapshot.epochs)
+        row["final train loss"] = snapshot.epoch("train_loss")[-1] if has_epochs else math.nan
+        row["final val loss"] = snapshot.epoch("val_loss")[-1] if has_epochs else math.nan
+        row["best val accuracy"] = np.nanmax(snapshot.epoch("val_accuracy")) if has_epochs and np.isfinite(snapshot.epoch("val_accuracy")).any() else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows), differing
+
+
+def json_key(value) -> str:
+    return repr(tuple(value)) if isinstance(value, (list, tuple)) else repr(value)

@@ -8,13 +8,19 @@ in the URL, so a browser refresh re-attaches to the run).
 
 from __future__ import annotations
 
+import os
 import sys
 
+import numpy as np
 import streamlit as st
 
 import charts
+import diagnostics
+import inspection
+import run_store
+from presets import PRESETS
 from run_config import ACTIVATION_NAMES, DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, RunConfig, parse_run_config
-from runs import ENDED, PREPARING, RunRegistry, preview_architecture
+from runs import ENDED, PREPARING, QUEUED, RunRegistry, dataset_for, preview_architecture
 
 REFRESH_SECONDS = 1.0
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -27,9 +33,9 @@ sys.setswitchinterval(0.0005)
 
 
 @st.cache_resource
-def run_registry() -> RunRegistry:
-    """One registry per server process: runs outlive reruns, sessions and refreshes."""
-    return RunRegistry()
+def run_registry(runs_dir: str) -> RunRegistry:
+    """One registry per server process and runs folder: runs outlive reruns, sessions and refreshes."""
+    return RunRegistry(runs_dir)
 
 
 @st.cache_data(max_entries=32)
@@ -37,12 +43,75 @@ def cached_preview(config: RunConfig):
     return preview_architecture(config)
 
 
-registry = run_registry()
+def widget_values(config: RunConfig) -> dict:
+    """Sidebar widget keys -> values that reproduce `config` (used by the presets)."""
+    values = {
+        "dataset": config.dataset, "train_fraction": config.train_fraction, "model": config.model,
+        "hidden_sizes": ",".join(map(str, config.hidden_sizes)), "cnn_channels": ",".join(map(str, config.cnn_channels)),
+        "cnn_hidden": config.cnn_hidden, "activation": config.activation, "dropout": config.dropout,
+        "optimizer": config.optimizer, "lr": f"{config.lr:g}", "momentum": config.momentum,
+        f"weight_decay_{config.optimizer}": f"{config.weight_decay:g}", "scheduler": config.scheduler,
+        "step_size": config.step_size, "gamma": config.gamma, "batch_size": config.batch_size,
+        "epochs": config.epochs, "seed": config.seed, "stats_every": config.stats_every,
+    }
+    if config.dataset == "spiral":
+        values.update(spiral_points=config.num_samples, spiral_noise=config.noise, spiral_classes=config.num_classes)
+    elif config.dataset == "mnist_like":
+        values.update(digits_images=config.num_samples, digits_noise=config.noise)
+    return values
+
+
+def watch(run_ids: list[str]) -> None:
+    """Show the first of run_ids live and overlay all of them in the Runs tab; keep both in the URL."""
+    st.session_state.run_id = run_ids[0]
+    st.session_state.compare_ids = run_ids
+    st.query_params["run"] = run_ids[0]
+    if len(run_ids) > 1:
+        st.query_params["compare"] = ",".join(run_ids)
+    else:
+        st.query_params.pop("compare", None)
+
+
+def start_run(run_config: RunConfig) -> None:
+    watch([registry.start(run_config).run_id])
+
+
+def start_preset(key: str) -> None:
+    preset = PRESETS[key]
+    st.session_state.update(widget_values(preset.runs[-1][1]))
+    runs = registry.start_sequence([(f"{preset.title.split('·')[-1].strip()} · {label}", cfg) for label, cfg in preset.runs])
+    watch([run.run_id for run in runs])
+
+
+def stop_run(run_ids: list[str]) -> None:
+    for run_id in run_ids:
+        registry.stop(run_id)
+
 
 # --------------------------------------------------------------------------- sidebar
 
 raw: dict = {}
 error_slots: dict = {}
+# Widgets take their first values from session state (never a value= argument too): presets
+# set the same keys, and Streamlit warns when both are given.
+WIDGET_DEFAULTS = {
+    **widget_values(DEFAULTS), "digits_images": 6000, "digits_noise": 0.15, "mnist_images": 60000,
+    "weight_decay_sgd": "0", "weight_decay_adam": "0", "weight_decay_adamw": "0.01",
+}
+for widget_key, default in WIDGET_DEFAULTS.items():
+    st.session_state.setdefault(widget_key, default)
+
+st.sidebar.header("Experiments to try")
+preset_key = st.sidebar.selectbox("Preset", ["", *PRESETS], key="preset",
+                                  format_func=lambda k: PRESETS[k].title if k else "— choose a lesson —")
+if preset_key:
+    preset = PRESETS[preset_key]
+    st.sidebar.caption(preset.explanation)
+    st.sidebar.caption(f"**Watch:** {preset.watch}")
+st.sidebar.button(f"Run experiment ({len(PRESETS[preset_key].runs)} run{'s' * (len(PRESETS[preset_key].runs) > 1)})"
+                  if preset_key else "Run experiment", key="run_preset", disabled=not preset_key,
+                  on_click=start_preset, args=(preset_key,), width="stretch")
+
 
 
 def control(name: str, value) -> None:
@@ -54,75 +123,79 @@ def control(name: str, value) -> None:
 st.sidebar.header("Dataset")
 control("dataset", st.sidebar.selectbox("Dataset", list(DATASETS), format_func=DATASETS.get, key="dataset"))
 if raw["dataset"] == "spiral":
-    control("num_samples", st.sidebar.slider("Points", 150, 6000, DEFAULTS.num_samples, 150, key="spiral_points"))
-    control("noise", st.sidebar.slider("Noise", 0.0, 1.0, DEFAULTS.noise, 0.05, key="spiral_noise"))
-    control("num_classes", st.sidebar.slider("Classes (arms)", 2, 6, DEFAULTS.num_classes, key="spiral_classes"))
+    control("num_samples", st.sidebar.slider("Points", 150, 6000, step=150, key="spiral_points"))
+    control("noise", st.sidebar.slider("Noise", 0.0, 1.0, step=0.05, key="spiral_noise"))
+    control("num_classes", st.sidebar.slider("Classes (arms)", 2, 6, key="spiral_classes"))
 elif raw["dataset"] == "mnist_like":
-    control("num_samples", st.sidebar.number_input("Images", value=6000, step=1000, key="digits_images"))
-    control("noise", st.sidebar.slider("Pixel noise", 0.0, 0.5, 0.15, 0.05, key="digits_noise"))
+    control("num_samples", st.sidebar.number_input("Images", step=1000, key="digits_images"))
+    control("noise", st.sidebar.slider("Pixel noise", 0.0, 0.5, step=0.05, key="digits_noise"))
 else:
     control("mnist_path", st.sidebar.text_input("Folder with MNIST IDX files", key="mnist_path",
                                                 placeholder="e.g. ~/data/mnist",
                                                 help="Needs train-images-idx3-ubyte and train-labels-idx1-ubyte, raw or .gz"))
-    control("num_samples", st.sidebar.number_input("Use the first N images", value=60000, step=1000, key="mnist_images"))
-control("train_fraction", st.sidebar.slider("Share of the training split to use", 0.05, 1.0, 1.0, 0.05, key="train_fraction",
+    control("num_samples", st.sidebar.number_input("Use the first N images", step=1000, key="mnist_images"))
+control("train_fraction", st.sidebar.slider("Share of the training split to use", 0.05, 1.0, step=0.05, key="train_fraction",
                                             help="Less data makes overfitting easy to see"))
 
 st.sidebar.header("Model")
 control("model", st.sidebar.radio("Architecture", list(MODELS), format_func=MODELS.get, horizontal=True, key="model"))
 if raw["model"] == "mlp":
-    control("hidden_sizes", st.sidebar.text_input("Hidden layers", "128,128,128", key="hidden_sizes",
+    control("hidden_sizes", st.sidebar.text_input("Hidden layers", key="hidden_sizes",
                                                   help="Widths separated by commas, e.g. 128,128,128"))
 else:
-    control("cnn_channels", st.sidebar.text_input("Conv channels", "16,32", key="cnn_channels",
+    control("cnn_channels", st.sidebar.text_input("Conv channels", key="cnn_channels",
                                                   help="One 3×3 conv + 2×2 max-pool per entry"))
-    control("cnn_hidden", st.sidebar.number_input("Dense width", value=DEFAULTS.cnn_hidden, step=16, key="cnn_hidden"))
+    control("cnn_hidden", st.sidebar.number_input("Dense width", step=16, key="cnn_hidden"))
 control("activation", st.sidebar.selectbox("Activation", ACTIVATION_NAMES, key="activation"))
-control("dropout", st.sidebar.slider("Dropout", 0.0, 0.9, DEFAULTS.dropout, 0.05, key="dropout"))
+control("dropout", st.sidebar.slider("Dropout", 0.0, 0.9, step=0.05, key="dropout"))
 
 st.sidebar.header("Training")
 control("optimizer", st.sidebar.selectbox("Optimizer", list(OPTIMIZERS), format_func=OPTIMIZERS.get, key="optimizer"))
-control("lr", st.sidebar.text_input("Learning rate", str(DEFAULTS.lr), key="lr", help="e.g. 0.005 or 1e-3"))
+control("lr", st.sidebar.text_input("Learning rate", key="lr", help="e.g. 0.005 or 1e-3"))
 if raw["optimizer"] == "sgd":
-    control("momentum", st.sidebar.slider("Momentum", 0.0, 0.99, DEFAULTS.momentum, 0.01, key="momentum"))
-control("weight_decay", st.sidebar.text_input("Weight decay", "0.01" if raw["optimizer"] == "adamw" else "0",
-                                              key=f"weight_decay_{raw['optimizer']}"))
+    control("momentum", st.sidebar.slider("Momentum", 0.0, 0.99, step=0.01, key="momentum"))
+control("weight_decay", st.sidebar.text_input("Weight decay", key=f"weight_decay_{raw['optimizer']}"))
 control("scheduler", st.sidebar.selectbox("LR schedule", list(SCHEDULERS), format_func=SCHEDULERS.get, key="scheduler"))
 if raw["scheduler"] == "step":
-    control("step_size", st.sidebar.number_input("Step every (epochs)", value=DEFAULTS.step_size, step=1, key="step_size"))
-    control("gamma", st.sidebar.number_input("Multiply LR by", value=DEFAULTS.gamma, step=0.1, format="%.3f", key="gamma"))
-control("batch_size", st.sidebar.number_input("Batch size", value=DEFAULTS.batch_size, step=16, key="batch_size"))
-control("epochs", st.sidebar.number_input("Epochs", value=DEFAULTS.epochs, step=5, key="epochs"))
-control("seed", st.sidebar.number_input("Seed", value=DEFAULTS.seed, step=1, key="seed"))
-control("stats_every", st.sidebar.number_input("Histograms & layer stats every N batches", value=DEFAULTS.stats_every,
+    control("step_size", st.sidebar.number_input("Step every (epochs)", step=1, key="step_size"))
+    control("gamma", st.sidebar.number_input("Multiply LR by", step=0.1, format="%.3f", key="gamma"))
+control("batch_size", st.sidebar.number_input("Batch size", step=16, key="batch_size"))
+control("epochs", st.sidebar.number_input("Epochs", step=5, key="epochs"))
+control("seed", st.sidebar.number_input("Seed", step=1, key="seed"))
+control("stats_every", st.sidebar.number_input("Histograms & layer stats every N batches",
                                                step=5, key="stats_every"))
 
 config, errors = parse_run_config(raw)
 for name, message in errors.items():
     (error_slots.get(name) or st.sidebar).error(message)
 
+
+with st.sidebar.expander("Runs folder"):
+    runs_dir_text = st.text_input("Where runs are saved", os.environ.get("DASHBOARD_RUNS_DIR", "runs"), key="runs_dir",
+                                  help="Every run writes its settings and history here; runs found here are listed "
+                                       "in the Runs tab, including runs written by your own scripts.")
+    try:
+        runs_dir = str(run_store.check_runs_dir(runs_dir_text))
+    except ValueError as error:
+        st.error(f"{error}. Runs are kept in memory only until you fix it.")
+        runs_dir = ""
+registry = run_registry(runs_dir)
+
 # --------------------------------------------------------------------------- which run this page shows
 
 if "run_id" not in st.session_state:
     st.session_state.run_id = st.query_params.get("run")
+    st.session_state.compare_ids = [i for i in st.query_params.get("compare", "").split(",") if i] or (
+        [st.session_state.run_id] if st.session_state.run_id else [])
 run = registry.get(st.session_state.run_id)
 if st.session_state.run_id and run is None:
-    st.warning(f"Run `{st.session_state.run_id}` is not running in this server (it may have been restarted). "
+    st.warning(f"Run `{st.session_state.run_id}` is not in this server's memory or its runs folder. "
                "Press Train to start a new one.")
     st.session_state.run_id = None
     st.query_params.pop("run", None)
-active = run is not None and run.is_active
-
-
-def start_run(run_config: RunConfig) -> None:
-    started = registry.start(run_config)
-    st.session_state.run_id = started.run_id
-    st.query_params["run"] = started.run_id
-
-
-def stop_run(run_id: str) -> None:
-    registry.stop(run_id)
-
+group = [r for r in (registry.get(i) for i in st.session_state.get("compare_ids", [])) if r is not None] or (
+    [run] if run else [])
+active = any(r.is_active and r.tail is None for r in group)
 
 buttons = st.sidebar.columns(2)
 buttons[0].button(
@@ -131,95 +204,245 @@ buttons[0].button(
     help="Fix the settings marked in red first" if errors else ("Stop the current run first" if active else None),
 )
 buttons[1].button("Stop", key="stop", width="stretch", disabled=not active,
-                  on_click=stop_run, args=(run.run_id if run else "",))
+                  on_click=stop_run, args=([r.run_id for r in group],))
 
 # --------------------------------------------------------------------------- main page
 
 st.title("Live Training Dashboard")
 if run is None:
     st.info("Choose a dataset, a model and training settings in the sidebar, then press **Train** "
-            "to watch the network learn.")
+            "to watch the network learn — or pick one of the *Experiments to try*.")
     if config is not None:
         st.plotly_chart(charts.architecture_diagram(cached_preview(config)), key="preview_architecture",
                         config=PLOTLY_CONFIG)
         st.caption(f"Preview of **{config.label()}** on {DATASETS[config.dataset]}.")
+    if registry.runs():
+        st.caption(f"{len(registry.runs())} earlier runs are in the runs folder `{runs_dir}`: open one from "
+                   "the Runs tab after a run, or pass `?run=<id>` in the URL.")
     st.stop()
 
-st.caption(f"Run `{run.run_id}` · **{run.config.label()}** · {DATASETS[run.config.dataset]} · "
-           f"batch {run.config.batch_size} · {run.config.epochs} epochs · seed {run.config.seed}")
-if active and config is not None and config != run.config:
-    st.caption("Sidebar changes apply to the next run; this one keeps its settings.")
 paused = st.toggle("Pause live updates (lets you zoom and pan charts)", key="paused", disabled=not active)
+STATUS_BOXES = {"diverged": st.error, "failed": st.error, "stopped": st.warning, "finished": st.success}
+SEVERITY_BOXES = {diagnostics.CRITICAL: st.error, diagnostics.WARNING: st.warning, diagnostics.INFO: st.info}
+CHART_NAMES = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch", "batch_loss": "Loss per batch",
+               "grad_norm": "Gradient norm", "layer_table": "Model → layer statistics", "grad_hist": "Distributions"}
+MARKER_COLORS = {diagnostics.CRITICAL: "#d62728", diagnostics.WARNING: "#ff7f0e", diagnostics.INFO: "#1f77b4"}
+
+
+def health_panel(findings: list, snapshot) -> None:
+    if not findings:
+        if snapshot.num_steps:
+            st.success("**Health: all clear.** No sign of overfitting, stalled or exploding loss, exploding or "
+                       "vanishing gradients, dead ReLUs, saturation or badly sized updates.", icon=":material/check_circle:")
+        return
+    for finding in findings:
+        where = f" · from epoch {finding.epoch:.1f}" if finding.epoch is not None else ""
+        SEVERITY_BOXES[finding.severity](
+            f"**{finding.title}** — {finding.explanation}  \n"
+            f"*Evidence:* {finding.evidence}  \n*See:* {CHART_NAMES.get(finding.chart, finding.chart)}{where}",
+            icon=":material/stethoscope:")
+
+
+def markers_for(findings: list, chart: str) -> list:
+    return [(f.epoch, f.title, MARKER_COLORS[f.severity]) for f in findings if f.chart == chart and f.epoch is not None]
+
+
+def curves_tab(snapshot, findings) -> None:
+    left, right = st.columns(2)
+    left.plotly_chart(charts.epoch_metric_chart(snapshot, "loss", markers_for(findings, "loss")), key="loss_chart",
+                      config=PLOTLY_CONFIG)
+    right.plotly_chart(charts.epoch_metric_chart(snapshot, "accuracy", markers_for(findings, "accuracy")),
+                       key="accuracy_chart", config=PLOTLY_CONFIG)
+    left.plotly_chart(charts.batch_loss_chart(snapshot, markers=markers_for(findings, "batch_loss")),
+                      key="batch_loss_chart", config=PLOTLY_CONFIG)
+    right.plotly_chart(charts.grad_norm_chart(snapshot, markers=markers_for(findings, "grad_norm")),
+                       key="grad_norm_chart", config=PLOTLY_CONFIG)
+    left.plotly_chart(charts.lr_chart(snapshot), key="lr_chart", config=PLOTLY_CONFIG)
+
+
+def distributions_tab(snapshot) -> None:
+    left, right = st.columns(2)
+    left.plotly_chart(charts.histogram_heatmaps(snapshot, "grad", columns=1), key="grad_hist_chart", config=PLOTLY_CONFIG)
+    left.plotly_chart(charts.latest_histograms(snapshot, "grad"), key="grad_latest_chart", config=PLOTLY_CONFIG)
+    right.plotly_chart(charts.histogram_heatmaps(snapshot, "weight", columns=1), key="weight_hist_chart",
+                       config=PLOTLY_CONFIG)
+    right.plotly_chart(charts.latest_histograms(snapshot, "weight"), key="weight_latest_chart", config=PLOTLY_CONFIG)
+
+
+def model_tab(current, snapshot, findings) -> None:
+    architecture = current.architecture
+    if not architecture:
+        st.info("This run did not record its architecture.")
+        return
+    st.plotly_chart(charts.architecture_diagram(architecture), key="architecture_chart", config=PLOTLY_CONFIG)
+    flagged = {f.layer for f in findings if f.chart == "layer_table" and f.layer}
+    table = charts.layer_table(snapshot, architecture)
+    table.insert(0, "health", ["check" if name in flagged else "ok" for name in table["layer"]])
+    st.dataframe(table, key="layer_table", hide_index=True, width="stretch", column_config={
+        "parameters": st.column_config.NumberColumn(format="localized"),
+        "update/weight": st.column_config.NumberColumn(format="%.2e"),
+        "dead %": st.column_config.NumberColumn(format="%.1f"),
+        "saturated %": st.column_config.NumberColumn(format="%.1f"),
+    })
+    stats_every = current.config_dict.get("stats_every", "N")
+    st.caption(f"Statistics from step {int(snapshot.stats_steps[-1]) if len(snapshot.stats_steps) else '–'}, "
+               f"taken every {stats_every} batches. Dead: ReLU units silent for the whole batch. Saturated: "
+               "tanh/sigmoid outputs within 3% of their limits. Update/weight: size of the last optimizer step "
+               "relative to the weights (healthy near 1e-3). health = check: the health panel names this layer.")
+
+
+def predictions_tab(current) -> None:
+    if current.config is None:
+        st.info("Predictions need a run started from this dashboard (its model and dataset are known).")
+        return
+    model, step = current.inspection_model()
+    if model is None:
+        st.info("Predictions appear once the run has trained its first batches.")
+        return
+    try:
+        dataset = dataset_for(current.config)
+    except (OSError, ValueError) as error:
+        st.error(f"Cannot load the dataset for predictions: {error}")
+        return
+    with current._inspection_lock:
+        if dataset.input_shape == (2,):
+            xs, ys, classes, confidence = inspection.decision_grid(model, dataset.x_train)
+            points, labels = dataset.x_train.numpy(), dataset.y_train.numpy()
+        else:
+            predictions = inspection.predict(model, dataset.x_val)
+    if dataset.input_shape == (2,):
+        st.plotly_chart(charts.decision_boundary(xs, ys, classes, confidence, points, labels, step),
+                        key="boundary_chart", config=PLOTLY_CONFIG)
+        return
+    labels = dataset.y_val.numpy()
+    left, right = st.columns(2)
+    left.plotly_chart(charts.confusion_matrix_chart(inspection.confusion_counts(labels, predictions, dataset.num_classes)),
+                      key="confusion_chart", config=PLOTLY_CONFIG)
+    right.plotly_chart(charts.mistakes_gallery(dataset.x_val.numpy(), labels, predictions), key="gallery_chart",
+                       config=PLOTLY_CONFIG)
+
+
+def confirm_delete(run_id: str) -> None:
+    try:
+        registry.delete(run_id)
+    except ValueError as error:
+        st.session_state.delete_error = str(error)
+        return
+    st.session_state.compare_ids = [i for i in st.session_state.compare_ids if i != run_id]
+    if st.session_state.run_id == run_id:
+        st.session_state.run_id = None
+        st.query_params.pop("run", None)
+
+
+def rename(run_id: str) -> None:
+    try:
+        registry.rename(run_id, st.session_state.get(f"name_{run_id}", ""))
+    except ValueError as error:
+        st.session_state.rename_error = str(error)
+
+
+def runs_tab(current, snapshot) -> None:
+    all_runs = registry.runs()
+    for warning in registry.scan_warnings:
+        st.warning(warning)
+    names = {r.run_id: f"{r.name} · {r.run_id[:6]}" for r in all_runs}
+    chosen = st.multiselect("Compare runs", list(names), format_func=names.get, key="compare_select",
+                            default=[i for i in st.session_state.get("compare_ids", []) if i in names])
+    if chosen != st.session_state.get("compare_ids"):
+        st.session_state.compare_ids = chosen
+    labels = charts.short_labels([names[i] for i in chosen])
+    entries = [(label, registry.get(i)) for label, i in zip(labels, chosen)]
+    entries = [(label, r, r.snapshot()) for label, r in entries if r is not None and r.snapshot() is not None]
+    if entries:
+        pairs = [(label, snap) for label, _, snap in entries]
+        left, right = st.columns(2)
+        for index, metric in enumerate(("loss", "accuracy", "grad_norm", "lr")):
+            (left if index % 2 == 0 else right).plotly_chart(charts.compare_chart(pairs, metric),
+                                                             key=f"compare_{metric}", config=PLOTLY_CONFIG)
+        table, differing = charts.comparison_table([(label, r.config_dict, snap) for label, r, snap in entries])
+        st.dataframe(table.style.set_properties(subset=differing, **{"background-color": "#fff3cd"}),
+                     hide_index=True, width="stretch", key="compare_table")
+        st.caption("Highlighted: settings that differ between the selected runs.")
+
+    st.subheader("This run")
+    st.text_input("Name", current.name, key=f"name_{current.run_id}", on_change=rename, args=(current.run_id,))
+    if "rename_error" in st.session_state:
+        st.error(st.session_state.pop("rename_error"))
+    columns = st.columns(3)
+    meta = {"run_id": current.run_id, "name": current.name, "created_at": current.created_at,
+            "source": current.source, "config": current.config_dict}
+    columns[0].download_button("History as CSV (zip)", run_store.export_csv_zip(snapshot, current.name),
+                               file_name=f"run-{current.run_id}.zip", mime="application/zip", key="export_csv")
+    columns[1].download_button("History as JSON", run_store.export_json(snapshot, meta),
+                               file_name=f"run-{current.run_id}.json", mime="application/json", key="export_json")
+    with columns[2].popover("Delete this run", disabled=current.is_active):
+        st.write(f"Delete **{current.name}** and its folder? This cannot be undone.")
+        st.button("Yes, delete it", key="confirm_delete", type="primary", on_click=confirm_delete,
+                  args=(current.run_id,))
+    if "delete_error" in st.session_state:
+        st.error(st.session_state.pop("delete_error"))
+    if current.folder is not None:
+        st.caption(f"Saved in `{current.folder}` (settings, history, and the weights once training ends).")
+    open_runs = {r.run_id: names[r.run_id] for r in reversed(all_runs)}
+    target = st.selectbox("Open another run", ["", *open_runs], format_func=lambda i: open_runs.get(i, "—"),
+                          key="open_run")
+    if target and target != current.run_id:
+        st.session_state.open_run = ""
+        watch([target])
+        st.rerun(scope="app")
 
 
 @st.fragment(run_every=REFRESH_SECONDS if active and not paused else None)
 def live_panels() -> None:
-    current = registry.get(run.run_id)
+    current = registry.get(st.session_state.run_id)
     if current is None:
-        return
-    if active and not current.is_active:
-        st.rerun()  # the run ended: refresh the whole page so Train/Stop change state
-    status = current.status
-    if status == PREPARING:
-        st.info(current.message)
-        return
-    if status == "failed":
-        st.error(current.message)
-        if current.setup is None:
-            return
-    elif status == "diverged":
-        st.error(current.message)
-    elif status == "stopped":
-        st.warning(current.message)
-    elif status == "finished":
-        st.success(current.message)
+        st.rerun(scope="app")
+    members = [r for r in (registry.get(i) for i in st.session_state.get("compare_ids", [])) if r is not None]
+    if not current.is_active and current.status not in (QUEUED, PREPARING):
+        following = next((r for r in members if r.status in (QUEUED, PREPARING, "running")), None)
+        if following is not None and following.run_id != current.run_id:
+            st.session_state.run_id = following.run_id  # a queued run of the experiment started: show it
+            st.query_params["run"] = following.run_id
+            st.rerun(scope="app")
+    if active and not any(r.is_active and r.tail is None for r in members or [current]):
+        st.rerun(scope="app")  # everything ended: refresh the page so Train/Stop change state
 
+    source = "your script" if current.source == "script" else DATASETS.get(current.config_dict.get("dataset"), "")
+    st.caption(f"Run `{current.run_id}` · **{current.name}** · {source}" + (
+        f" · batch {current.config.batch_size} · {current.config.epochs} epochs · seed {current.config.seed}"
+        if current.config else ""))
+    if len(members) > 1:
+        st.caption("Experiment: " + " → ".join(f"**{r.name}** ({r.status})" for r in members))
+    if active and config is not None and current.config is not None and config != current.config:
+        st.caption("Sidebar changes apply to the next run; this one keeps its settings.")
+    status = current.status
+    if status in (PREPARING, QUEUED) or (status == "failed" and current.snapshot() is None):
+        (st.error if status == "failed" else st.info)(current.message)
+        return
     snapshot = current.snapshot()
+    if status in STATUS_BOXES:
+        STATUS_BOXES[status](current.message)
+    findings = diagnostics.diagnose(snapshot)
+    health_panel(findings, snapshot)
+
     for column, item in zip(st.columns(5), charts.headline_metrics(snapshot)):
         column.metric(item.label, item.value, item.delta, delta_color=item.delta_color, border=True)
     progress = charts.training_progress(snapshot)
-    st.progress(progress.fraction, text=progress.text() if status not in ENDED else
-                f"{progress.batches_done:,} batches in {snapshot.batch('seconds')[-1]:.1f}s"
-                if snapshot.num_steps else "no batch trained")
+    if status in ENDED and snapshot.num_steps:
+        seconds = float(snapshot.batch("seconds")[-1])
+        st.progress(progress.fraction, text=f"{snapshot.num_steps:,} batches in {seconds:.1f}s "
+                                            f"({snapshot.num_steps / max(seconds, 1e-9):,.0f} batches/s)")
+    else:
+        st.progress(progress.fraction, text=progress.text())
 
-    curves, distributions, model = st.tabs(["Training curves", "Distributions", "Model"], key="view",
-                                           on_change="rerun")
-    if curves.open:
-        with curves:
-            left, right = st.columns(2)
-            left.plotly_chart(charts.epoch_metric_chart(snapshot, "loss"), key="loss_chart", config=PLOTLY_CONFIG)
-            right.plotly_chart(charts.epoch_metric_chart(snapshot, "accuracy"), key="accuracy_chart",
-                               config=PLOTLY_CONFIG)
-            left.plotly_chart(charts.batch_loss_chart(snapshot), key="batch_loss_chart", config=PLOTLY_CONFIG)
-            right.plotly_chart(charts.grad_norm_chart(snapshot), key="grad_norm_chart", config=PLOTLY_CONFIG)
-            left.plotly_chart(charts.lr_chart(snapshot), key="lr_chart", config=PLOTLY_CONFIG)
-    if distributions.open:
-        with distributions:
-            left, right = st.columns(2)
-            left.plotly_chart(charts.histogram_heatmaps(snapshot, "grad", columns=1), key="grad_hist_chart",
-                              config=PLOTLY_CONFIG)
-            left.plotly_chart(charts.latest_histograms(snapshot, "grad"), key="grad_latest_chart", config=PLOTLY_CONFIG)
-            right.plotly_chart(charts.histogram_heatmaps(snapshot, "weight", columns=1), key="weight_hist_chart",
-                               config=PLOTLY_CONFIG)
-            right.plotly_chart(charts.latest_histograms(snapshot, "weight"), key="weight_latest_chart",
-                               config=PLOTLY_CONFIG)
-    if model.open:
-        with model:
-            architecture = current.setup.architecture
-            st.plotly_chart(charts.architecture_diagram(architecture), key="architecture_chart", config=PLOTLY_CONFIG)
-            st.dataframe(
-                charts.layer_table(snapshot, architecture), key="layer_table", hide_index=True, width="stretch",
-                column_config={
-                    "parameters": st.column_config.NumberColumn(format="localized"),
-                    "update/weight": st.column_config.NumberColumn(format="%.2e"),
-                    "dead %": st.column_config.NumberColumn(format="%.1f"),
-                    "saturated %": st.column_config.NumberColumn(format="%.1f"),
-                },
-            )
-            st.caption(f"Statistics from step {int(snapshot.stats_steps[-1]) if len(snapshot.stats_steps) else '–'}, "
-                       f"taken every {current.config.stats_every} batches. Dead: ReLU units silent for the whole "
-                       "batch. Saturated: tanh/sigmoid outputs within 3% of their limits. Update/weight: size of "
-                       "the last optimizer step relative to the weights (healthy near 1e-3).")
+    tabs = st.tabs(["Training curves", "Distributions", "Model", "Predictions", "Runs"], key="view", on_change="rerun")
+    renderers = (lambda: curves_tab(snapshot, findings), lambda: distributions_tab(snapshot),
+                 lambda: model_tab(current, snapshot, findings), lambda: predictions_tab(current),
+                 lambda: runs_tab(current, snapshot))
+    for tab, render in zip(tabs, renderers):
+        if tab.open:  # only the tab on screen is computed and sent
+            with tab:
+                render()
 
 
 live_panels()

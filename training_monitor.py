@@ -188,17 +188,23 @@ class History:
         self.message = ""
         self.planned_epochs = 0
         self.batches_per_epoch = 0
+        # Something that also records every append (e.g. run_store.RunWriter); None: memory only.
+        self.sink = None
 
     # -- writing (the training thread) --------------------------------------------
     def append_batches(self, batch_rows: np.ndarray, layer_grad_norms: np.ndarray) -> None:
         with self._lock:
             self._batches.append(batch_rows)
             self._layer_grad_norms.append(layer_grad_norms)
+        if self.sink is not None:
+            self.sink.on_batches(batch_rows, layer_grad_norms)
 
     def append_epoch(self, **values: float) -> None:
         row = np.array([[values[c] for c in EPOCH_COLUMNS]], dtype=np.float64)
         with self._lock:
             self._epochs.append(row)
+        if self.sink is not None:
+            self.sink.on_epoch(row[0])
 
     def append_layer_stats(self, step: int, layer_stats: np.ndarray, weight_histograms=None, grad_histograms=None) -> None:
         """layer_stats: (layers, len(LAYER_STATS)); histograms: (counts (L, bins), ranges (L, 2))."""
@@ -215,10 +221,14 @@ class History:
                     self._grad_histograms = self._grad_histograms[::2]
                     self._histogram_stride *= 2
             self._stats_taken += 1
+        if self.sink is not None:
+            self.sink.on_layer_stats(step, layer_stats, weight_histograms, grad_histograms)
 
     def set_status(self, status: str, message: str = "") -> None:
         with self._lock:
             self.status, self.message = status, message
+        if self.sink is not None:
+            self.sink.on_status(status, message, self.planned_epochs, self.batches_per_epoch)
 
     # -- reading (any thread) ------------------------------------------------------
     @property
@@ -439,55 +449,135 @@ class TrainingMonitor:
                 return False
             inputs = inputs.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            take_stats = self.step % self.stats_every == 0
-            self._train_step(inputs, labels, take_stats)
-            now = time.perf_counter()
-            self._pending_host_rows.append(
-                (len(labels), self.optimizer.param_groups[0]["lr"], epoch + (batch_index + 1) / batches_per_epoch, now - self._started_at)
-            )
-            self._pending += 1
-            self.step += 1
-            if self.scheduler is not None and self.scheduler_interval == "batch":
-                self.scheduler.step()
-            if (
-                self._pending == FLUSH_ROWS
-                or self._pending_logit_elements > MAX_PENDING_LOGIT_ELEMENTS
-                or now - self._last_flush > FLUSH_SECONDS
-            ):
-                if not self._flush():
-                    return False
-            for callback in batch_callbacks:
-                callback.on_batch_end(self, self.step - 1)
+            self._train_step(inputs, labels, take_stats=self.step % self.stats_every == 0)
+            if not self._after_batch(len(labels), epoch + (batch_index + 1) / batches_per_epoch, batch_callbacks):
+                return False
         return True
 
     def _train_step(self, inputs: torch.Tensor, labels: torch.Tensor, take_stats: bool) -> None:
         model, optimizer = self.model, self.optimizer
-        if take_stats and hasattr(model, "capture"):
-            model.capture(True)
+        capture = getattr(model, "capture", None)
+        if take_stats and capture is not None:
+            capture(True)
         logits = model(inputs)
         loss = self.loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        weights_before = None
         if take_stats:
-            if hasattr(model, "capture"):
-                model.capture(False)
+            if capture is not None:
+                capture(False)
             weights_before = [w.detach().clone() for w in self._layer_weights]
-            grads_before = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self._layer_weights]
+        grad_norms = self._grad_norms()
+        optimizer.step()
+        self._record(loss, logits, labels, grad_norms, weights_before)
+
+    def _grad_norms(self) -> list[torch.Tensor]:
         grads = [p.grad for p in self._params]
         try:
-            grad_norms = torch._foreach_norm(grads)
+            return torch._foreach_norm(grads)
         except (TypeError, RuntimeError):  # a parameter that got no gradient this batch
-            grads = [g if g is not None else z for g, z in zip(grads, self._zero_grads)]
-            grad_norms = torch._foreach_norm(grads)
-        optimizer.step()
+            return torch._foreach_norm([g if g is not None else z for g, z in zip(grads, self._zero_grads)])
+
+    def _record(self, loss, logits, labels, grad_norms, weights_before) -> None:
+        """Queue one batch's numbers; with weights_before, also take the layer statistics."""
         # Only references here: scoring and reading happen once per flush, not per batch.
         self._pending_losses.append(loss.detach())
         self._pending_grad_norms.extend(grad_norms)
         self._pending_logits.append(logits.detach())
         self._pending_labels.append(labels)
         self._pending_logit_elements += logits.numel()
-        if take_stats:
-            self._take_layer_stats(weights_before, grads_before)
+        if weights_before is not None:
+            grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self._layer_weights]
+            self._take_layer_stats(weights_before, grads)
+
+    def _after_batch(self, batch_size: int, epoch_progress: float, batch_callbacks: list) -> bool:
+        """Host-side bookkeeping of a batch; flushes when due. False when the run diverged."""
+        now = time.perf_counter()
+        self._pending_host_rows.append(
+            (batch_size, self.optimizer.param_groups[0]["lr"], epoch_progress, now - self._started_at)
+        )
+        self._pending += 1
+        self.step += 1
+        if self.scheduler is not None and self.scheduler_interval == "batch":
+            self.scheduler.step()
+        if (
+            self._pending == FLUSH_ROWS
+            or self._pending_logit_elements > MAX_PENDING_LOGIT_ELEMENTS
+            or now - self._last_flush > FLUSH_SECONDS
+        ):
+            if not self._flush():
+                return False
+        for callback in batch_callbacks:
+            callback.on_batch_end(self, self.step - 1)
+        return True
+
+    # -- your own training loop ------------------------------------------------------
+    def watch(self, runs_dir: str | None = "runs", name: str = "", config: dict | None = None,
+              planned_epochs: int = 0, batches_per_epoch: int = 0):
+        """Record a training loop you write yourself; call log_batch/log_epoch/finish from it.
+
+        With runs_dir, the run is written there as it trains, so the dashboard lists it and
+        shows it live. Returns the run's folder (or None without runs_dir).
+        """
+        self.history.planned_epochs, self.history.batches_per_epoch = planned_epochs, batches_per_epoch
+        folder = None
+        if runs_dir is not None:
+            from run_store import RunWriter  # run_store builds on this module
+
+            writer = RunWriter.create(runs_dir, name=name or "script", config=config or {},
+                                      layer_names=self.layer_names, source="script")
+            self.history.sink = writer
+            folder = writer.folder
+        self._started_at = self._last_flush = time.perf_counter()
+        self._epoch_totals = np.zeros(3)
+        self._watch_epoch = 0
+        self.history.set_status(RUNNING, "Training in your script…")
+        self._prepare_next_batch()
+        self._notify("on_train_start")
+        return folder
+
+    def _prepare_next_batch(self) -> None:
+        """Before a stats batch of a user's loop: turn capture on and keep the weights to diff."""
+        self._watch_weights_before = None
+        if self.step % self.stats_every == 0:
+            self._watch_weights_before = [w.detach().clone() for w in self._layer_weights]
+            if hasattr(self.model, "capture"):
+                self.model.capture(True)
+
+    def log_batch(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> bool:
+        """Record one batch of your loop, after loss.backward() and optimizer.step().
+
+        Returns False once the loss diverged (NaN/Inf or exploding), so your loop can stop.
+        """
+        if self.status != RUNNING:
+            raise RuntimeError("call monitor.watch(...) before log_batch")
+        if self._watch_weights_before is not None and hasattr(self.model, "capture"):
+            self.model.capture(False)
+        self._record(loss, logits, labels, self._grad_norms(), self._watch_weights_before)
+        batches = self.history.batches_per_epoch
+        progress = self._watch_epoch + ((self.step % batches) + 1) / batches if batches else float(self._watch_epoch)
+        healthy = self._after_batch(len(labels), progress, self.callbacks)
+        self._prepare_next_batch()
+        return healthy and self.status == RUNNING
+
+    def log_epoch(self, val_loss: float = math.nan, val_accuracy: float = math.nan) -> None:
+        """Close an epoch of your loop, with validation numbers if you have them."""
+        self._flush()
+        self._record_epoch(self._watch_epoch, float(val_loss), float(val_accuracy))
+        self._watch_epoch += 1
+
+    def finish(self, status: str = FINISHED, message: str = "") -> None:
+        """End a watched run: flush what is pending and record how it ended."""
+        self._flush(check=False)
+        if hasattr(self.model, "capture"):
+            self.model.capture(False)
+        if self.status == RUNNING:
+            self.history.set_status(status, message or f"{status.capitalize()} after {self.step} batches.")
+        sink = self.history.sink
+        if sink is not None and hasattr(sink, "close"):
+            sink.close()
+        self._notify("on_train_end")
 
     def _take_layer_stats(self, weights_before: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         """Histograms, weight/gradient/activation statistics and update ratios in one host read."""
@@ -592,8 +682,15 @@ class TrainingMonitor:
     def _end_epoch(self, epoch: int, val_batches: Iterable | None) -> None:
         if not self._flush():
             return
-        train_loss, train_correct, samples = self._epoch_totals
         val_loss, val_accuracy = self.evaluate(val_batches) if val_batches is not None else (math.nan, math.nan)
+        self._record_epoch(epoch, val_loss, val_accuracy)
+        if self.scheduler is not None and self.scheduler_interval == "epoch":
+            self.scheduler.step()
+        self._notify("on_epoch_end", epoch + 1)
+
+    def _record_epoch(self, epoch: int, val_loss: float, val_accuracy: float) -> None:
+        train_loss, train_correct, samples = self._epoch_totals
+        self._epoch_totals = np.zeros(3)
         self.history.append_epoch(
             epoch=epoch + 1,
             train_loss=train_loss / max(samples, 1),
@@ -604,9 +701,6 @@ class TrainingMonitor:
             seconds=time.perf_counter() - self._started_at,
             end_step=self.step,
         )
-        if self.scheduler is not None and self.scheduler_interval == "epoch":
-            self.scheduler.step()
-        self._notify("on_epoch_end", epoch + 1)
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable) -> tuple[float, float]:

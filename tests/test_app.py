@@ -120,7 +120,7 @@ def test_sidebar_changes_during_a_run_do_not_touch_it_and_refresh_reattaches():
 def test_unknown_run_id_in_the_url_is_a_message_not_a_crash():
     app = new_app(run="doesnotexist")
     assert not app.exception
-    assert any("not running in this server" in w.value for w in app.warning)
+    assert any("not in this server" in w.value for w in app.warning)
 
 
 def test_an_unreadable_mnist_folder_fails_with_a_message(tmp_path):
@@ -132,3 +132,92 @@ def test_an_unreadable_mnist_folder_fails_with_a_message(tmp_path):
     app.button(key="train").click().run()
     rerun_until(app, lambda a: any("Could not start" in e.value for e in a.error), timeout=20)
     assert any("train-images" in e.value for e in app.error)
+
+
+def chart_specs(app: AppTest) -> dict[str, dict]:
+    import json
+
+    specs = {}
+    for chart in app.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        specs[spec["layout"].get("title", {}).get("text", "")] = spec
+    return specs
+
+
+def finished_count(app: AppTest) -> int:
+    return " ".join(c.value for c in app.caption).count("(finished)")
+
+
+def test_learning_rate_preset_runs_three_runs_and_overlays_them():
+    app = new_app()
+    app.selectbox(key="preset").set_value("learning_rate").run()
+    assert any("0.001, 0.01 and 0.1" in c.value for c in app.sidebar.caption)
+    app.button(key="run_preset").click().run()
+    assert len(app.session_state.compare_ids) == 3 and "compare" in app.query_params
+    assert app.text_input(key="lr").value == "0.1"  # the sidebar shows the experiment's settings
+    rerun_until(app, lambda a: finished_count(a) == 3, timeout=120)
+    app.session_state["view"] = "Runs"
+    app.run()
+    specs = chart_specs(app)
+    runs_per_chart = {title.split(" (")[0]: len(spec["data"]) for title, spec in specs.items()}
+    assert runs_per_chart["Validation accuracy per epoch"] == 3
+    assert runs_per_chart["Gradient norm"] == 3 and runs_per_chart["Learning rate"] == 3
+    assert runs_per_chart["Loss per epoch"] == 6  # train and val for each run
+    names = [trace["name"] for trace in specs["Validation accuracy per epoch"]["data"]]
+    assert [n.split(" · ")[0] for n in names] == ["lr 0.001", "lr 0.01", "lr 0.1"]
+    table = app.dataframe[0].value
+    assert list(table["lr"]) == [0.001, 0.01, 0.1] and "hidden_sizes" not in table.columns
+    # The doctor names the lesson on the last run (lr 0.1).
+    assert any("Dead ReLUs" in e.value for e in app.error)
+
+
+def test_health_panel_is_green_for_a_healthy_run_and_names_divergence():
+    app = new_app()
+    app.number_input(key="epochs").set_value(5).run()
+    app.button(key="train").click().run()
+    rerun_until(app, lambda a: any("Finished" in s.value for s in a.success))
+    assert any("Health: all clear" in s.value for s in app.success)
+    app.text_input(key="lr").set_value("10").run()
+    app.button(key="train").click().run()
+    rerun_until(app, lambda a: any("Training diverged" in e.value for e in a.error), timeout=30)
+    assert not any("all clear" in s.value for s in app.success)
+
+
+def test_predictions_tab_draws_the_decision_boundary():
+    app = new_app()
+    app.number_input(key="epochs").set_value(3).run()
+    app.button(key="train").click().run()
+    rerun_until(app, lambda a: any("Finished" in s.value for s in a.success))
+    app.session_state["view"] = "Predictions"
+    app.run()
+    specs = chart_specs(app)
+    boundary = next(spec for title, spec in specs.items() if title.startswith("Decision boundary"))
+    assert boundary["data"][0]["type"] == "heatmap" and len(boundary["data"]) == 4  # grid + 3 classes
+
+
+def test_runs_survive_a_server_restart_and_can_be_renamed_and_deleted(runs_folder):
+    app = new_app()
+    app.number_input(key="epochs").set_value(2).run()
+    app.button(key="train").click().run()
+    run_id = app.session_state.run_id
+    rerun_until(app, lambda a: any("Finished" in s.value for s in a.success))
+    st_cache_clear()  # what a restarted server has: nothing in memory, only the runs folder
+    (runs_folder / "stray-file.txt").write_text("not a run")
+    restarted = new_app(run=run_id)
+    assert any(run_id in c.value for c in restarted.caption)
+    assert restarted.metric[0].value == "2 / 2"
+    restarted.session_state["view"] = "Runs"
+    restarted.run()
+    assert any("stray-file.txt" in w.value for w in restarted.warning)
+    assert {b.label for b in restarted.get("download_button")} >= {"History as CSV (zip)", "History as JSON"}
+    restarted.text_input(key=f"name_{run_id}").set_value("my best run").run()
+    assert any("my best run" in c.value for c in restarted.caption)
+    restarted.button(key="confirm_delete").click().run()
+    assert not (runs_folder / run_id).exists()
+    assert restarted.session_state.run_id is None
+
+
+def st_cache_clear():
+    import streamlit as st
+
+    st.cache_resource.clear()

@@ -1,0 +1,47 @@
+"""What a model predicts, for the Predictions tab: a decision boundary over the 2-D plane,
+and validation predictions for a confusion matrix and a gallery of mistakes.
+
+Runs on a copy of the model loaded with weights the training thread published, in eval
+mode and without gradients, so it never touches the model being trained.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+GRID_RESOLUTION = 120
+MAX_VAL_SAMPLES = 2000
+
+
+@torch.no_grad()
+def decision_grid(model: torch.nn.Module, points: torch.Tensor, resolution: int = GRID_RESOLUTION, margin: float = 0.15):
+    """Predicted class and confidence on a resolution x resolution grid around `points` (N, 2).
+
+    One batched forward pass. Returns xs (R,), ys (R,), classes (R, R), confidence (R, R).
+    """
+    points = points.detach().cpu().float()
+    low, high = points.min(0).values, points.max(0).values
+    pad = (high - low) * margin
+    xs = torch.linspace(float(low[0] - pad[0]), float(high[0] + pad[0]), resolution)
+    ys = torch.linspace(float(low[1] - pad[1]), float(high[1] + pad[1]), resolution)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    probabilities = torch.softmax(model(torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], 1)), dim=1)
+    confidence, classes = probabilities.max(1)
+    return (xs.numpy(), ys.numpy(), classes.reshape(resolution, resolution).numpy(),
+            confidence.reshape(resolution, resolution).numpy())
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    """Predicted classes for (at most MAX_VAL_SAMPLES of) `inputs`."""
+    inputs = inputs[:MAX_VAL_SAMPLES].cpu()
+    predictions = [model(inputs[i: i + batch_size]).argmax(1) for i in range(0, len(inputs), batch_size)]
+    return torch.cat(predictions).numpy() if predictions else np.zeros(0, dtype=np.int64)
+
+
+def confusion_counts(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """(true class, predicted class) counts."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (np.asarray(labels)[: len(predictions)], predictions), 1)
+    return counts
