@@ -160,18 +160,25 @@ def lr_chart(snapshot: HistorySnapshot) -> go.Figure:
 # --------------------------------------------------------------------------- distributions
 
 
-def rebin_histograms(counts: np.ndarray, ranges: np.ndarray, rows: int = 60) -> tuple[np.ndarray, np.ndarray]:
+def rebin_histograms(counts: np.ndarray, ranges: np.ndarray, rows: int = 60,
+                     robust: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Put T histograms with their own [low, high] onto one shared grid of `rows` bins.
 
     counts (T, bins), ranges (T, 2) -> (edges (rows + 1,), fractions (rows, T)), each column
     summing to 1. Each source bin spreads its count over the grid rows it overlaps (linear
-    interpolation of the cumulative count), so no row is left empty by aliasing.
+    interpolation of the cumulative count), so no row is left empty by aliasing. With
+    robust=True the grid spans the 10th-90th percentile of the snapshots' ranges, so one
+    gradient spike does not squash every other snapshot into a line; values beyond it are
+    counted in the first or last row.
     """
     snapshots, bins = counts.shape
     finite = np.isfinite(ranges).all(1)
     if not finite.any():
         return np.linspace(-1, 1, rows + 1), np.zeros((rows, snapshots))
-    low, high = float(ranges[finite, 0].min()), float(ranges[finite, 1].max())
+    if robust and finite.sum() >= 5:
+        low, high = float(np.percentile(ranges[finite, 0], 10)), float(np.percentile(ranges[finite, 1], 90))
+    else:
+        low, high = float(ranges[finite, 0].min()), float(ranges[finite, 1].max())
     if high <= low:
         low, high = low - 0.5, high + 0.5
     edges = np.linspace(low, high, rows + 1)
@@ -184,6 +191,8 @@ def rebin_histograms(counts: np.ndarray, ranges: np.ndarray, rows: int = 60) -> 
     cumulative = np.concatenate([np.zeros((snapshots, 1)), np.cumsum(counts, axis=1)], axis=1)
     below = np.take_along_axis(cumulative, whole, 1) + (position - whole) * np.take_along_axis(counts, whole, 1)
     grid = np.diff(below, axis=1).T  # (rows, T)
+    grid[0] += below[:, 0]  # mass below the grid (only with robust=True) joins the edge rows
+    grid[-1] += cumulative[:, -1] - below[:, -1]
     # A snapshot whose values were all equal has zero width: its whole count is one spike.
     for t in np.flatnonzero(finite & (source_width[:, 0] <= 0)):
         grid[:, t] = 0.0
@@ -228,7 +237,8 @@ def histogram_heatmaps(snapshot: HistorySnapshot, kind: str, layers: list[int] |
         y1 = 1 - r / rows - (0.06 if r else 0)
         y0 = 1 - (r + 1) / rows + 0.06
         shown = _thin(len(series.steps), MAX_HEATMAP_COLUMNS)
-        edges, fractions = rebin_histograms(series.counts[shown, layer], series.ranges[shown, layer])
+        edges, fractions = rebin_histograms(series.counts[shown, layer], series.ranges[shown, layer],
+                                            robust=kind == "grad")
         centres = (edges[:-1] + edges[1:]) / 2
         # Log colour: the tails of a distribution matter as much as its peak.
         log_share = np.log10(np.maximum(fractions, MIN_VISIBLE_SHARE)).astype(np.float32)

@@ -88,6 +88,23 @@ def stop_run(run_ids: list[str]) -> None:
         registry.stop(run_id)
 
 
+st.session_state.setdefault("runs_dir", os.environ.get("DASHBOARD_RUNS_DIR", "runs"))
+try:
+    runs_dir = str(run_store.check_runs_dir(st.session_state.runs_dir))
+    runs_dir_error = ""
+except ValueError as error:
+    runs_dir, runs_dir_error = "", f"{error}. Runs are kept in memory only until you fix it."
+registry = run_registry(runs_dir)
+
+if "run_id" not in st.session_state:
+    # A new browser session (first visit or refresh): the URL says which run to show.
+    st.session_state.run_id = st.query_params.get("run")
+    st.session_state.compare_ids = [i for i in st.query_params.get("compare", "").split(",") if i] or (
+        [st.session_state.run_id] if st.session_state.run_id else [])
+    attached = registry.get(st.session_state.run_id)
+    if attached is not None and attached.config is not None:
+        st.session_state.update(widget_values(attached.config))  # the sidebar shows that run's settings
+
 # --------------------------------------------------------------------------- sidebar
 
 raw: dict = {}
@@ -170,23 +187,15 @@ for name, message in errors.items():
     (error_slots.get(name) or st.sidebar).error(message)
 
 
-with st.sidebar.expander("Runs folder"):
-    runs_dir_text = st.text_input("Where runs are saved", os.environ.get("DASHBOARD_RUNS_DIR", "runs"), key="runs_dir",
-                                  help="Every run writes its settings and history here; runs found here are listed "
-                                       "in the Runs tab, including runs written by your own scripts.")
-    try:
-        runs_dir = str(run_store.check_runs_dir(runs_dir_text))
-    except ValueError as error:
-        st.error(f"{error}. Runs are kept in memory only until you fix it.")
-        runs_dir = ""
-registry = run_registry(runs_dir)
-
 # --------------------------------------------------------------------------- which run this page shows
 
-if "run_id" not in st.session_state:
-    st.session_state.run_id = st.query_params.get("run")
-    st.session_state.compare_ids = [i for i in st.query_params.get("compare", "").split(",") if i] or (
-        [st.session_state.run_id] if st.session_state.run_id else [])
+with st.sidebar.expander("Runs folder", expanded=bool(runs_dir_error)):
+    st.text_input("Where runs are saved", key="runs_dir",
+                  help="Every run writes its settings and history here; runs found here are listed in the Runs "
+                       "tab, including runs written by your own scripts (see README).")
+    if runs_dir_error:
+        st.error(runs_dir_error)
+
 run = registry.get(st.session_state.run_id)
 if st.session_state.run_id and run is None:
     st.warning(f"Run `{st.session_state.run_id}` is not in this server's memory or its runs folder. "

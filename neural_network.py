@@ -254,7 +254,8 @@ class MonitoredMLP(MonitoredModel):
         self._monitor(output_name, output, None, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)
+        if x.dim() != 2:
+            x = x.flatten(1)
         for linear, act, drop in self._blocks:
             x = linear(x)
             if act is not None:

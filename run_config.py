@@ -8,7 +8,7 @@ re-parses widgets. Pure Python: no torch, no streamlit.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 DATASETS = {"spiral": "Spiral (2-D)", "mnist_like": "MNIST-like (procedural digits)", "mnist_idx": "MNIST (IDX files)"}
 MODELS = {"mlp": "MLP", "cnn": "CNN"}

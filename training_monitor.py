@@ -276,7 +276,8 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _segment_statistics(tensors: Sequence[torch.Tensor], bin_offsets: torch.Tensor, bins: int) -> torch.Tensor:
+def _segment_statistics(tensors: Sequence[torch.Tensor], bin_offsets: torch.Tensor, bins: int,
+                        summed: int | None = None) -> torch.Tensor:
     """For each tensor: low, high, sum, sum of squares and a histogram over [low, high].
 
     Per-tensor reductions are single kernels; the histograms of all tensors come from one
@@ -284,10 +285,15 @@ def _segment_statistics(tensors: Sequence[torch.Tensor], bin_offsets: torch.Tens
     so the cost does not grow by a dozen ops per layer. Nothing is read to the host.
     Returns (len(tensors), 4 + bins).
     """
+    summed = len(tensors) if summed is None else summed
     tensors = [t.detach().reshape(-1).float() for t in tensors]
-    bounds = torch.stack([torch.stack(torch.aminmax(t)) for t in tensors])  # (segments, 2)
-    sums = torch.stack([t.sum() for t in tensors])
+    # Three foreach kernels give every tensor's bounds and norm; a loop of aminmax would be 2n.
+    high = torch.stack(torch._foreach_max(tensors))
+    low = -torch.stack(torch._foreach_max(torch._foreach_neg(tensors)))
+    bounds = torch.stack([low, high], dim=1)  # (segments, 2)
     squares = torch.stack(torch._foreach_norm(tensors)) ** 2
+    # Sums only where a mean is shown (the first `summed` tensors: the weights).
+    sums = torch.stack([t.sum() for t in tensors[:summed]] + [squares[0] * 0] * (len(tensors) - summed))
     scale = bins / (bounds[:, 1] - bounds[:, 0]).clamp_min(1e-12)
     shift = -bounds[:, 0] * scale
     position = torch.empty(len(bin_offsets), device=bin_offsets.device)
@@ -299,6 +305,27 @@ def _segment_statistics(tensors: Sequence[torch.Tensor], bin_offsets: torch.Tens
     bin_index = position.long().clamp_(0, bins - 1).add_(bin_offsets)
     counts = torch.bincount(bin_index, minlength=len(tensors) * bins).view(len(tensors), bins)
     return torch.cat([bounds, sums[:, None], squares[:, None], counts.float()], dim=1)
+
+
+def _segment_statistics_host(tensors: Sequence[torch.Tensor], bins: int, summed: int) -> np.ndarray:
+    """_segment_statistics for CPU tensors, in numpy: the same numbers, about 2x faster here.
+
+    CPU tensors already live in host memory (numpy views, no copy), and numpy's
+    single-threaded kernels beat torch's per-op dispatch for the few-thousand-element
+    tensors of small models. tests/test_training_monitor.py checks both agree.
+    """
+    rows = np.zeros((len(tensors), 4 + bins))
+    for index, tensor in enumerate(tensors):
+        values = tensor.detach().reshape(-1).float().numpy()
+        low, high = float(values.min()), float(values.max())
+        scale = bins / max(high - low, 1e-12)
+        bin_index = ((values - low) * scale).astype(np.int64)  # >= 0: values never go below low
+        np.minimum(bin_index, bins - 1, out=bin_index)
+        rows[index, :2] = low, high
+        rows[index, 2] = float(values.sum(dtype=np.float64)) if index < summed else 0.0
+        rows[index, 3] = float(np.dot(values, values))
+        rows[index, 4:] = np.bincount(bin_index, minlength=bins)
+    return rows
 
 
 class TrainingMonitor:
@@ -589,14 +616,20 @@ class TrainingMonitor:
         captured_grads = getattr(self.model, "captured_activation_grads", {})
         activations = torch.stack([captured.get(name, nan) for name in self.layer_names])  # (layers, 4)
         activation_grads = torch.stack([captured_grads.get(name, nan[0]) for name in self.layer_names])
-        segments = _segment_statistics(weights + grads, self._bin_offsets, self.histogram_bins)
-        combined = torch.cat([update_norms, activations.flatten(), activation_grads, segments.flatten()])
-        values = combined.cpu().numpy().astype(np.float64)
+        if self.device.type == "cpu":
+            segments = _segment_statistics_host(weights + grads, self.histogram_bins, summed=layers)
+            combined = torch.cat([update_norms, activations.flatten(), activation_grads])
+        else:
+            combined = torch.cat([update_norms, activations.flatten(), activation_grads,
+                                  _segment_statistics(weights + grads, self._bin_offsets, self.histogram_bins,
+                                                      summed=layers).flatten()])
+        values = combined.cpu().numpy().astype(np.float64)  # the one host read of this stats batch
 
         update_norms = values[:layers]
         activations = values[layers : 5 * layers].reshape(layers, 4)
         activation_grads = values[5 * layers : 6 * layers]
-        segments = values[6 * layers :].reshape(2 * layers, 4 + self.histogram_bins)
+        if self.device.type != "cpu":
+            segments = values[6 * layers :].reshape(2 * layers, 4 + self.histogram_bins)
         sizes = np.array([w.numel() for w in weights], dtype=np.float64)
         weight_sum, weight_squares = segments[:layers, 2], segments[:layers, 3]
         weight_mean = weight_sum / sizes

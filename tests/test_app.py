@@ -108,6 +108,7 @@ def test_sidebar_changes_during_a_run_do_not_touch_it_and_refresh_reattaches():
     # A browser refresh is a new session that only has the URL: it finds the same run, still going.
     refreshed = new_app(run=run_id)
     assert refreshed.session_state.run_id == run_id
+    assert refreshed.number_input(key="epochs").value == 500  # the sidebar shows the run's own settings
     assert not refreshed.button(key="stop").disabled
     assert any(run_id in c.value for c in refreshed.caption)
     # Another browser session without the id sees no run at all.
@@ -221,3 +222,15 @@ def st_cache_clear():
     import streamlit as st
 
     st.cache_resource.clear()
+
+
+def test_a_runs_folder_that_is_a_file_is_a_message(tmp_path):
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x")
+    app = new_app()
+    app.text_input(key="runs_dir").set_value(str(not_a_folder)).run()
+    assert not app.exception
+    assert any("is a file, not a folder" in e.value for e in app.sidebar.error)
+    app.number_input(key="epochs").set_value(1).run()
+    app.button(key="train").click().run()  # still trains, in memory only
+    rerun_until(app, lambda a: any("Finished" in s.value for s in a.success))

@@ -117,3 +117,15 @@ def test_headline_metrics_and_progress(trained):
     progress = charts.training_progress(snapshot)
     assert progress.fraction == 1.0 and progress.batches_done == progress.batches_total == snapshot.num_steps
     assert progress.batches_per_second > 0 and "batches/s" in progress.text()
+
+
+def test_robust_rebinning_keeps_every_value_and_ignores_a_lone_spike():
+    counts = np.tile(np.array([[1.0, 4.0, 4.0, 1.0]]), (20, 1))
+    ranges = np.tile(np.array([[-1.0, 1.0]]), (20, 1))
+    ranges[7] = (-100.0, 100.0)  # one snapshot with a huge gradient spike
+    edges, fractions = charts.rebin_histograms(counts, ranges, rows=40, robust=True)
+    assert edges[0] == -1.0 and edges[-1] == 1.0
+    assert np.allclose(fractions.sum(0), 1.0)  # nothing lost: the spike's tails sit in the edge rows
+    assert fractions[0, 7] > 0.1 and fractions[-1, 7] > 0.1
+    wide_edges, _ = charts.rebin_histograms(counts, ranges, rows=40)
+    assert wide_edges[0] == -100.0

@@ -262,3 +262,16 @@ def test_trains_on_cuda_when_available():
     setup = build_training(RunConfig(epochs=2))
     assert setup.monitor.device.type == "cuda"
     assert setup.fit() == FINISHED
+
+
+def test_host_and_device_segment_statistics_agree():
+    from training_monitor import _segment_statistics, _segment_statistics_host
+
+    torch.manual_seed(0)
+    tensors = [torch.randn(128, 2), torch.randn(64, 128) * 0.1, torch.full((3, 4), 0.5)]
+    offsets = torch.cat([torch.full((t.numel(),), i) for i, t in enumerate(tensors)]) * 40
+    device = _segment_statistics(tensors, offsets, 40, summed=2).numpy()
+    host = _segment_statistics_host(tensors, 40, summed=2)
+    assert np.allclose(device[:, :4], host[:, :4], rtol=1e-5, atol=1e-5)
+    assert np.array_equal(device[:, 4:], host[:, 4:])  # identical histograms, bin for bin
+    assert host[:, 4:].sum(1).tolist() == [t.numel() for t in tensors]
