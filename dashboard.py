@@ -350,7 +350,7 @@ def rename(run_id: str) -> None:
         st.session_state.rename_error = str(error)
 
 
-def runs_tab(current, snapshot) -> None:
+def runs_tab(current) -> None:
     all_runs = registry.runs()
     for warning in registry.scan_warnings:
         st.warning(warning)
@@ -361,7 +361,7 @@ def runs_tab(current, snapshot) -> None:
         st.session_state.compare_ids = chosen
     labels = charts.short_labels([names[i] for i in chosen])
     entries = [(label, registry.get(i)) for label, i in zip(labels, chosen)]
-    entries = [(label, r, r.snapshot()) for label, r in entries if r is not None and r.snapshot() is not None]
+    entries = [(label, r, snap) for label, r in entries if r is not None and (snap := r.snapshot()) is not None]
     if entries:
         pairs = [(label, snap) for label, _, snap in entries]
         left, right = st.columns(2)
@@ -380,9 +380,10 @@ def runs_tab(current, snapshot) -> None:
     columns = st.columns(3)
     meta = {"run_id": current.run_id, "name": current.name, "created_at": current.created_at,
             "source": current.source, "config": current.config_dict}
-    columns[0].download_button("History as CSV (zip)", run_store.export_csv_zip(snapshot, current.name),
+    # Callables: the files are built when clicked, from the newest history, not at every refresh.
+    columns[0].download_button("History as CSV (zip)", lambda: run_store.export_csv_zip(current.snapshot(), current.name),
                                file_name=f"run-{current.run_id}.zip", mime="application/zip", key="export_csv")
-    columns[1].download_button("History as JSON", run_store.export_json(snapshot, meta),
+    columns[1].download_button("History as JSON", lambda: run_store.export_json(current.snapshot(), meta),
                                file_name=f"run-{current.run_id}.json", mime="application/json", key="export_json")
     with columns[2].popover("Delete this run", disabled=current.is_active):
         st.write(f"Delete **{current.name}** and its folder? This cannot be undone.")
@@ -439,7 +440,7 @@ def live_panels() -> None:
     progress = charts.training_progress(snapshot)
     if status in ENDED and snapshot.num_steps:
         seconds = float(snapshot.batch("seconds")[-1])
-        st.progress(progress.fraction, text=f"{snapshot.num_steps:,} batches in {seconds:.1f}s "
+        st.progress(progress.fraction, text=f"{snapshot.num_steps:,} batches in {seconds:.2f}s "
                                             f"({snapshot.num_steps / max(seconds, 1e-9):,.0f} batches/s)")
     else:
         st.progress(progress.fraction, text=progress.text())
@@ -447,7 +448,7 @@ def live_panels() -> None:
     tabs = st.tabs(["Training curves", "Distributions", "Model", "Predictions", "Runs"], key="view", on_change="rerun")
     renderers = (lambda: curves_tab(snapshot, findings), lambda: distributions_tab(snapshot),
                  lambda: model_tab(current, snapshot, findings), lambda: predictions_tab(current),
-                 lambda: runs_tab(current, snapshot))
+                 lambda: runs_tab(current))
     for tab, render in zip(tabs, renderers):
         if tab.open:  # only the tab on screen is computed and sent
             with tab:

@@ -156,10 +156,12 @@ class RunTail:
     _offset: int = 0
     _last_growth: float = field(default_factory=time.time)
 
+    _polled: bool = False
+
     def __post_init__(self):
+        # Nothing is read until someone asks: listing a runs folder must not parse every history.
         self.history = History(self.meta["layer_names"])
         self.history.status = IDLE
-        self.poll()
 
     @classmethod
     def open(cls, folder: Path) -> "RunTail":
@@ -167,6 +169,7 @@ class RunTail:
 
     def poll(self) -> int:
         """Apply every complete new line; returns how many records were added."""
+        self._polled = True
         path = self.folder / HISTORY_FILE
         try:
             size = path.stat().st_size
@@ -219,6 +222,8 @@ class RunTail:
 
     @property
     def is_stale(self) -> bool:
+        if not self._polled:
+            self.poll()
         return self.history.status == RUNNING and time.time() - self._last_growth > STALE_SECONDS
 
     @property

@@ -252,6 +252,7 @@ class RunRegistry:
         self.device = device
         self.runs_dir = Path(runs_dir) if runs_dir else None
         self.scan_warnings: list[str] = []
+        self._scanned_stamp: int | None = None
 
     def start(self, config: RunConfig, name: str = "") -> Run:
         return self.start_sequence([(name, config)])[0]
@@ -343,10 +344,17 @@ class RunRegistry:
     def runs(self) -> list[Run]:
         """Every run: this process's and, when a runs folder is set, those found on disk."""
         if self.runs_dir is not None:
-            folders, self.scan_warnings = scan_runs(self.runs_dir)
-            for folder in folders:
-                if folder.name not in self._runs:
-                    self._load(folder.name)
+            try:
+                # Adding or removing an entry changes the folder's mtime: rescan only then.
+                stamp = self.runs_dir.stat().st_mtime_ns
+            except OSError:
+                stamp = None
+            if stamp is None or stamp != self._scanned_stamp:
+                folders, self.scan_warnings = scan_runs(self.runs_dir)
+                for folder in folders:
+                    if folder.name not in self._runs:
+                        self._load(folder.name)
+                self._scanned_stamp = stamp
         with self._lock:
             return sorted(self._runs.values(), key=lambda r: r.created_at)
 

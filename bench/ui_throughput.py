@@ -11,9 +11,11 @@ watched/unwatched of batches per second (target >= 0.85).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,9 +77,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=150, help="spiral MLP epochs per run (38 batches each)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tab", default="Training curves", choices=["Training curves", "Distributions", "Model"])
+    parser.add_argument("--tab", default="Training curves", choices=["Training curves", "Distributions", "Model", "Predictions", "Runs"])
     args = parser.parse_args()
     ratios = []
+    # A fresh runs folder: the server must not spend its time on runs from earlier sessions.
+    os.environ["DASHBOARD_RUNS_DIR"] = tempfile.mkdtemp(prefix="ui-bench-runs-")
     with dashboard_server() as url, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         for repeat in range(args.repeats):
