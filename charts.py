@@ -493,7 +493,7 @@ def mistakes_gallery(images: np.ndarray, labels: np.ndarray, predictions: np.nda
                          xaxis={"visible": False}, yaxis={"visible": False, "autorange": "reversed"})
     if len(wrong) == 0:
         return _empty_note(figure, "no mistakes on the validation images")
-    side, gap = images.shape[-1], 4
+    side, gap = images.shape[-1], 10  # the gap holds each tile's "true→predicted" title
     rows = math.ceil(len(wrong) / columns)
     canvas = np.full((rows * (side + gap), columns * (side + gap)), np.nan, dtype=np.float32)
     for position, index in enumerate(wrong):

@@ -205,15 +205,23 @@ def _first_stats_step_above(snapshot: HistorySnapshot, stat: str, layer: int, th
     return int(snapshot.stats_steps[min(start, len(values) - 1)])
 
 
+def _worst_layer_over(snapshot: HistorySnapshot, stat: str, threshold: float):
+    """(layer index, recent values, step the streak began) for the layer furthest over threshold."""
+    recent = _recent_layer_stat(snapshot, stat)
+    if recent is None or not np.isfinite(recent).any():
+        return None
+    layer = int(np.nanargmax(recent))
+    if not recent[layer] >= threshold:
+        return None
+    return layer, recent, _first_stats_step_above(snapshot, stat, layer, threshold)
+
+
 def check_dead_relus(snapshot: HistorySnapshot) -> Finding | None:
-    dead = _recent_layer_stat(snapshot, "dead_fraction")
-    if dead is None or not np.isfinite(dead).any():
+    worst = _worst_layer_over(snapshot, "dead_fraction", DEAD_FRACTION_WARN)
+    if worst is None:
         return None
-    layer = int(np.nanargmax(dead))
-    if not dead[layer] >= DEAD_FRACTION_WARN:
-        return None
+    layer, dead, step = worst
     name = snapshot.layer_names[layer]
-    step = _first_stats_step_above(snapshot, "dead_fraction", layer, DEAD_FRACTION_WARN)
     others = ", ".join(f"{n} {d:.0%}" for n, d in zip(snapshot.layer_names, dead) if np.isfinite(d))
     return Finding(
         "dead_relus", CRITICAL if dead[layer] >= DEAD_FRACTION_CRITICAL else WARNING, "Dead ReLUs",
@@ -256,14 +264,11 @@ def check_update_ratio(snapshot: HistorySnapshot) -> Finding | None:
 
 
 def check_saturation(snapshot: HistorySnapshot) -> Finding | None:
-    saturation = _recent_layer_stat(snapshot, "saturation")
-    if saturation is None or not np.isfinite(saturation).any():
+    worst = _worst_layer_over(snapshot, "saturation", SATURATION_WARN)
+    if worst is None:
         return None
-    layer = int(np.nanargmax(saturation))
-    if not saturation[layer] >= SATURATION_WARN:
-        return None
+    layer, saturation, step = worst
     name = snapshot.layer_names[layer]
-    step = _first_stats_step_above(snapshot, "saturation", layer, SATURATION_WARN)
     return Finding(
         "saturation", WARNING, f"Saturated activations in {name}",
         "Most tanh/sigmoid outputs sit at their limits, where the gradient is nearly zero. Lower the learning "

@@ -276,35 +276,28 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _segment_statistics(tensors: Sequence[torch.Tensor], bin_offsets: torch.Tensor, bins: int,
-                        summed: int | None = None) -> torch.Tensor:
+def _segment_statistics(tensors: Sequence[torch.Tensor], bins: int, summed: int | None = None) -> torch.Tensor:
     """For each tensor: low, high, sum, sum of squares and a histogram over [low, high].
 
-    Per-tensor reductions are single kernels; the histograms of all tensors come from one
-    bincount over a shared index buffer (bin_offsets[i] = bins * tensor number of element i),
-    so the cost does not grow by a dozen ops per layer. Nothing is read to the host.
-    Returns (len(tensors), 4 + bins).
+    The device (GPU) version: a few foreach kernels for the per-tensor numbers and a single
+    bincount for all histograms, nothing read to the host. Sums only for the first `summed`
+    tensors (the weights; gradients' means are never shown). Returns (len(tensors), 4 + bins).
     """
     summed = len(tensors) if summed is None else summed
     tensors = [t.detach().reshape(-1).float() for t in tensors]
-    # Three foreach kernels give every tensor's bounds and norm; a loop of aminmax would be 2n.
     high = torch.stack(torch._foreach_max(tensors))
     low = -torch.stack(torch._foreach_max(torch._foreach_neg(tensors)))
-    bounds = torch.stack([low, high], dim=1)  # (segments, 2)
     squares = torch.stack(torch._foreach_norm(tensors)) ** 2
-    # Sums only where a mean is shown (the first `summed` tensors: the weights).
     sums = torch.stack([t.sum() for t in tensors[:summed]] + [squares[0] * 0] * (len(tensors) - summed))
-    scale = bins / (bounds[:, 1] - bounds[:, 0]).clamp_min(1e-12)
-    shift = -bounds[:, 0] * scale
-    position = torch.empty(len(bin_offsets), device=bin_offsets.device)
-    start = 0
-    for index, tensor in enumerate(tensors):
-        # bin = (x - low) * scale, as one fused multiply-add per element, straight into the buffer.
-        torch.addcmul(shift[index], tensor, scale[index], out=position[start : start + len(tensor)])
-        start += len(tensor)
-    bin_index = position.long().clamp_(0, bins - 1).add_(bin_offsets)
+    scale = bins / (high - low).clamp_min(1e-12)
+    shift = -low * scale
+    # bin = (x - low) * scale as one fused multiply-add, offset so each tensor has its own bins.
+    bin_index = torch.cat([
+        torch.addcmul(shift[i], tensor, scale[i]).long().clamp_(0, bins - 1).add_(i * bins)
+        for i, tensor in enumerate(tensors)
+    ])
     counts = torch.bincount(bin_index, minlength=len(tensors) * bins).view(len(tensors), bins)
-    return torch.cat([bounds, sums[:, None], squares[:, None], counts.float()], dim=1)
+    return torch.cat([low[:, None], high[:, None], sums[:, None], squares[:, None], counts.float()], dim=1)
 
 
 def _segment_statistics_host(tensors: Sequence[torch.Tensor], bins: int, summed: int) -> np.ndarray:
@@ -392,16 +385,11 @@ class TrainingMonitor:
         self._pending_logit_elements = 0
         self._pending_host_rows: list[tuple] = []  # (batch size, lr, epoch progress, seconds)
         self._pending = 0
-        sizes = torch.tensor([w.numel() for w in self._layer_weights])
-        layer_ids = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
-        # Weights then their gradients: 2 * layers histograms sharing one bincount.
-        self._bin_offsets = (torch.cat([layer_ids, layer_ids + len(sizes)]) * histogram_bins).to(self.device)
         self._last_flush = 0.0
         self._first_loss: float | None = None
         self.step = 0
         self.epoch = 0
         self._started_at = 0.0
-        self._zero_grads = [torch.zeros_like(p) for p in self._params]
         self._epoch_totals = np.zeros(3)
 
     # -- control -------------------------------------------------------------------
@@ -503,8 +491,8 @@ class TrainingMonitor:
         grads = [p.grad for p in self._params]
         try:
             return torch._foreach_norm(grads)
-        except (TypeError, RuntimeError):  # a parameter that got no gradient this batch
-            return torch._foreach_norm([g if g is not None else z for g, z in zip(grads, self._zero_grads)])
+        except (TypeError, RuntimeError):  # a parameter that got no gradient this batch: norm 0
+            return torch._foreach_norm([g if g is not None else p.new_zeros(1) for g, p in zip(grads, self._params)])
 
     def _record(self, loss, logits, labels, grad_norms, weights_before) -> None:
         """Queue one batch's numbers; with weights_before, also take the layer statistics."""
@@ -621,8 +609,7 @@ class TrainingMonitor:
             combined = torch.cat([update_norms, activations.flatten(), activation_grads])
         else:
             combined = torch.cat([update_norms, activations.flatten(), activation_grads,
-                                  _segment_statistics(weights + grads, self._bin_offsets, self.histogram_bins,
-                                                      summed=layers).flatten()])
+                                  _segment_statistics(weights + grads, self.histogram_bins, summed=layers).flatten()])
         values = combined.cpu().numpy().astype(np.float64)  # the one host read of this stats batch
 
         update_norms = values[:layers]

@@ -269,9 +269,19 @@ def test_host_and_device_segment_statistics_agree():
 
     torch.manual_seed(0)
     tensors = [torch.randn(128, 2), torch.randn(64, 128) * 0.1, torch.full((3, 4), 0.5)]
-    offsets = torch.cat([torch.full((t.numel(),), i) for i, t in enumerate(tensors)]) * 40
-    device = _segment_statistics(tensors, offsets, 40, summed=2).numpy()
+    device = _segment_statistics(tensors, 40, summed=2).numpy()
     host = _segment_statistics_host(tensors, 40, summed=2)
     assert np.allclose(device[:, :4], host[:, :4], rtol=1e-5, atol=1e-5)
     assert np.array_equal(device[:, 4:], host[:, 4:])  # identical histograms, bin for bin
     assert host[:, 4:].sum(1).tolist() == [t.numel() for t in tensors]
+
+
+def test_a_parameter_without_gradient_counts_as_zero_norm():
+    torch.manual_seed(0)
+    model = MonitoredMLP(2, [8], 3)
+    unused = nn.Parameter(torch.ones(5))
+    model.register_parameter("unused", unused)  # never touched by forward: its grad stays None
+    monitor = TrainingMonitor(model, torch.optim.SGD(model.parameters(), lr=0.1), device="cpu")
+    x, y = make_spiral(10, 3, 0.2, 0)
+    assert monitor.fit([(x, y)], None, epochs=1) == FINISHED
+    assert np.isfinite(monitor.history.snapshot().batch("grad_norm")).all()
