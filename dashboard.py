@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 import streamlit as st
@@ -385,6 +386,11 @@ def runs_tab(current) -> None:
                                file_name=f"run-{current.run_id}.zip", mime="application/zip", key="export_csv")
     columns[1].download_button("History as JSON", lambda: run_store.export_json(current.snapshot(), meta),
                                file_name=f"run-{current.run_id}.json", mime="application/json", key="export_json")
+    weights = current.folder / run_store.WEIGHTS_FILE if current.folder is not None else None
+    if weights is not None and weights.exists():
+        columns[2].download_button("Weights (.pt)", lambda: weights.read_bytes(), file_name=f"run-{current.run_id}.pt",
+                                   key="export_weights", help="A state_dict: load it with "
+                                   "torch.load(path, weights_only=True) into the same architecture")
     with columns[2].popover("Delete this run", disabled=current.is_active):
         st.write(f"Delete **{current.name}** and its folder? This cannot be undone.")
         st.button("Yes, delete it", key="confirm_delete", type="primary", on_click=confirm_delete,
@@ -393,6 +399,12 @@ def runs_tab(current) -> None:
         st.error(st.session_state.pop("delete_error"))
     if current.folder is not None:
         st.caption(f"Saved in `{current.folder}` (settings, history, and the weights once training ends).")
+    st.subheader("All runs")
+    st.dataframe(
+        {"name": [r.name for r in reversed(all_runs)], "id": [r.run_id for r in reversed(all_runs)],
+         "source": [r.source for r in reversed(all_runs)],
+         "started": [time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)) for r in reversed(all_runs)]},
+        hide_index=True, width="stretch", key="all_runs")
     open_runs = {r.run_id: names[r.run_id] for r in reversed(all_runs)}
     target = st.selectbox("Open another run", ["", *open_runs], format_func=lambda i: open_runs.get(i, "—"),
                           key="open_run")
@@ -444,6 +456,14 @@ def live_panels() -> None:
                                             f"({snapshot.num_steps / max(seconds, 1e-9):,.0f} batches/s)")
     else:
         st.progress(progress.fraction, text=progress.text())
+
+    if len(members) > 1:
+        with st.expander(f"Experiment: the {len(members)} runs overlaid", expanded=True):
+            pairs = [(label, snap) for label, r in zip(charts.short_labels([r.name for r in members]), members)
+                     if (snap := r.snapshot()) is not None]
+            left, right = st.columns(2)
+            left.plotly_chart(charts.compare_chart(pairs, "loss"), key="experiment_loss", config=PLOTLY_CONFIG)
+            right.plotly_chart(charts.compare_chart(pairs, "accuracy"), key="experiment_accuracy", config=PLOTLY_CONFIG)
 
     tabs = st.tabs(["Training curves", "Distributions", "Model", "Predictions", "Runs"], key="view", on_change="rerun")
     renderers = (lambda: curves_tab(snapshot, findings), lambda: distributions_tab(snapshot),

@@ -8,6 +8,7 @@ re-parses widgets. Pure Python: no torch, no streamlit.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import asdict, dataclass, fields, replace
 
 DATASETS = {"spiral": "Spiral (2-D)", "mnist_like": "MNIST-like (procedural digits)", "mnist_idx": "MNIST (IDX files)"}
@@ -226,6 +227,12 @@ def parse_run_config(raw: dict) -> tuple[RunConfig | None, dict[str, str]]:
     # Fields that did not even parse keep their first message; validate() adds the rest.
     for name, message in validate(config).items():
         errors.setdefault(name, message)
+    # Checked here, where the user types it, not in validate(): a stored config may name a
+    # folder of another machine and must still load.
+    if config.dataset == "mnist_idx" and "mnist_path" not in errors:
+        folder = Path(config.mnist_path.strip()).expanduser()
+        if not folder.is_dir():
+            errors["mnist_path"] = f"No folder at {folder}; type the folder that holds the MNIST IDX files"
     if not _applies(errors, config):
         return config, {}
     return (None, {k: v for k, v in errors.items() if _field_applies(k, config)})

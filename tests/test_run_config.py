@@ -73,3 +73,12 @@ def test_label_names_the_key_settings():
     label = RunConfig(hidden_sizes=(64, 32), optimizer="sgd", lr=0.1, scheduler="cosine").label()
     assert label == "MLP 64-32 relu · SGD 1e-1 · cosine"
     assert validate(RunConfig(dataset="cifar")) != {}
+
+
+def test_mnist_folder_must_exist_where_it_is_typed(tmp_path):
+    config, errors = parse_run_config({"dataset": "mnist_idx", "mnist_path": str(tmp_path / "nope")})
+    assert config is None and "No folder at" in errors["mnist_path"]
+    config, errors = parse_run_config({"dataset": "mnist_idx", "mnist_path": str(tmp_path), "batch_size": 16})
+    assert errors == {} and config.mnist_path == str(tmp_path)
+    # A stored config naming a folder that is gone still loads (validate() does not look).
+    assert validate(config.with_changes(mnist_path=str(tmp_path / "gone"))) == {}
