@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 import uuid
 import zipfile
@@ -157,6 +158,8 @@ class RunTail:
     _last_growth: float = field(default_factory=time.time)
 
     _polled: bool = False
+    # Several browser sessions may poll the same run at once: each line must be applied once.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self):
         # Nothing is read until someone asks: listing a runs folder must not parse every history.
@@ -169,6 +172,10 @@ class RunTail:
 
     def poll(self) -> int:
         """Apply every complete new line; returns how many records were added."""
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> int:
         self._polled = True
         path = self.folder / HISTORY_FILE
         try:

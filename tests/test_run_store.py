@@ -174,3 +174,17 @@ def test_an_external_script_shows_up_and_grows_while_it_runs(tmp_path):
         assert final.status == "finished" and len(final.epochs) == 12 and not run.is_active
     finally:
         process.kill()
+
+
+def test_concurrent_readers_apply_each_line_once(tmp_path):
+    import threading
+
+    registry = RunRegistry(tmp_path)
+    run = train_and_wait(registry, RunConfig(epochs=3))
+    tail = run_store.RunTail.open(run.folder)
+    threads = [threading.Thread(target=tail.poll) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert tail.history.snapshot().num_steps == run.snapshot().num_steps
