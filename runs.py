@@ -162,6 +162,7 @@ class Run:
     folder: Path | None = None
     tail: RunTail | None = None  # set for runs read from disk (other processes, earlier servers)
     queued: bool = False
+    cancelled: bool = False  # stopped while it was still waiting its turn
     published_weights: tuple | None = None
     _stop_requested: bool = False
     _inspection_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -175,6 +176,8 @@ class Run:
     def status(self) -> str:
         if self.tail is not None:
             return self.tail.status
+        if self.cancelled:
+            return STOPPED
         if self.error and self.setup is None:
             return FAILED
         if self.queued:
@@ -187,6 +190,8 @@ class Run:
     def message(self) -> str:
         if self.tail is not None:
             return self.tail.message
+        if self.cancelled:
+            return "Stopped before its turn came; it never trained."
         if self.queued:
             return "Waiting for the run before it to finish…"
         if self.setup is None:
@@ -276,8 +281,7 @@ class RunRegistry:
     def _train_all(self, runs: list[Run]) -> None:
         for run in runs:
             if run._stop_requested:
-                run.queued = False
-                run.error = "Stopped before it started."
+                run.queued, run.cancelled = False, True
                 continue
             self._train(run)
 

@@ -188,3 +188,19 @@ def test_concurrent_readers_apply_each_line_once(tmp_path):
     for thread in threads:
         thread.join()
     assert tail.history.snapshot().num_steps == run.snapshot().num_steps
+
+
+def test_stopping_an_experiment_stops_the_running_run_and_cancels_the_queued_ones(tmp_path):
+    registry = RunRegistry(tmp_path)
+    runs = registry.start_sequence([(f"run {i}", RunConfig(epochs=1000)) for i in range(3)])
+    assert [r.status for r in runs[1:]] == ["queued", "queued"]
+    deadline = time.monotonic() + 30
+    while runs[0].status != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for run in runs:
+        registry.stop(run.run_id)
+    registry.wait(runs[0].run_id, timeout=30)
+    assert [r.status for r in runs] == ["stopped", "stopped", "stopped"]
+    assert "never trained" in runs[2].message and not any(r.is_active for r in runs)
+    assert runs[1].folder is None  # nothing written for a run that never started
