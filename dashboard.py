@@ -232,7 +232,7 @@ if run is None:
     st.stop()
 
 paused = st.toggle("Pause live updates (lets you zoom and pan charts)", key="paused", disabled=not active)
-STATUS_BOXES = {"diverged": st.error, "failed": st.error, "stopped": st.warning, "finished": st.success}
+STATUS_BOXES = {"failed": st.error, "stopped": st.warning, "finished": st.success}
 SEVERITY_BOXES = {diagnostics.CRITICAL: st.error, diagnostics.WARNING: st.warning, diagnostics.INFO: st.info}
 CHART_NAMES = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch", "batch_loss": "Loss per batch",
                "grad_norm": "Gradient norm", "layer_table": "Model → layer statistics", "grad_hist": "Distributions"}
@@ -442,7 +442,7 @@ def live_panels() -> None:
         (st.error if status == "failed" else st.info)(current.message)
         return
     snapshot = current.snapshot()
-    if status in STATUS_BOXES:
+    if status in STATUS_BOXES:  # a diverged run is told by the health panel, with its evidence
         STATUS_BOXES[status](current.message)
     findings = diagnostics.diagnose(snapshot)
     health_panel(findings, snapshot)

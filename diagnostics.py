@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training_monitor import DIVERGED, HistorySnapshot
+from training_monitor import DIVERGED, DIVERGENCE_LOSS_FACTOR, HistorySnapshot
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITY_ORDER = {CRITICAL: 0, WARNING: 1, INFO: 2}
@@ -83,8 +83,10 @@ def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
 def check_diverged(snapshot: HistorySnapshot) -> Finding | None:
     if snapshot.status != DIVERGED:
         return None
-    loss = snapshot.batch("loss")
-    bad = np.flatnonzero(~np.isfinite(loss))
+    loss = snapshot.batch("loss").astype(np.float64)
+    # The first batch that was non-finite or over the monitor's divergence limit.
+    limit = DIVERGENCE_LOSS_FACTOR * loss[0] if len(loss) and np.isfinite(loss[0]) else np.inf
+    bad = np.flatnonzero(~np.isfinite(loss) | (loss > limit))
     step = int(bad[0]) if len(bad) else max(snapshot.num_steps - 1, 0)
     return Finding(
         "diverged", CRITICAL, "Training diverged",

@@ -26,6 +26,7 @@ def test_learning_rate_ten_is_diverged_and_only_that():
     findings = diagnostics.diagnose(trained_snapshot(RunConfig(lr=10.0, epochs=5)))
     assert [f.code for f in findings] == ["diverged"]
     assert findings[0].severity == diagnostics.CRITICAL and "learning rate" in findings[0].evidence
+    assert findings[0].step == 1  # the batch whose loss blew past 100x the first, as the message says
 
 
 def test_deep_sigmoid_net_with_sgd_has_vanishing_gradients():
