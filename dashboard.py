@@ -1,15 +1,15 @@
 """Live Training Dashboard: `streamlit run dashboard.py`.
 
 Reads top to bottom like the page: sidebar -> RunConfig; Train/Stop; a live fragment that
-lays out charts from a snapshot of the run's history. Training runs on a background thread
-owned by the process-wide RunRegistry; this script only keeps a run id (in the session and
-in the URL, so a browser refresh re-attaches to the run).
+lays out charts from a snapshot of the run's history. Each run trains in a worker process
+that writes the run store; this page only launches runs, asks them to stop, and reads the
+store. It keeps a run id (in the session and in the URL, so a refresh re-attaches).
 """
 
 from __future__ import annotations
 
 import os
-import sys
+import tempfile
 import time
 
 import numpy as np
@@ -21,27 +21,35 @@ import inspection
 import run_store
 from presets import PRESETS
 from run_config import ACTIVATION_NAMES, DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, RunConfig, parse_run_config
-from runs import ENDED, PREPARING, QUEUED, RunRegistry, dataset_for, preview_architecture
+from history import ENDED_STATUSES as ENDED
+from history import PREPARING, QUEUED, RUNNING
+from run_catalog import RunCatalog
+from training_setup import dataset_for, describe_config
 
 REFRESH_SECONDS = 1.0
+# Until a new run's first numbers arrive, look 5x as often: the first chart is what a click waits for.
+FIRST_DATA_REFRESH_SECONDS = 0.2
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 DEFAULTS = RunConfig()
 
 st.set_page_config(page_title="Live Training Dashboard", page_icon="📈", layout="wide")
-# The training thread drops the GIL at every torch op and must win it back from this
-# script while it builds charts; Python's default 5 ms turns holds every op that long.
-sys.setswitchinterval(0.0005)
 
 
 @st.cache_resource
-def run_registry(runs_dir: str) -> RunRegistry:
-    """One registry per server process and runs folder: runs outlive reruns, sessions and refreshes."""
-    return RunRegistry(runs_dir)
+def run_catalog(runs_dir: str) -> RunCatalog:
+    """One catalog per server process and runs folder: runs outlive reruns, sessions and refreshes."""
+    return RunCatalog(runs_dir)
+
+
+@st.cache_resource
+def fallback_runs_dir() -> str:
+    """Where runs go while the typed runs folder cannot be used (one per server)."""
+    return tempfile.mkdtemp(prefix="dashboard-runs-")
 
 
 @st.cache_data(max_entries=32)
 def cached_preview(config: RunConfig):
-    return preview_architecture(config)
+    return describe_config(config)
 
 
 def widget_values(config: RunConfig) -> dict:
@@ -73,14 +81,23 @@ def watch(run_ids: list[str]) -> None:
         st.query_params.pop("compare", None)
 
 
+def session_is_training() -> bool:
+    """Whether a run this session started is still queued or training (five quick clicks start one run)."""
+    return any(r is not None and r.is_active for r in (registry.get(i) for i in st.session_state.get("compare_ids", [])))
+
+
 def start_run(run_config: RunConfig) -> None:
-    watch([registry.start(run_config).run_id])
+    if session_is_training():
+        return
+    watch([registry.launch([("", run_config)])[0].run_id])
 
 
 def start_preset(key: str) -> None:
+    if session_is_training():
+        return
     preset = PRESETS[key]
     st.session_state.update(widget_values(preset.runs[-1][1]))
-    runs = registry.start_sequence([(f"{preset.title.split('·')[-1].strip()} · {label}", cfg) for label, cfg in preset.runs])
+    runs = registry.launch([(f"{preset.title.split('·')[-1].strip()} · {label}", cfg) for label, cfg in preset.runs])
     watch([run.run_id for run in runs])
 
 
@@ -91,11 +108,13 @@ def stop_run(run_ids: list[str]) -> None:
 
 st.session_state.setdefault("runs_dir", os.environ.get("DASHBOARD_RUNS_DIR", "runs"))
 try:
-    runs_dir = str(run_store.check_runs_dir(st.session_state.runs_dir))
-    runs_dir_error = ""
-except ValueError as error:
-    runs_dir, runs_dir_error = "", f"{error}. Runs are kept in memory only until you fix it."
-registry = run_registry(runs_dir)
+    registry = run_catalog(str(st.session_state.runs_dir).strip())
+    registry.store.check_usable()
+    runs_dir, runs_dir_error = registry.store.url, ""
+except run_store.StoreError as error:
+    runs_dir = fallback_runs_dir()
+    runs_dir_error = f"{error}. Until you fix it, runs go to a temporary folder: {runs_dir}"
+    registry = run_catalog(runs_dir)
 
 if "run_id" not in st.session_state:
     # A new browser session (first visit or refresh): the URL says which run to show.
@@ -205,7 +224,8 @@ if st.session_state.run_id and run is None:
     st.query_params.pop("run", None)
 group = [r for r in (registry.get(i) for i in st.session_state.get("compare_ids", [])) if r is not None] or (
     [run] if run else [])
-active = any(r.is_active and r.tail is None for r in group)
+active = any(r.is_active for r in group)
+waiting_for_data = run is not None and run.is_active and not ((first := run.snapshot()) is not None and first.num_steps)
 
 buttons = st.sidebar.columns(2)
 buttons[0].button(
@@ -226,8 +246,8 @@ if run is None:
         st.plotly_chart(charts.architecture_diagram(cached_preview(config)), key="preview_architecture",
                         config=PLOTLY_CONFIG)
         st.caption(f"Preview of **{config.label()}** on {DATASETS[config.dataset]}.")
-    if registry.runs():
-        st.caption(f"{len(registry.runs())} earlier runs are in the runs folder `{runs_dir}`: open one from "
+    if stored := registry.runs():
+        st.caption(f"{len(stored)} earlier runs are in the runs folder `{runs_dir}`: open one from "
                    "the Runs tab after a run, or pass `?run=<id>` in the URL.")
     st.stop()
 
@@ -302,24 +322,22 @@ def model_tab(current, snapshot, findings) -> None:
 
 
 def predictions_tab(current) -> None:
-    if current.config is None:
-        st.info("Predictions need a run started from this dashboard (its model and dataset are known).")
-        return
     model, step = current.inspection_model()
     if model is None:
-        st.info("Predictions appear once the run has trained its first batches.")
+        st.info(step)
         return
     try:
         dataset = dataset_for(current.config)
     except (OSError, ValueError) as error:
         st.error(f"Cannot load the dataset for predictions: {error}")
         return
-    with current._inspection_lock:
+    with current.inspection_lock:
         if dataset.input_shape == (2,):
             xs, ys, classes, confidence = inspection.decision_grid(model, dataset.x_train)
             points, labels = dataset.x_train.numpy(), dataset.y_train.numpy()
         else:
             predictions = inspection.predict(model, dataset.x_val)
+    step = None if step == -1 else step
     if dataset.input_shape == (2,):
         st.plotly_chart(charts.decision_boundary(xs, ys, classes, confidence, points, labels, step),
                         key="boundary_chart", config=PLOTLY_CONFIG)
@@ -353,7 +371,7 @@ def rename(run_id: str) -> None:
 
 def runs_tab(current) -> None:
     all_runs = registry.runs()
-    for warning in registry.scan_warnings:
+    for warning in registry.scan_warnings + current.problems:
         st.warning(warning)
     names = {r.run_id: f"{r.name} · {r.run_id[:6]}" for r in all_runs}
     chosen = st.multiselect("Compare runs", list(names), format_func=names.get, key="compare_select",
@@ -386,9 +404,9 @@ def runs_tab(current) -> None:
                                file_name=f"run-{current.run_id}.zip", mime="application/zip", key="export_csv")
     columns[1].download_button("History as JSON", lambda: run_store.export_json(current.snapshot(), meta),
                                file_name=f"run-{current.run_id}.json", mime="application/json", key="export_json")
-    weights = current.folder / run_store.WEIGHTS_FILE if current.folder is not None else None
-    if weights is not None and weights.exists():
-        columns[2].download_button("Weights (.pt)", lambda: weights.read_bytes(), file_name=f"run-{current.run_id}.pt",
+    weights = registry.store.weights_path(current.run_id)
+    if weights is not None:
+        columns[2].download_button("Weights (.pt)", lambda: open(weights, "rb").read(), file_name=f"run-{current.run_id}.pt",
                                    key="export_weights", help="A state_dict: load it with "
                                    "torch.load(path, weights_only=True) into the same architecture")
     with columns[2].popover("Delete this run", disabled=current.is_active):
@@ -397,8 +415,8 @@ def runs_tab(current) -> None:
                   args=(current.run_id,))
     if "delete_error" in st.session_state:
         st.error(st.session_state.pop("delete_error"))
-    if current.folder is not None:
-        st.caption(f"Saved in `{current.folder}` (settings, history, and the weights once training ends).")
+    st.caption(f"Saved in `{current.folder}` (settings, history, weight snapshots, and the final weights once "
+               "training ends).")
     st.subheader("All runs")
     st.dataframe(
         {"name": [r.name for r in reversed(all_runs)], "id": [r.run_id for r in reversed(all_runs)],
@@ -414,19 +432,20 @@ def runs_tab(current) -> None:
         st.rerun(scope="app")
 
 
-@st.fragment(run_every=REFRESH_SECONDS if active and not paused else None)
+@st.fragment(run_every=(FIRST_DATA_REFRESH_SECONDS if waiting_for_data else REFRESH_SECONDS) if active and not paused
+             else None)
 def live_panels() -> None:
     current = registry.get(st.session_state.run_id)
     if current is None:
         st.rerun(scope="app")
     members = [r for r in (registry.get(i) for i in st.session_state.get("compare_ids", [])) if r is not None]
     if not current.is_active and current.status not in (QUEUED, PREPARING):
-        following = next((r for r in members if r.status in (QUEUED, PREPARING, "running")), None)
+        following = next((r for r in members if r.status in (QUEUED, PREPARING, RUNNING)), None)
         if following is not None and following.run_id != current.run_id:
             st.session_state.run_id = following.run_id  # a queued run of the experiment started: show it
             st.query_params["run"] = following.run_id
             st.rerun(scope="app")
-    if active and not any(r.is_active and r.tail is None for r in members or [current]):
+    if active and not any(r.is_active for r in members or [current]):
         st.rerun(scope="app")  # everything ended: refresh the page so Train/Stop change state
 
     source = "your script" if current.source == "script" else DATASETS.get(current.config_dict.get("dataset"), "")
@@ -438,10 +457,12 @@ def live_panels() -> None:
     if active and config is not None and current.config is not None and config != current.config:
         st.caption("Sidebar changes apply to the next run; this one keeps its settings.")
     status = current.status
-    if status in (PREPARING, QUEUED) or (status == "failed" and current.snapshot() is None):
-        (st.error if status == "failed" else st.info)(current.message)
+    snapshot = current.snapshot() if status not in (PREPARING, QUEUED) else None
+    if snapshot is None:  # nothing written yet: queued, preparing, or ended before it began
+        STATUS_BOXES.get(status, st.info)(current.message)
         return
-    snapshot = current.snapshot()
+    if waiting_for_data and snapshot.num_steps:
+        st.rerun(scope="app")  # the first numbers are in: back to the normal refresh rate
     if status in STATUS_BOXES:  # a diverged run is told by the health panel, with its evidence
         STATUS_BOXES[status](current.message)
     findings = diagnostics.diagnose(snapshot)

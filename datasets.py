@@ -228,6 +228,33 @@ def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None)
     return path
 
 
+def idx_shape(path: str | Path) -> tuple[int, ...]:
+    """The array shape an IDX file's header promises, reading only the header (raw or .gz)."""
+    path = Path(path)
+    with _open_maybe_gzip(path) as handle:
+        head = handle.read(4)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+            raise ValueError(f"{path.name} is not an IDX file (bad magic number)")
+        dims = handle.read(4 * head[3])
+    if len(dims) < 4 * head[3]:
+        raise ValueError(f"{path.name} is truncated: its header is incomplete")
+    return tuple(struct.unpack(f">{head[3]}I", dims))
+
+
+def mnist_idx_files(folder: str | Path) -> tuple[Path, Path]:
+    """The (images, labels) IDX files of an MNIST folder, or FileNotFoundError saying what is missing."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"MNIST folder not found: {folder}")
+    images_path = _find_idx(folder, "train-images-idx3-ubyte")
+    labels_path = _find_idx(folder, "train-labels-idx1-ubyte")
+    if images_path is None or labels_path is None:
+        raise FileNotFoundError(
+            f"{folder} needs train-images-idx3-ubyte and train-labels-idx1-ubyte (optionally .gz)"
+        )
+    return images_path, labels_path
+
+
 def _find_idx(folder: Path, stem: str) -> Path | None:
     for candidate in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
         if (folder / candidate).is_file():
@@ -240,15 +267,7 @@ def load_mnist_idx(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
 
     Returns images (N, 1, 28, 28) scaled to [0, 1] and labels (N,) int64.
     """
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"MNIST folder not found: {folder}")
-    images_path = _find_idx(folder, "train-images-idx3-ubyte")
-    labels_path = _find_idx(folder, "train-labels-idx1-ubyte")
-    if images_path is None or labels_path is None:
-        raise FileNotFoundError(
-            f"{folder} needs train-images-idx3-ubyte and train-labels-idx1-ubyte (optionally .gz)"
-        )
+    images_path, labels_path = mnist_idx_files(folder)
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(

@@ -1,13 +1,20 @@
-"""Runs on disk: one folder per run, written while it trains, read back or tailed live.
+"""The run store: the only code that reads or writes runs, through fsspec (a local folder,
+memory:// in tests, s3:// or any other fsspec URL).
 
-    runs/<run id>/run.json        what the run is: name, config, layers, architecture (atomic rewrite)
-    runs/<run id>/history.jsonl   one JSON object per line, appended at every monitor flush
-    runs/<run id>/model.pt        the trained weights (state_dict), when saved
+    <runs>/<run id>/run.json            what the run is: settings, layers, architecture (written once)
+    <runs>/<run id>/labels.json         the display name (rewritten by a rename)
+    <runs>/<run id>/status.json         status, message, progress and a heartbeat (small, overwritten)
+    <runs>/<run id>/control.json        what the page asks of the writer (stop); written by the page
+    <runs>/<run id>/chunks/NNNNNNNN.npz history written since the previous piece (immutable)
+    <runs>/<run id>/chunks/full-N.npz   pieces 0..N in one, written when the run ends
+    <runs>/<run id>/weights/NNNNNNNNNN.pt  weight snapshots by step (bounded), final.pt at the end
 
-Only whole lines are appended and each is flushed to the OS, so a writer killed at any
-moment leaves at most one torn last line, which readers skip. Folder names are generated
-run ids checked against a pattern; run names are display text stored inside run.json and
-never become paths.
+Nothing is ever appended (object stores cannot append): a writer adds whole pieces with
+increasing numbers and a reader tails by reading only the numbers it has not seen. A writer
+killed at any moment leaves whole pieces and, at worst, a missing last one. Every value read
+is validated against the run's own description; a bad run is skipped or shown with a message
+for that run only. Folder names are generated ids checked by a pattern; names are display
+text and never become paths.
 """
 
 from __future__ import annotations
@@ -21,19 +28,44 @@ import threading
 import time
 import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import numpy as np
-import torch
 
-from training_monitor import BATCH_COLUMNS, EPOCH_COLUMNS, IDLE, LAYER_STATS, RUNNING, STOPPED, History
+from history import (
+    BATCH_COLUMNS, DEFAULT_HISTOGRAM_BINS, EPOCH_COLUMNS, LAYER_STATS, History, HistorySnapshot, Status,
+)
 
 RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{12}$")
-META_FILE, HISTORY_FILE, WEIGHTS_FILE = "run.json", "history.jsonl", "model.pt"
+META_FILE, LABELS_FILE, STATUS_FILE, CONTROL_FILE = "run.json", "labels.json", "status.json", "control.json"
+CHUNKS, WEIGHTS = "chunks", "weights"
+FINAL_WEIGHTS = "final.pt"
 MAX_NAME_LENGTH = 80
-# A "running" run whose history has not grown for this long lost its writer (killed, crashed).
-STALE_SECONDS = 60.0
+FORMAT = 2
+
+# A piece per this many seconds while training (the first one at once, so the page shows data
+# quickly): ~2 files a second keeps a 20-minute run near 2,400 pieces until it is compacted.
+PIECE_SECONDS = 0.5
+HEARTBEAT_SECONDS = 2.0
+# A running run whose heartbeat is older than this lost its writer (killed, out of memory, host down).
+HEARTBEAT_TIMEOUT_SECONDS = 10.0
+CONTROL_POLL_SECONDS = 0.25
+# Weight snapshots for replay and predictions: at most this many per run, thinned evenly, and
+# only for models whose weights take at most this many bytes (a 128x3 MLP takes 140 KB).
+MAX_WEIGHT_SNAPSHOTS = 200
+MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024
+# What a reader accepts: bounds that no real run reaches and every hostile file does.
+MAX_LAYERS = 1000
+MAX_BINS = 512
+MAX_STEP = 10**12
+MAX_TEXT = 2000
+EARLIEST, LATEST = 946_684_800.0, 4_102_444_800.0  # 2000-01-01 .. 2100-01-01
+
+
+class StoreError(ValueError):
+    """A runs folder that cannot be used, or a run that cannot be read; the message says why."""
 
 
 def new_run_id() -> str:
@@ -50,235 +82,696 @@ def clean_name(name: str) -> str:
     return text
 
 
-def run_folder(runs_dir: str | Path, run_id: str) -> Path:
-    """The folder of a run id; refuses anything that is not a generated id (no paths)."""
+def check_run_id(run_id) -> str:
     if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id):
         raise ValueError(f"Not a run id: {run_id!r}")
-    return Path(runs_dir) / run_id
+    return run_id
 
 
-def check_runs_dir(runs_dir: str | Path) -> Path:
-    """The runs folder as a Path, created if missing; a clear error if it cannot be used."""
-    text = str(runs_dir).strip()
-    if not text:
-        raise ValueError("The runs folder cannot be empty; type e.g. ./runs")
-    path = Path(text).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{path} is a file, not a folder")
+# --------------------------------------------------------------------------- validation of what is read
+
+
+def _text(value, what: str, limit: int = MAX_TEXT) -> str:
+    if not isinstance(value, str):
+        raise StoreError(f"{what} is not text")
+    return "".join(ch for ch in value[:limit] if ch.isprintable() or ch == "\n")
+
+
+def _whole(value, what: str, low: int = 0, high: int = MAX_STEP) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or not low <= value <= high:
+        raise StoreError(f"{what} is not a whole number in [{low}, {high}]")
+    return int(value)
+
+
+def _time(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not EARLIEST <= value <= LATEST:
+        raise StoreError(f"{what} is not a time between 2000 and 2100")
+    return float(value)
+
+
+def _validate_meta(meta, run_id: str) -> dict:
+    if not isinstance(meta, dict):
+        raise StoreError("run.json is not an object")
+    if meta.get("run_id") != run_id:
+        raise StoreError("run.json describes another run")
+    names = meta.get("layer_names")
+    if not isinstance(names, list) or not 0 < len(names) <= MAX_LAYERS or not all(isinstance(n, str) for n in names):
+        raise StoreError("run.json has no valid layer names")
+    config = meta.get("config", {})
+    architecture = meta.get("architecture", [])
+    return {
+        "format": _whole(meta.get("format", FORMAT), "format", 1, 100),
+        "run_id": run_id,
+        "name": clean_name(_text(meta.get("name", run_id), "name", MAX_NAME_LENGTH * 4) or run_id),
+        "created_at": _time(meta.get("created_at"), "created_at"),
+        "source": _text(meta.get("source", "script"), "source", 40),
+        "config": config if isinstance(config, dict) else {},
+        "layer_names": [_text(n, "layer name", 200) for n in names],
+        "histogram_bins": _whole(meta.get("histogram_bins", DEFAULT_HISTOGRAM_BINS), "histogram_bins", 2, MAX_BINS),
+        "architecture": architecture if isinstance(architecture, list) else [],
+    }
+
+
+@dataclass(frozen=True)
+class RunState:
+    """status.json, validated: how the writer last said the run stands."""
+
+    status: Status = Status.IDLE
+    message: str = ""
+    planned_epochs: int = 0
+    batches_per_epoch: int = 0
+    step: int = 0
+    heartbeat: float = 0.0
+    pid: int = 0
+
+    @classmethod
+    def parse(cls, payload) -> "RunState":
+        if not isinstance(payload, dict):
+            raise StoreError("status.json is not an object")
+        try:
+            status = Status(payload.get("status"))
+        except ValueError:
+            raise StoreError("status.json names an unknown status") from None
+        return cls(
+            status=status,
+            message=_text(payload.get("message", ""), "message"),
+            planned_epochs=_whole(payload.get("planned_epochs", 0), "planned_epochs", 0, 10**7),
+            batches_per_epoch=_whole(payload.get("batches_per_epoch", 0), "batches_per_epoch", 0, 10**9),
+            step=_whole(payload.get("step", 0), "step"),
+            heartbeat=_time(payload.get("heartbeat"), "heartbeat"),
+            pid=_whole(payload.get("pid", 0), "pid", 0, 2**31),
+        )
+
+    def to_json(self) -> dict:
+        return {"status": self.status.value, "message": self.message, "planned_epochs": self.planned_epochs,
+                "batches_per_epoch": self.batches_per_epoch, "step": self.step, "heartbeat": self.heartbeat,
+                "pid": self.pid}
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def encode_piece(arrays: dict[str, np.ndarray]) -> bytes:
+    """A history piece: named numpy arrays in one uncompressed .npz (columnar, no pickles)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def decode_piece(data: bytes) -> dict[str, np.ndarray]:
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"Cannot create the runs folder {path}: {error.strerror}") from None
-    if not os.access(path, os.W_OK):
-        raise ValueError(f"The runs folder {path} is not writable")
-    return path
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as error:
+        raise StoreError(f"unreadable history piece ({type(error).__name__})") from None
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=1))
-    os.replace(temporary, path)
+def _numeric(arrays: dict, name: str, shape_tail: tuple, dtype) -> np.ndarray | None:
+    if name not in arrays:
+        return None
+    array = arrays[name]
+    if array.dtype.kind not in "fiu" or array.ndim != len(shape_tail) + 1 or array.shape[1:] != shape_tail:
+        raise StoreError(f"{name} has shape {array.shape}, expected (n, {', '.join(map(str, shape_tail))})")
+    return array.astype(dtype, copy=False)
 
 
-def _rows(array: np.ndarray) -> list:
-    return np.asarray(array, dtype=np.float64).tolist()
+def _steps(arrays: dict, name: str) -> np.ndarray | None:
+    steps = _numeric(arrays, name, (), np.float64)
+    if steps is None:
+        return None
+    if not (np.isfinite(steps).all() and (steps >= 0).all() and (steps <= MAX_STEP).all() and (steps == np.floor(steps)).all()):
+        raise StoreError(f"{name} holds steps that are not whole numbers in [0, 1e12]")
+    return steps.astype(np.int64)
+
+
+def apply_piece(history: History, arrays: dict[str, np.ndarray]) -> None:
+    """Validate a piece against the history's layers and bins, then append it (all or nothing)."""
+    layers, bins = len(history.layer_names), history.histogram_bins
+    batches = _numeric(arrays, "batches", (len(BATCH_COLUMNS),), np.float32)
+    norms = _numeric(arrays, "layer_grad_norms", (layers,), np.float32)
+    if (batches is None) != (norms is None) or (batches is not None and len(batches) != len(norms)):
+        raise StoreError("batch rows and layer gradient norms disagree")
+    epochs = _numeric(arrays, "epochs", (len(EPOCH_COLUMNS),), np.float64)
+    stats_steps = _steps(arrays, "stats_steps")
+    stats = _numeric(arrays, "layer_stats", (layers, len(LAYER_STATS)), np.float32)
+    if (stats_steps is None) != (stats is None) or (stats is not None and len(stats) != len(stats_steps)):
+        raise StoreError("layer statistics and their steps disagree")
+    hist_steps = _steps(arrays, "histogram_steps")
+    histograms = [_numeric(arrays, name, tail, np.float32) for name, tail in (
+        ("weight_counts", (layers, bins)), ("weight_ranges", (layers, 2)),
+        ("grad_counts", (layers, bins)), ("grad_ranges", (layers, 2)))]
+    if hist_steps is not None and any(h is None or len(h) != len(hist_steps) for h in histograms):
+        raise StoreError("histograms and their steps disagree")
+    if hist_steps is not None and stats_steps is not None and not np.isin(hist_steps, stats_steps).all():
+        raise StoreError("a histogram has no layer statistics at its step")
+    if epochs is not None and len(epochs) and not (np.isfinite(epochs[:, 0]).all() and (np.abs(epochs[:, 0]) <= 10**7).all()):
+        raise StoreError("epoch numbers are not finite")
+
+    if batches is not None:
+        history.append_batches(batches, norms)
+    for row in epochs if epochs is not None else ():
+        history.append_epoch(**dict(zip(EPOCH_COLUMNS, row)))
+    if stats_steps is not None:
+        with_histograms = {int(s): i for i, s in enumerate(hist_steps)} if hist_steps is not None else {}
+        for index, step in enumerate(stats_steps):
+            h = with_histograms.get(int(step))
+            weight = (histograms[0][h], histograms[1][h]) if h is not None else None
+            grad = (histograms[2][h], histograms[3][h]) if h is not None else None
+            history.append_layer_stats(int(step), stats[index], weight, grad)
+
+
+def snapshot_arrays(snapshot: HistorySnapshot) -> dict[str, np.ndarray]:
+    """A whole history as one piece (the compacted form a finished run is read from)."""
+    weights, grads = snapshot.weight_histograms, snapshot.grad_histograms
+    return {
+        "batches": snapshot.batches, "layer_grad_norms": snapshot.layer_grad_norms, "epochs": snapshot.epochs,
+        "stats_steps": snapshot.stats_steps, "layer_stats": snapshot.layer_stats,
+        "histogram_steps": weights.steps, "weight_counts": weights.counts, "weight_ranges": weights.ranges,
+        "grad_counts": grads.counts, "grad_ranges": grads.ranges,
+    }
+
+
+_PIECE = re.compile(r"^(full-)?(\d{8})\.npz$")
+_SNAPSHOT = re.compile(r"^(\d{10})\.pt$")
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class RunStore:
+    """A runs folder: a local path or any fsspec URL (memory://runs, s3://bucket/runs, ...)."""
+
+    def __init__(self, url: str | Path):
+        text = str(url).strip()
+        if not text:
+            raise StoreError("The runs folder cannot be empty; type e.g. ./runs")
+        if len(text) > 1024:
+            raise StoreError("The runs folder is over 1024 characters long; type a shorter path")
+        if "://" not in text:
+            text = str(Path(text).expanduser().absolute())
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(text)
+        except (ValueError, ImportError) as error:
+            raise StoreError(f"Cannot use the runs folder {text}: {error}") from None
+        self.url = text
+        self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+
+    # -- paths and raw I/O ----------------------------------------------------------
+    def path(self, run_id: str, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), check_run_id(run_id), *parts])
+
+    def check_usable(self) -> None:
+        """Raises StoreError unless runs can be written here (creates nothing)."""
+        if not self.is_local:
+            return
+        path = Path(self.root)
+        try:
+            if path.exists() and not path.is_dir():
+                raise StoreError(f"{path} is a file, not a folder")
+            existing = next((p for p in [path, *path.parents] if p.exists()), None)
+        except OSError as error:
+            raise StoreError(f"Cannot use the runs folder {path}: {error.strerror}") from None
+        if existing is None or not os.access(existing, os.W_OK):
+            raise StoreError(f"The runs folder {path} is not writable")
+
+    def _refuse_link(self, path: str) -> None:
+        if self.is_local and os.path.islink(path):
+            raise StoreError(f"{os.path.basename(path)} is a symbolic link; the store reads only real files")
+
+    def read_bytes(self, path: str, limit: int = 1 << 31) -> bytes:
+        self._refuse_link(path)
+        if self.is_local and os.path.getsize(path) > limit:
+            raise StoreError(f"{os.path.basename(path)} is larger than {limit} bytes")
+        return self.fs.cat_file(path)
+
+    def read_json(self, path: str, limit: int = 4 << 20):
+        try:
+            return json.loads(self.read_bytes(path, limit))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise StoreError(f"{path.rsplit('/', 1)[-1]} is not valid JSON") from None
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a whole file so readers never see half of it (object stores: one PUT)."""
+        if self.is_local:
+            temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def write_json(self, path: str, payload: dict) -> None:
+        self.write_bytes(path, json.dumps(payload, separators=(",", ":")).encode())
+
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)
+
+    def list_names(self, path: str) -> list[str]:
+        try:
+            return [entry.rstrip("/").rsplit("/", 1)[-1] for entry in self.fs.ls(path, detail=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    # -- runs -------------------------------------------------------------------------
+    def create_run(self, *, name: str, config: dict, layer_names, source: str, architecture: list | None = None,
+                   histogram_bins: int = DEFAULT_HISTOGRAM_BINS, run_id: str | None = None,
+                   planned_epochs: int = 0, batches_per_epoch: int = 0) -> "RunWriter":
+        self.check_usable()
+        run_id = check_run_id(run_id or new_run_id())
+        meta = {
+            "format": FORMAT, "run_id": run_id, "name": clean_name(name), "created_at": time.time(),
+            "source": source, "config": config, "layer_names": list(layer_names),
+            "histogram_bins": histogram_bins, "architecture": architecture or [],
+        }
+        for folder in (self.path(run_id), self.path(run_id, CHUNKS), self.path(run_id, WEIGHTS)):
+            self.fs.makedirs(folder, exist_ok=True)
+        if self.exists(self.path(run_id, META_FILE)):
+            raise StoreError(f"Run {run_id} already exists")
+        self.write_json(self.path(run_id, META_FILE), meta)
+        return RunWriter(self, run_id, meta, planned_epochs, batches_per_epoch)
+
+    def read_meta(self, run_id: str) -> dict:
+        try:
+            return _validate_meta(self.read_json(self.path(run_id, META_FILE)), run_id)
+        except (OSError, ValueError) as error:
+            raise StoreError(f"unreadable run.json ({error})") from None
+
+    def read_name(self, run_id: str, meta: dict) -> str:
+        try:
+            labels = self.read_json(self.path(run_id, LABELS_FILE), 64 << 10)
+            return clean_name(_text(labels.get("name", ""), "name", MAX_NAME_LENGTH * 4)) if isinstance(labels, dict) \
+                else meta["name"]
+        except (OSError, ValueError):
+            return meta["name"]
+
+    def rename(self, run_id: str, name: str) -> str:
+        name = clean_name(name)
+        self.write_json(self.path(run_id, LABELS_FILE), {"name": name})
+        return name
+
+    def read_state(self, run_id: str) -> RunState:
+        try:
+            return RunState.parse(self.read_json(self.path(run_id, STATUS_FILE), 64 << 10))
+        except FileNotFoundError:
+            return RunState()
+        except (OSError, ValueError) as error:
+            return RunState(Status.FAILED, f"Unreadable status.json: {error}")
+
+    def request_stop(self, run_id: str) -> None:
+        """Ask whoever trains this run (a worker, a user's script) to stop after its current batch."""
+        self.write_json(self.path(run_id, CONTROL_FILE), {"stop": True, "at": time.time()})
+
+    def read_control(self, run_id: str) -> dict:
+        try:
+            control = self.read_json(self.path(run_id, CONTROL_FILE), 64 << 10)
+        except (OSError, ValueError):
+            return {}
+        return control if isinstance(control, dict) else {}
+
+    def scan(self) -> tuple[list[tuple[float, str]], list[str]]:
+        """(created_at, run id) of every run here, oldest first, and a warning for each entry skipped."""
+        runs, warnings = [], []
+        try:
+            entries = self.fs.ls(self.root, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return [], []
+        except OSError as error:
+            return [], [f"Cannot list the runs folder: {error}"]
+        for entry in entries:
+            name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith("."):
+                continue
+            if entry.get("type") != "directory" or not RUN_ID_PATTERN.match(name):
+                warnings.append(f"Skipped {name}: not a run folder")
+                continue
+            if self.is_local and os.path.islink(entry["name"]):
+                warnings.append(f"Skipped {name}: the folder is a symbolic link")
+                continue
+            try:
+                meta = self.read_meta(name)
+            except StoreError as error:
+                warnings.append(f"Skipped {name}: {error}")
+                continue
+            runs.append((meta["created_at"], name))
+        return sorted(runs), warnings
+
+    def delete(self, run_id: str) -> None:
+        path = self.path(run_id)
+        if self.is_local and os.path.islink(path):
+            os.unlink(path)  # a link to elsewhere: remove the link, never what it points to
+            return
+        self.fs.rm(path, recursive=True)
+
+    def stamp(self):
+        """Something that changes when runs are added or removed (local: the folder's mtime)."""
+        if self.is_local:
+            try:
+                return os.stat(self.root).st_mtime_ns
+            except OSError:
+                return None
+        return int(time.monotonic() // 5)  # remote listings are cheap enough every 5 s
+
+    # -- weights ----------------------------------------------------------------------
+    def weight_steps(self, run_id: str) -> list[int]:
+        names = self.list_names(self.path(run_id, WEIGHTS))
+        steps = sorted(int(m.group(1)) for n in names if (m := _SNAPSHOT.match(n)))
+        return steps + ([-1] if FINAL_WEIGHTS in names else [])
+
+    def load_weights(self, run_id: str, step: int | None = None) -> tuple[int, dict]:
+        """(step, state_dict) of the snapshot at or before `step` (None: the newest; -1: final).
+
+        Tensors only: torch.load(weights_only=True) refuses pickled code.
+        """
+        import torch
+
+        steps = self.weight_steps(run_id)
+        if not steps:
+            raise StoreError("this run has no saved weights yet")
+        if step is None:
+            chosen = -1 if -1 in steps else steps[-1]
+        else:
+            earlier = [s for s in steps if 0 <= s <= step]
+            chosen = earlier[-1] if earlier else steps[0]
+        name = FINAL_WEIGHTS if chosen == -1 else f"{chosen:010d}.pt"
+        try:
+            state = torch.load(io.BytesIO(self.read_bytes(self.path(run_id, WEIGHTS, name), 4 << 30)),
+                               map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, ValueError, EOFError, zipfile.BadZipFile, Exception) as error:
+            raise StoreError(f"unreadable weights {name}: {type(error).__name__}: {error}") from None
+        if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                  for k, v in state.items()):
+            raise StoreError(f"weights {name} are not a state_dict of tensors")
+        return chosen, state
+
+    def weights_path(self, run_id: str) -> str | None:
+        """The final weights file of a run (local, not a link), for a download; None otherwise."""
+        path = self.path(run_id, WEIGHTS, FINAL_WEIGHTS)
+        if not self.is_local or not os.path.isfile(path) or os.path.islink(path):
+            return None
+        return path
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror[0].lower() + error.strerror[1:]
+    return f"{type(error).__name__}: {error}"
 
 
 class RunWriter:
-    """A History sink that appends every record to the run's history.jsonl as it happens."""
+    """A History sink that writes the run into the store from its own thread.
 
-    def __init__(self, folder: Path, meta: dict):
-        self.folder = folder
-        self.meta = meta
-        self._file = open(folder / HISTORY_FILE, "a", encoding="utf-8")
+    The training thread only hands over arrays (no I/O, no encoding on its clock). The writer
+    thread writes a piece every PIECE_SECONDS, a heartbeat every HEARTBEAT_SECONDS, reads the
+    page's control file every CONTROL_POLL_SECONDS, and stores weight snapshots. The first
+    failed write (a full disk, a lost bucket) is kept in `error`; the monitor ends the run
+    with it, and nothing more is written.
+    """
 
-    @classmethod
-    def create(cls, runs_dir: str | Path, *, name: str, config: dict, layer_names, source: str = "dashboard",
-               architecture: list | None = None, run_id: str | None = None) -> "RunWriter":
-        folder = run_folder(check_runs_dir(runs_dir), run_id or new_run_id())
-        folder.mkdir(parents=False, exist_ok=False)
-        meta = {
-            "format": 1, "run_id": folder.name, "name": clean_name(name), "created_at": time.time(),
-            "source": source, "config": config, "layer_names": list(layer_names),
-            "architecture": architecture or [],
-        }
-        _write_json_atomic(folder / META_FILE, meta)
-        return cls(folder, meta)
+    def __init__(self, store: RunStore, run_id: str, meta: dict, planned_epochs: int = 0, batches_per_epoch: int = 0):
+        self.store, self.run_id, self.meta = store, run_id, meta
+        self.error: str | None = None
+        self.on_stop_requested = None  # set by the monitor: called once when the page asks to stop
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: dict[str, list] = {}
+        self._pending_weights: list[tuple[int, dict]] = []
+        self._state = RunState(Status.RUNNING, "", planned_epochs, batches_per_epoch, 0, time.time(), os.getpid())
+        self._state_dirty = True
+        self._next_piece = 0
+        self._last_piece = 0.0
+        self._last_heartbeat = 0.0
+        self._last_control = 0.0
+        self._stop_seen = False
+        self._snapshot_steps: list[int] = []
+        self._snapshot_stride = 1
+        self._stats_seen = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"run-writer-{run_id}", daemon=True)
+        self._thread.start()
 
-    def _append(self, record: dict) -> None:
-        if self._file.closed:
-            return
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._file.flush()
+    @property
+    def folder(self) -> str:
+        return self.store.path(self.run_id)
+
+    # -- called by the History / monitor on the training thread --------------------------
+    def _add(self, name: str, array: np.ndarray) -> None:
+        with self._lock:
+            self._pending.setdefault(name, []).append(array)
 
     def on_batches(self, rows: np.ndarray, layer_norms: np.ndarray) -> None:
-        self._append({"t": "batches", "rows": _rows(rows), "layers": _rows(layer_norms)})
+        with self._lock:
+            self._pending.setdefault("batches", []).append(rows)
+            self._pending.setdefault("layer_grad_norms", []).append(layer_norms)
+            self._state = _replace(self._state, step=self._state.step + len(rows))
+        if self._next_piece == 0:
+            self._wake.set()  # the first piece goes out at once: it is what the page waits for
 
     def on_epoch(self, row: np.ndarray) -> None:
-        self._append({"t": "epoch", "row": _rows(row)})
+        self._add("epochs", row[None, :])
+        self._wake.set()
 
     def on_layer_stats(self, step, stats, weight_histograms, grad_histograms) -> None:
-        record = {"t": "stats", "step": int(step), "stats": _rows(stats)}
-        if weight_histograms is not None:
-            record["weight"] = [_rows(weight_histograms[0]), _rows(weight_histograms[1])]
-            record["grad"] = [_rows(grad_histograms[0]), _rows(grad_histograms[1])]
-        self._append(record)
+        with self._lock:
+            self._pending.setdefault("stats_steps", []).append(np.array([step], dtype=np.int64))
+            self._pending.setdefault("layer_stats", []).append(stats[None])
+            if weight_histograms is not None:
+                self._pending.setdefault("histogram_steps", []).append(np.array([step], dtype=np.int64))
+                for name, array in zip(("weight_counts", "weight_ranges", "grad_counts", "grad_ranges"),
+                                       (*weight_histograms, *grad_histograms)):
+                    self._pending.setdefault(name, []).append(array[None])
 
-    def on_status(self, status: str, message: str, planned_epochs: int, batches_per_epoch: int) -> None:
-        self._append({"t": "status", "status": status, "message": message, "planned_epochs": planned_epochs,
-                      "batches_per_epoch": batches_per_epoch})
+    def on_status(self, status, message: str, planned_epochs: int, batches_per_epoch: int) -> None:
+        with self._lock:
+            self._state = _replace(self._state, status=Status(status), message=message,
+                                   planned_epochs=planned_epochs, batches_per_epoch=batches_per_epoch)
+            self._state_dirty = True
+        self._wake.set()
 
-    def close(self) -> None:
-        self._file.close()
+    def wants_weights(self, parameter_bytes: int) -> bool:
+        """Whether the next stats batch should hand over a weight snapshot (bounded and thinned)."""
+        if parameter_bytes > MAX_SNAPSHOT_BYTES or self.error:
+            return False
+        due = self._stats_seen % self._snapshot_stride == 0
+        self._stats_seen += 1
+        return due
+
+    def on_weights(self, step: int, state: dict) -> None:
+        """`state`: a CPU copy of the model's state_dict, taken on the training thread."""
+        with self._lock:
+            self._pending_weights.append((step, state))
+
+    # -- the writer thread ------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(CONTROL_POLL_SECONDS)
+            self._wake.clear()
+            if self._closed:
+                break
+            self._work()
+
+    def _work(self) -> None:
+        now = time.time()
+        try:
+            if self.error is None:
+                if self._next_piece == 0 or now - self._last_piece >= PIECE_SECONDS or self._has_epoch():
+                    self._write_piece()
+                self._write_weights()
+                if self._state_dirty and self._state.status.ended:
+                    pass  # an ended status is written by close(), after the last piece
+                elif self._state_dirty or now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+                    self._write_state()
+        except Exception as error:  # a full disk, a lost connection: keep the first reason
+            self.error = _error_text(error)
+        if now - self._last_control >= CONTROL_POLL_SECONDS and not self._stop_seen:
+            self._last_control = now
+            if self.store.read_control(self.run_id).get("stop") is True:
+                self._stop_seen = True
+                if self.on_stop_requested is not None:
+                    self.on_stop_requested()
+
+    def _has_epoch(self) -> bool:
+        with self._lock:
+            return "epochs" in self._pending
+
+    def _write_piece(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        arrays = {name: np.concatenate(parts) for name, parts in pending.items()}
+        self.store.write_bytes(self.store.path(self.run_id, CHUNKS, f"{self._next_piece:08d}.npz"), encode_piece(arrays))
+        self._next_piece += 1
+        self._last_piece = time.time()
+
+    def _write_weights(self) -> None:
+        import torch
+
+        with self._lock:
+            pending, self._pending_weights = self._pending_weights, []
+        for step, state in pending:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            self.store.write_bytes(self.store.path(self.run_id, WEIGHTS, f"{step:010d}.pt"), buffer.getvalue())
+            self._snapshot_steps.append(step)
+            if len(self._snapshot_steps) >= MAX_WEIGHT_SNAPSHOTS:  # thin evenly: drop every other one
+                dropped, self._snapshot_steps = self._snapshot_steps[1::2], self._snapshot_steps[::2]
+                self._snapshot_stride *= 2
+                for old in dropped:
+                    self.store.fs.rm(self.store.path(self.run_id, WEIGHTS, f"{old:010d}.pt"))
+
+    def _write_state(self) -> None:
+        with self._lock:
+            self._state = _replace(self._state, heartbeat=time.time())
+            state, self._state_dirty = self._state, False
+        self.store.write_json(self.store.path(self.run_id, STATUS_FILE), state.to_json())
+        self._last_heartbeat = time.time()
+
+    # -- the end ------------------------------------------------------------------------
+    def close(self, snapshot: HistorySnapshot | None = None, final_weights: dict | None = None) -> None:
+        """Write what is pending, the final weights, the history compacted into one piece, then the
+        final status, last: a reader that sees an ended status can trust every piece is there."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._thread.join()
+        if self.error is not None:
+            return
+        try:
+            self._write_piece()
+            self._write_weights()
+            if final_weights is not None:
+                import torch
+
+                buffer = io.BytesIO()
+                torch.save(final_weights, buffer)
+                self.store.write_bytes(self.store.path(self.run_id, WEIGHTS, FINAL_WEIGHTS), buffer.getvalue())
+            if snapshot is not None and self._next_piece > 1:
+                self._compact(snapshot)
+            self._write_state()
+        except Exception as error:
+            self.error = _error_text(error)
+
+    def _compact(self, snapshot: HistorySnapshot) -> None:
+        """One piece for the whole run, so opening it later reads one file, then drop the small ones."""
+        last = self._next_piece - 1
+        self.store.write_bytes(self.store.path(self.run_id, CHUNKS, f"full-{last:08d}.npz"),
+                               encode_piece(snapshot_arrays(snapshot)))
+        for index in range(self._next_piece):
+            try:
+                self.store.fs.rm(self.store.path(self.run_id, CHUNKS, f"{index:08d}.npz"))
+            except FileNotFoundError:
+                pass
 
 
-def read_meta(folder: Path) -> dict:
-    meta = json.loads((folder / META_FILE).read_text())
-    if not isinstance(meta, dict) or meta.get("run_id") != folder.name or not isinstance(meta.get("layer_names"), list):
-        raise ValueError("run.json does not describe this run")
-    return meta
+def _replace(state: RunState, **changes) -> RunState:
+    from dataclasses import replace
+
+    return replace(state, **changes)
 
 
-def rename_run(folder: Path, name: str) -> dict:
-    meta = read_meta(folder)
-    meta["name"] = clean_name(name)
-    _write_json_atomic(folder / META_FILE, meta)
-    return meta
+# --------------------------------------------------------------------------- reading
 
 
-@dataclass
-class RunTail:
-    """Reads a run folder into a History, and keeps reading what is appended (tail -f)."""
+class RunReader:
+    """Reads a run into a History and keeps reading the pieces written since (tail -f).
 
-    folder: Path
-    meta: dict
-    history: History = field(init=False)
-    skipped_lines: int = 0
-    _offset: int = 0
-    _last_growth: float = field(default_factory=time.time)
+    Several page sessions may poll one reader: a lock makes each piece apply once.
+    """
 
-    _polled: bool = False
-    # Several browser sessions may poll the same run at once: each line must be applied once.
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self):
-        # Nothing is read until someone asks: listing a runs folder must not parse every history.
-        self.history = History(self.meta["layer_names"])
-        self.history.status = IDLE
+    def __init__(self, store: RunStore, run_id: str, meta: dict):
+        self.store, self.run_id, self.meta = store, run_id, meta
+        self.history = History(meta["layer_names"], meta["histogram_bins"])
+        self.state = RunState()
+        self.skipped_pieces = 0
+        self.problems: list[str] = []
+        self._next_piece = 0
+        self._lock = threading.Lock()
+        # True once everything an ended run wrote has been read: polling stops there.
+        self.complete = False
 
     @classmethod
-    def open(cls, folder: Path) -> "RunTail":
-        return cls(folder, read_meta(folder))
+    def open(cls, store: RunStore, run_id: str) -> "RunReader":
+        return cls(store, run_id, store.read_meta(run_id))
 
     def poll(self) -> int:
-        """Apply every complete new line; returns how many records were added."""
+        """Apply every new piece and re-read the status; returns how many pieces were applied."""
         with self._lock:
-            return self._poll()
+            # Status first: a writer writes its last piece before its final status, so pieces
+            # listed after an ended status are all there is.
+            if self.complete:
+                return 0
+            state = self.store.read_state(self.run_id)
+            self.state = state
+            applied, gap = self._read_pieces()
+            self.complete = state.status.ended and not gap
+            history = self.history
+            history.planned_epochs, history.batches_per_epoch = self.state.planned_epochs, self.state.batches_per_epoch
+            history.status, history.message = self.state.status, self.state.message
+            return applied
 
-    def _poll(self) -> int:
-        self._polled = True
-        path = self.folder / HISTORY_FILE
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return 0
-        if size <= self._offset:
-            return 0
-        with open(path, "rb") as handle:
-            handle.seek(self._offset)
-            chunk = handle.read(size - self._offset)
-        complete = chunk.rfind(b"\n") + 1  # a torn last line waits (or stays skipped)
-        added = 0
-        for line in chunk[:complete].splitlines():
+    def _read_pieces(self) -> tuple[int, bool]:
+        """(pieces applied, whether a piece was missing: listed but gone, or a gap in the numbers)."""
+        names = self.store.list_names(self.store.path(self.run_id, CHUNKS))
+        small, full = [], []
+        for name in names:
+            match = _PIECE.match(name)
+            if match:
+                (full if match.group(1) else small).append(int(match.group(2)))
+        applied = 0
+        if full and max(full) >= self._next_piece:
+            # The run was compacted past what this reader has read: start over from the one piece.
+            last = max(full)
+            history, self.history = self.history, History(self.meta["layer_names"], self.meta["histogram_bins"])
             try:
-                self._apply(json.loads(line))
-                added += 1
-            except (ValueError, KeyError, TypeError, IndexError):
-                self.skipped_lines += 1
-        self._offset += complete
-        if added:
-            self._last_growth = time.time()
-        return added
+                applied += self._apply(f"full-{last:08d}.npz")
+            except FileNotFoundError:  # deleted meanwhile: keep what was read
+                self.history = history
+                return applied, True
+            self._next_piece = last + 1
+        for index in sorted(small):
+            if index < self._next_piece:
+                continue
+            if index != self._next_piece:
+                return applied, True  # a gap: the piece before it is not listed yet
+            try:
+                applied += self._apply(f"{index:08d}.npz")
+            except FileNotFoundError:
+                return applied, True  # compacted away while listed: the full piece is read next time
+            self._next_piece = index + 1
+        return applied, False
 
-    def _apply(self, record: dict) -> None:
-        kind = record["t"]
-        history = self.history
-        layers = len(history.layer_names)
-        if kind == "batches":
-            rows = np.asarray(record["rows"], dtype=np.float32).reshape(-1, len(BATCH_COLUMNS))
-            norms = np.asarray(record["layers"], dtype=np.float32).reshape(-1, layers)
-            if len(rows) != len(norms):
-                raise ValueError("batch rows and layer norms disagree")
-            history.append_batches(rows, norms)
-        elif kind == "epoch":
-            row = np.asarray(record["row"], dtype=np.float64).reshape(len(EPOCH_COLUMNS))
-            history.append_epoch(**dict(zip(EPOCH_COLUMNS, row)))
-        elif kind == "stats":
-            stats = np.asarray(record["stats"], dtype=np.float32).reshape(layers, len(LAYER_STATS))
-            weight = grad = None
-            if "weight" in record:
-                weight = tuple(np.asarray(a, dtype=np.float32) for a in record["weight"])
-                grad = tuple(np.asarray(a, dtype=np.float32) for a in record["grad"])
-            history.append_layer_stats(int(record["step"]), stats, weight, grad)
-        elif kind == "status":
-            history.planned_epochs = int(record.get("planned_epochs", 0))
-            history.batches_per_epoch = int(record.get("batches_per_epoch", 0))
-            history.set_status(str(record["status"]), str(record.get("message", "")))
-        else:
-            raise ValueError(f"unknown record {kind!r}")
-
-    @property
-    def is_stale(self) -> bool:
-        if not self._polled:
-            self.poll()
-        return self.history.status == RUNNING and time.time() - self._last_growth > STALE_SECONDS
-
-    @property
-    def status(self) -> str:
-        return STOPPED if self.is_stale else self.history.status
-
-    @property
-    def message(self) -> str:
-        if self.is_stale:
-            return (f"The process writing this run stopped without finishing (no new data for "
-                    f"{STALE_SECONDS:.0f}s); showing what it wrote.")
-        return self.history.message
-
-
-def scan_runs(runs_dir: str | Path) -> tuple[list[Path], list[str]]:
-    """Run folders in runs_dir, oldest first, and a warning for everything skipped."""
-    root = Path(runs_dir).expanduser()
-    if not root.is_dir():
-        return [], []
-    folders, warnings = [], []
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if not entry.is_dir() or not RUN_ID_PATTERN.match(entry.name):
-            warnings.append(f"Skipped {entry.name}: not a run folder")
-            continue
+    def _apply(self, name: str) -> int:
         try:
-            meta = read_meta(entry)
+            data = self.store.read_bytes(self.store.path(self.run_id, CHUNKS, name), 1 << 30)
+        except FileNotFoundError:
+            raise
         except (OSError, ValueError) as error:
-            warnings.append(f"Skipped {entry.name}: unreadable run.json ({type(error).__name__})")
-            continue
-        folders.append((float(meta.get("created_at", 0)), entry))
-    return [folder for _, folder in sorted(folders)], warnings
+            return self._skip(name, error)
+        try:
+            apply_piece(self.history, decode_piece(data))
+            return 1
+        except ValueError as error:
+            return self._skip(name, error)
 
+    def _skip(self, name: str, error: Exception) -> int:
+        self.skipped_pieces += 1
+        if len(self.problems) < 20:
+            self.problems.append(f"Skipped history piece {name}: {error}")
+        return 0
 
-def save_weights(folder: Path, model: torch.nn.Module) -> Path:
-    path = folder / WEIGHTS_FILE
-    temporary = path.with_name(f".{WEIGHTS_FILE}.{os.getpid()}.tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, temporary)
-    os.replace(temporary, path)
-    return path
+    @property
+    def heartbeat_age(self) -> float:
+        return time.time() - self.state.heartbeat if self.state.heartbeat else math.inf
 
-
-def load_weights(folder: Path, model: torch.nn.Module) -> torch.nn.Module:
-    """Load saved weights into a model of the same architecture. Tensors only: never pickled code."""
-    state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model
+    @property
+    def writer_lost(self) -> bool:
+        """The status says running but the writer has not been heard from for too long."""
+        return self.state.status == Status.RUNNING and self.heartbeat_age > HEARTBEAT_TIMEOUT_SECONDS
 
 
 # --------------------------------------------------------------------------- export
@@ -288,7 +781,7 @@ def _csv(frame) -> str:
     return frame.to_csv(index=False, na_rep="")
 
 
-def export_csv_zip(snapshot, name: str) -> bytes:
+def export_csv_zip(snapshot: HistorySnapshot, name: str) -> bytes:
     """batches.csv, epochs.csv and layer_stats.csv of a run, zipped."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -299,7 +792,7 @@ def export_csv_zip(snapshot, name: str) -> bytes:
     return buffer.getvalue()
 
 
-def export_json(snapshot, meta: dict) -> bytes:
+def export_json(snapshot: HistorySnapshot, meta: dict) -> bytes:
     """The whole history as one JSON document (NaN written as null)."""
 
     def clean(values):
@@ -307,7 +800,7 @@ def export_json(snapshot, meta: dict) -> bytes:
 
     document = {
         "run": {k: meta.get(k) for k in ("run_id", "name", "created_at", "source", "config")},
-        "status": snapshot.status, "message": snapshot.message,
+        "status": str(snapshot.status), "message": snapshot.message,
         "layer_names": list(snapshot.layer_names),
         "batch_columns": ["step", *BATCH_COLUMNS],
         "batches": clean(snapshot.batch_frame().values.tolist()),

@@ -6,9 +6,9 @@ flush (every FLUSH_ROWS batches or FLUSH_SECONDS, whichever comes first), so the
 host sync per statistic. The expensive statistics (histograms, activation statistics, the
 update-to-weight ratio) are taken every `stats_every` batches and read in one transfer.
 
-The History is plain numpy arrays that only ever grow at the end, so a reader on another
-thread gets a consistent snapshot by taking the committed row count under a lock and
-slicing: rows below that count are never written again.
+Where the history goes: always into `monitor.history` (history.History, plain numpy); with
+`watch(runs_dir)` also into the run store, through a RunWriter whose own thread does the
+I/O. The dashboard's worker process and a user's own script take that same path.
 """
 
 from __future__ import annotations
@@ -16,29 +16,15 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
-# Per-batch series, one float32 column each.
-BATCH_COLUMNS = ("loss", "accuracy", "grad_norm", "lr", "epoch_progress", "seconds")
-EPOCH_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds", "end_step")
-# Per-layer numbers taken every stats_every batches.
-LAYER_STATS = (
-    "weight_mean",
-    "weight_std",
-    "weight_norm",
-    "grad_norm",
-    "update_ratio",
-    "act_mean",
-    "act_std",
-    "dead_fraction",
-    "saturation",
-    "act_grad_norm",
+from history import (  # noqa: F401  (re-exported: the monitor's public vocabulary)
+    BATCH_COLUMNS, DEFAULT_HISTOGRAM_BINS, DEFAULT_MAX_HISTOGRAM_SNAPSHOTS, DIVERGED, EPOCH_COLUMNS, FAILED,
+    FINISHED, IDLE, LAYER_STATS, RUNNING, STOPPED, HistogramSeries, History, HistorySnapshot, Status,
 )
 
 FLUSH_ROWS = 256
@@ -46,13 +32,8 @@ FLUSH_SECONDS = 0.2
 # Logits wait for the flush to be scored; this caps the memory they hold (64 MB of float32).
 MAX_PENDING_LOGIT_ELEMENTS = 1 << 24
 DEFAULT_STATS_EVERY = 20
-DEFAULT_HISTOGRAM_BINS = 40
-# Enough snapshots for a smooth heatmap; beyond it older ones are thinned evenly.
-DEFAULT_MAX_HISTOGRAM_SNAPSHOTS = 400
 # Cross-entropy starts near ln(classes); a loss 100x its first value means the weights blew up.
 DIVERGENCE_LOSS_FACTOR = 100.0
-
-RUNNING, FINISHED, STOPPED, DIVERGED, FAILED, IDLE = "running", "finished", "stopped", "diverged", "failed", "idle"
 
 
 class Callback:
@@ -65,211 +46,6 @@ class Callback:
     def on_epoch_end(self, monitor: "TrainingMonitor", epoch: int) -> None: ...
 
     def on_train_end(self, monitor: "TrainingMonitor") -> None: ...
-
-
-class _Rows:
-    """An append-only 2-D float array that doubles its capacity as it grows."""
-
-    def __init__(self, width: int, dtype=np.float32, capacity: int = 1024):
-        self._data = np.empty((capacity, width), dtype=dtype)
-        self.count = 0
-
-    def append(self, block: np.ndarray) -> None:
-        needed = self.count + len(block)
-        if needed > len(self._data):
-            grown = np.empty((max(needed, 2 * len(self._data)), self._data.shape[1]), dtype=self._data.dtype)
-            grown[: self.count] = self._data[: self.count]
-            self._data = grown
-        self._data[self.count : needed] = block
-        self.count = needed
-
-    def view(self, count: int) -> np.ndarray:
-        view = self._data[:count]
-        view.flags.writeable = False
-        return view
-
-    @property
-    def nbytes(self) -> int:
-        return self._data.nbytes
-
-
-@dataclass(frozen=True)
-class HistogramSeries:
-    """Histograms of one quantity per layer over time: counts (T, L, bins), range (T, L, 2)."""
-
-    steps: np.ndarray
-    counts: np.ndarray
-    ranges: np.ndarray
-
-    def edges(self, snapshot: int, layer: int) -> np.ndarray:
-        low, high = self.ranges[snapshot, layer]
-        return np.linspace(low, high, self.counts.shape[-1] + 1)
-
-
-@dataclass(frozen=True)
-class HistorySnapshot:
-    """A consistent, read-only view of a run's history at one moment."""
-
-    layer_names: tuple[str, ...]
-    batches: np.ndarray  # (steps, len(BATCH_COLUMNS))
-    layer_grad_norms: np.ndarray  # (steps, layers)
-    epochs: np.ndarray  # (epochs, len(EPOCH_COLUMNS))
-    stats_steps: np.ndarray  # (snapshots,)
-    layer_stats: np.ndarray  # (snapshots, layers, len(LAYER_STATS))
-    weight_histograms: HistogramSeries
-    grad_histograms: HistogramSeries
-    status: str
-    message: str
-    planned_epochs: int
-    batches_per_epoch: int
-
-    @property
-    def num_steps(self) -> int:
-        return len(self.batches)
-
-    def batch(self, column: str) -> np.ndarray:
-        return self.batches[:, BATCH_COLUMNS.index(column)]
-
-    def epoch(self, column: str) -> np.ndarray:
-        return self.epochs[:, EPOCH_COLUMNS.index(column)]
-
-    def layer_stat(self, stat: str) -> np.ndarray:
-        """(snapshots, layers) series of one of LAYER_STATS."""
-        return self.layer_stats[:, :, LAYER_STATS.index(stat)]
-
-    def batch_frame(self) -> pd.DataFrame:
-        frame = pd.DataFrame(self.batches, columns=list(BATCH_COLUMNS))
-        for index, name in enumerate(self.layer_names):
-            frame[f"grad_norm_{name}"] = self.layer_grad_norms[:, index]
-        frame.insert(0, "step", np.arange(len(frame)))
-        return frame
-
-    def epoch_frame(self) -> pd.DataFrame:
-        frame = pd.DataFrame(self.epochs, columns=list(EPOCH_COLUMNS))
-        return frame.astype({"epoch": int, "end_step": int})
-
-    def layer_stats_frame(self) -> pd.DataFrame:
-        snapshots, layers = len(self.stats_steps), len(self.layer_names)
-        frame = pd.DataFrame(self.layer_stats.reshape(snapshots * layers, len(LAYER_STATS)), columns=list(LAYER_STATS))
-        frame.insert(0, "layer", np.tile(np.array(self.layer_names, dtype=object), snapshots))
-        frame.insert(0, "step", np.repeat(self.stats_steps, layers))
-        return frame
-
-
-class History:
-    """Everything recorded about a run, bounded in memory whatever its length.
-
-    Per-batch series cost (6 + layers) float32 per batch; per-layer statistics
-    len(LAYER_STATS) floats per layer every stats_every batches; histograms at most
-    max_histogram_snapshots snapshots, thinned evenly as the run grows.
-    """
-
-    def __init__(self, layer_names: Sequence[str], histogram_bins: int = DEFAULT_HISTOGRAM_BINS,
-                 max_histogram_snapshots: int = DEFAULT_MAX_HISTOGRAM_SNAPSHOTS):
-        if max_histogram_snapshots < 2:
-            raise ValueError("max_histogram_snapshots must be at least 2")
-        self.layer_names = tuple(layer_names)
-        self.histogram_bins = histogram_bins
-        self.max_histogram_snapshots = max_histogram_snapshots
-        layers = len(self.layer_names)
-        self._lock = threading.Lock()
-        self._batches = _Rows(len(BATCH_COLUMNS))
-        self._layer_grad_norms = _Rows(layers)
-        self._epochs = _Rows(len(EPOCH_COLUMNS), dtype=np.float64, capacity=16)
-        self._stats_steps = _Rows(1, dtype=np.int64, capacity=64)
-        self._layer_stats = _Rows(layers * len(LAYER_STATS), capacity=64)
-        # Histogram snapshots live in lists that are replaced, never edited, when thinned.
-        self._histogram_steps: list[int] = []
-        self._weight_histograms: list[tuple[np.ndarray, np.ndarray]] = []
-        self._grad_histograms: list[tuple[np.ndarray, np.ndarray]] = []
-        self._histogram_stride = 1
-        self._stats_taken = 0
-        self.status = IDLE
-        self.message = ""
-        self.planned_epochs = 0
-        self.batches_per_epoch = 0
-        # Something that also records every append (e.g. run_store.RunWriter); None: memory only.
-        self.sink = None
-
-    # -- writing (the training thread) --------------------------------------------
-    def append_batches(self, batch_rows: np.ndarray, layer_grad_norms: np.ndarray) -> None:
-        with self._lock:
-            self._batches.append(batch_rows)
-            self._layer_grad_norms.append(layer_grad_norms)
-        if self.sink is not None:
-            self.sink.on_batches(batch_rows, layer_grad_norms)
-
-    def append_epoch(self, **values: float) -> None:
-        row = np.array([[values[c] for c in EPOCH_COLUMNS]], dtype=np.float64)
-        with self._lock:
-            self._epochs.append(row)
-        if self.sink is not None:
-            self.sink.on_epoch(row[0])
-
-    def append_layer_stats(self, step: int, layer_stats: np.ndarray, weight_histograms=None, grad_histograms=None) -> None:
-        """layer_stats: (layers, len(LAYER_STATS)); histograms: (counts (L, bins), ranges (L, 2))."""
-        with self._lock:
-            self._stats_steps.append(np.array([[step]]))
-            self._layer_stats.append(layer_stats.reshape(1, -1))
-            if weight_histograms is not None and self._stats_taken % self._histogram_stride == 0:
-                self._histogram_steps.append(step)
-                self._weight_histograms.append(weight_histograms)
-                self._grad_histograms.append(grad_histograms)
-                if len(self._histogram_steps) >= self.max_histogram_snapshots:
-                    self._histogram_steps = self._histogram_steps[::2]
-                    self._weight_histograms = self._weight_histograms[::2]
-                    self._grad_histograms = self._grad_histograms[::2]
-                    self._histogram_stride *= 2
-            self._stats_taken += 1
-        if self.sink is not None:
-            self.sink.on_layer_stats(step, layer_stats, weight_histograms, grad_histograms)
-
-    def set_status(self, status: str, message: str = "") -> None:
-        with self._lock:
-            self.status, self.message = status, message
-        if self.sink is not None:
-            self.sink.on_status(status, message, self.planned_epochs, self.batches_per_epoch)
-
-    # -- reading (any thread) ------------------------------------------------------
-    @property
-    def num_steps(self) -> int:
-        return self._batches.count
-
-    def snapshot(self) -> HistorySnapshot:
-        with self._lock:
-            steps = self._batches.count
-            layers = len(self.layer_names)
-            stats_count = self._stats_steps.count
-            histogram_steps = np.array(self._histogram_steps, dtype=np.int64)
-            weight, grad = list(self._weight_histograms), list(self._grad_histograms)
-            return HistorySnapshot(
-                layer_names=self.layer_names,
-                batches=self._batches.view(steps),
-                layer_grad_norms=self._layer_grad_norms.view(steps),
-                epochs=self._epochs.view(self._epochs.count),
-                stats_steps=self._stats_steps.view(stats_count)[:, 0],
-                layer_stats=self._layer_stats.view(stats_count).reshape(stats_count, layers, len(LAYER_STATS)),
-                weight_histograms=_stack_histograms(histogram_steps, weight, layers, self.histogram_bins),
-                grad_histograms=_stack_histograms(histogram_steps, grad, layers, self.histogram_bins),
-                status=self.status,
-                message=self.message,
-                planned_epochs=self.planned_epochs,
-                batches_per_epoch=self.batches_per_epoch,
-            )
-
-    @property
-    def nbytes(self) -> int:
-        histogram_bytes = sum(c.nbytes + r.nbytes for c, r in self._weight_histograms + self._grad_histograms)
-        return (
-            self._batches.nbytes + self._layer_grad_norms.nbytes + self._epochs.nbytes
-            + self._stats_steps.nbytes + self._layer_stats.nbytes + histogram_bytes
-        )
-
-
-def _stack_histograms(steps: np.ndarray, snapshots: list, layers: int, bins: int) -> HistogramSeries:
-    if not snapshots:
-        return HistogramSeries(steps, np.zeros((0, layers, bins), np.float32), np.zeros((0, layers, 2), np.float32))
-    return HistogramSeries(steps, np.stack([c for c, _ in snapshots]), np.stack([r for _, r in snapshots]))
 
 
 def default_device() -> torch.device:
@@ -391,10 +167,19 @@ class TrainingMonitor:
         self.epoch = 0
         self._started_at = 0.0
         self._epoch_totals = np.zeros(3)
+        self.writer = None  # a run_store.RunWriter while watch() records into a runs folder
+        self._watching = False
+        self._stop_message = "Stopped by the user after {steps} batches."
+        self._parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 
     # -- control -------------------------------------------------------------------
-    def stop(self) -> None:
-        """Ask training to end after the current batch. Safe from any thread."""
+    def stop(self, message: str | None = None) -> None:
+        """Ask training to end after the current batch. Safe from any thread.
+
+        message: how the run's status will explain it; "{steps}" becomes the batch count.
+        """
+        if message:
+            self._stop_message = message
         self._stop_event.set()
 
     @property
@@ -427,8 +212,10 @@ class TrainingMonitor:
             self.history.batches_per_epoch = len(train_batches)  # type: ignore[arg-type]
         except TypeError:
             self.history.batches_per_epoch = 0
-        self.history.set_status(RUNNING)
-        self._started_at = self._last_flush = time.perf_counter()
+        if self.writer is None or self.status != RUNNING:
+            self._begin("Training…")
+        else:  # watch() opened the run; now its length is known
+            self.history.set_status(RUNNING, "Training…")
         batch_callbacks = [c for c in self.callbacks if type(c).on_batch_end is not Callback.on_batch_end]
         self._notify("on_train_start")
         try:
@@ -440,19 +227,14 @@ class TrainingMonitor:
                 if self.status != RUNNING or self._stop_event.is_set():
                     break
             self._flush()
-            if self.status == RUNNING:
-                if self._stop_event.is_set():
-                    self.history.set_status(STOPPED, f"Stopped by the user after {self.step} batches.")
-                else:
-                    self.history.set_status(FINISHED, f"Finished {epochs} epochs ({self.step} batches).")
+            if self.status == RUNNING and not self._stop_event.is_set():
+                self.history.set_status(FINISHED, f"Finished {epochs} epochs ({self.step} batches).")
         except Exception as error:  # keep the history and say what broke rather than lose the run
             self._flush(check=False)
             self.history.set_status(FAILED, f"{type(error).__name__}: {error}")
             raise
         finally:
-            if hasattr(self.model, "capture"):
-                self.model.capture(False)
-            self._notify("on_train_end")
+            self._end()
         return self.status
 
     def _train_epoch(self, train_batches: Iterable, epoch: int, batch_callbacks: list) -> bool:
@@ -528,29 +310,49 @@ class TrainingMonitor:
         return True
 
     # -- your own training loop ------------------------------------------------------
-    def watch(self, runs_dir: str | None = "runs", name: str = "", config: dict | None = None,
-              planned_epochs: int = 0, batches_per_epoch: int = 0):
+    def watch(self, runs_dir=None, name: str = "", config: dict | None = None,
+              planned_epochs: int = 0, batches_per_epoch: int = 0, *, run_id: str | None = None,
+              architecture: list | None = None, source: str = "script"):
         """Record a training loop you write yourself; call log_batch/log_epoch/finish from it.
 
-        With runs_dir, the run is written there as it trains, so the dashboard lists it and
-        shows it live. Returns the run's folder (or None without runs_dir).
+        runs_dir: a folder or fsspec URL (or a run_store.RunStore). The run is written there
+        as it trains, so the dashboard lists it and shows it live, and can stop it (log_batch
+        then returns False). Returns the run's folder (or None without runs_dir).
         """
+        if self._watching and self.status == RUNNING:
+            raise RuntimeError("this monitor is already recording a run; call monitor.finish() first")
         self.history.planned_epochs, self.history.batches_per_epoch = planned_epochs, batches_per_epoch
-        folder = None
+        self.writer = None
         if runs_dir is not None:
-            from run_store import RunWriter  # run_store builds on this module
+            from run_store import RunStore  # the store builds on history, not on this module
 
-            writer = RunWriter.create(runs_dir, name=name or "script", config=config or {},
-                                      layer_names=self.layer_names, source="script")
-            self.history.sink = writer
-            folder = writer.folder
-        self._started_at = self._last_flush = time.perf_counter()
-        self._epoch_totals = np.zeros(3)
+            store = runs_dir if isinstance(runs_dir, RunStore) else RunStore(runs_dir)
+            if architecture is None and hasattr(self.model, "describe"):
+                from dataclasses import asdict
+
+                architecture = [asdict(layer) for layer in self.model.describe()]
+            self.writer = store.create_run(
+                name=name or "script", config=config or {}, layer_names=self.layer_names, source=source,
+                architecture=architecture, histogram_bins=self.histogram_bins, run_id=run_id,
+                planned_epochs=planned_epochs, batches_per_epoch=batches_per_epoch,
+            )
+            self.writer.on_stop_requested = self._stop_from_dashboard
+            self.history.sink = self.writer
+        self._watching = True
         self._watch_epoch = 0
-        self.history.set_status(RUNNING, "Training in your script…")
+        self._begin("Training in your script…")
         self._prepare_next_batch()
         self._notify("on_train_start")
-        return folder
+        return self.writer.folder if self.writer is not None else None
+
+    def _begin(self, message: str) -> None:
+        self._started_at = self._last_flush = time.perf_counter()
+        self._epoch_totals = np.zeros(3)
+        self.history.set_status(RUNNING, message)
+
+    def _stop_from_dashboard(self) -> None:
+        self._stop_message = "Stopped from the dashboard after {steps} batches."
+        self._stop_event.set()
 
     def _prepare_next_batch(self) -> None:
         """Before a stats batch of a user's loop: turn capture on and keep the weights to diff."""
@@ -563,9 +365,13 @@ class TrainingMonitor:
     def log_batch(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> bool:
         """Record one batch of your loop, after loss.backward() and optimizer.step().
 
-        Returns False once the loss diverged (NaN/Inf or exploding), so your loop can stop.
+        Returns False once the run should end: the loss diverged (NaN/Inf or exploding), the
+        dashboard asked to stop, or the run could not be written. Later calls do nothing and
+        return False, so a loop that ignores the answer is never broken by the monitor.
         """
         if self.status != RUNNING:
+            if self._watching:
+                return False
             raise RuntimeError("call monitor.watch(...) before log_batch")
         if self._watch_weights_before is not None and hasattr(self.model, "capture"):
             self.model.capture(False)
@@ -574,24 +380,43 @@ class TrainingMonitor:
         progress = self._watch_epoch + ((self.step % batches) + 1) / batches if batches else float(self._watch_epoch)
         healthy = self._after_batch(len(labels), progress, self.callbacks)
         self._prepare_next_batch()
-        return healthy and self.status == RUNNING
+        return healthy and self.status == RUNNING and not self._stop_event.is_set()
 
     def log_epoch(self, val_loss: float = math.nan, val_accuracy: float = math.nan) -> None:
         """Close an epoch of your loop, with validation numbers if you have them."""
+        if self.status != RUNNING:
+            return
         self._flush()
         self._record_epoch(self._watch_epoch, float(val_loss), float(val_accuracy))
         self._watch_epoch += 1
 
     def finish(self, status: str = FINISHED, message: str = "") -> None:
-        """End a watched run: flush what is pending and record how it ended."""
-        self._flush(check=False)
+        """End a watched run: flush what is pending, record how it ended, save the weights."""
+        if self.status == RUNNING and not self._stop_event.is_set():
+            self._flush(check=False)
+            if self.status == RUNNING:
+                self.history.set_status(status, message or f"{str(status).capitalize()} after {self.step} batches.")
+        self._end()
+
+    def _end(self) -> None:
+        """Whatever ended the run: stop capturing, write the rest, close the store, tell callbacks."""
+        if self.writer is not None and self.writer.error is None:
+            self._flush(check=False)
+        if self.status == RUNNING:
+            if self._stop_event.is_set():
+                self.history.set_status(STOPPED, self._stop_message.format(steps=self.step))
+            else:
+                self.history.set_status(FINISHED, f"Finished after {self.step} batches.")
         if hasattr(self.model, "capture"):
             self.model.capture(False)
-        if self.status == RUNNING:
-            self.history.set_status(status, message or f"{status.capitalize()} after {self.step} batches.")
-        sink = self.history.sink
-        if sink is not None and hasattr(sink, "close"):
-            sink.close()
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            writer.close(self.history.snapshot(), final_weights=state)
+            if writer.error is not None and self.status != FAILED:
+                self.history.set_status(FAILED, f"Failed: could not write the run: {writer.error}")
+        if self._watching or self.history.sink is not None:
+            self.history.sink = None
         self._notify("on_train_end")
 
     def _take_layer_stats(self, weights_before: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
@@ -634,6 +459,9 @@ class TrainingMonitor:
         weight = (segments[:layers, 4:].astype(np.float32), segments[:layers, :2].astype(np.float32))
         grad = (segments[layers:, 4:].astype(np.float32), segments[layers:, :2].astype(np.float32))
         self.history.append_layer_stats(self.step, stats, weight, grad)
+        if self.writer is not None and self.writer.wants_weights(self._parameter_bytes):
+            self.writer.on_weights(self.step, {k: v.detach().to("cpu", copy=True)
+                                               for k, v in self.model.state_dict().items()})
 
     def _flush(self, check: bool = True) -> bool:
         """Move buffered per-batch numbers into the history; False if the run diverged."""
@@ -667,6 +495,9 @@ class TrainingMonitor:
         ).astype(np.float32)
         self.history.append_batches(batch_rows, layer_norms.astype(np.float32))
         self._epoch_totals += ((loss * batch_sizes).sum(), correct.sum(), batch_sizes.sum())
+        if self.writer is not None and self.writer.error is not None and self.status == RUNNING:
+            self.history.set_status(FAILED, f"Failed: could not write the run: {self.writer.error}")
+            return False
         if not check:
             return True
         return self._check_divergence(loss, grad_norm)

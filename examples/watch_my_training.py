@@ -25,7 +25,7 @@ from training_monitor import TrainingMonitor  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--runs-dir", default="runs", help="a folder or an fsspec URL")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--name", default="my own training loop")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds to sleep per epoch (to watch slowly)")
@@ -53,8 +53,9 @@ def main() -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            if not monitor.log_batch(loss, logits, y_train[index]):  # False: the loss diverged
+            if not monitor.log_batch(loss, logits, y_train[index]):  # False: diverged, or stopped from the page
                 monitor.finish()
+                print(monitor.message, flush=True)
                 return
         with torch.no_grad():
             val_logits = model(x_val)

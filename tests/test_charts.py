@@ -6,7 +6,7 @@ import pytest
 
 import charts
 from run_config import RunConfig
-from runs import build_training
+from training_setup import build_training
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import pytest
 
 import diagnostics
 from run_config import RunConfig
-from runs import build_training
+from training_setup import build_training
 from training_monitor import BATCH_COLUMNS, LAYER_STATS, History
 
 

@@ -5,7 +5,7 @@ import pytest
 from diagnostics import diagnose
 from presets import PRESETS
 from run_config import validate
-from runs import build_training
+from training_setup import build_training
 
 
 @pytest.mark.parametrize("key", list(PRESETS))

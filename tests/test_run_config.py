@@ -62,7 +62,7 @@ def test_parse_layer_sizes():
 
 
 def test_train_samples_mirror_the_real_split():
-    from runs import dataset_for
+    from training_setup import dataset_for
 
     for config in (RunConfig(), RunConfig(num_samples=1000, num_classes=3, train_fraction=0.3)):
         assert config.train_samples == len(dataset_for(config).x_train)

@@ -10,7 +10,7 @@ from torch import nn
 from datasets import TensorBatches, make_spiral
 from neural_network import MonitoredMLP
 from run_config import RunConfig
-from runs import build_training
+from training_setup import build_training
 from training_monitor import (
     BATCH_COLUMNS, DIVERGED, FINISHED, LAYER_STATS, STOPPED, Callback, History, TrainingMonitor,
 )

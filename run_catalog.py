@@ -1,0 +1,360 @@
+"""The runs a page can show: every run in a runs folder, whoever trained it, plus the runs
+this server launched that have not written anything yet.
+
+One kind of Run, backed by the run store: a run from the sidebar, a preset, a user's own
+script or a torchrun job differ only in `source`. For runs this server launched, the worker
+process adds what the store cannot say (queued, preparing, killed before it wrote).
+Threads: Streamlit session threads call everything here; the locks say who writes what.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+from history import FAILED, IDLE, PREPARING, QUEUED, RUNNING, STOPPED, HistorySnapshot, Status
+from neural_network import LayerInfo
+from run_config import ConfigError, RunConfig, validate
+from run_store import HEARTBEAT_TIMEOUT_SECONDS, RunReader, RunStore, StoreError, check_run_id, clean_name, new_run_id
+
+# Page sessions refresh about once a second; reading the store more often than this buys nothing.
+POLL_SECONDS = 0.25
+# Readers (each holds a run's history in memory) kept open for ended runs; others reopen on demand.
+MAX_OPEN_ENDED_READERS = 8
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def worker_pool():
+    """The server's one WorkerPool (imported lazily: the page needs torch only to launch)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            from launcher import WorkerPool
+
+            _pool = WorkerPool()
+            _pool.warm()
+        return _pool
+
+
+class Run:
+    """One run as the page sees it."""
+
+    def __init__(self, catalog: "RunCatalog", run_id: str, launched=None, meta: dict | None = None):
+        self.catalog, self.run_id, self.launched = catalog, run_id, launched
+        self._meta = meta
+        self._reader: RunReader | None = None
+        self._name: str | None = None
+        self._last_poll = 0.0
+        self._lock = threading.Lock()  # guards the reader and the inspection model
+        self._inspection: tuple | None = None  # (model, step loaded)
+        self.last_used = time.monotonic()
+
+    # -- what the run is ----------------------------------------------------------------
+    @property
+    def store(self) -> RunStore:
+        return self.catalog.store
+
+    def _read_meta(self) -> dict | None:
+        if self._meta is None:
+            try:
+                self._meta = self.store.read_meta(self.run_id)
+            except StoreError:
+                return None
+        return self._meta
+
+    @property
+    def name(self) -> str:
+        if self._name is None:
+            meta = self._read_meta()
+            if meta is None:
+                return self.launched.name if self.launched else self.run_id
+            self._name = self.store.read_name(self.run_id, meta)
+        return self._name
+
+    @property
+    def created_at(self) -> float:
+        meta = self._read_meta()
+        return meta["created_at"] if meta else (self.launched.created_at if self.launched else 0.0)
+
+    @property
+    def source(self) -> str:
+        meta = self._read_meta()
+        return meta["source"] if meta else "dashboard"
+
+    @property
+    def config_dict(self) -> dict:
+        meta = self._read_meta()
+        if meta is not None:
+            return dict(meta["config"])
+        return self.launched.config.to_dict() if self.launched else {}
+
+    @property
+    def config(self) -> RunConfig | None:
+        """The dashboard settings the run was trained with; None for scripts or unreadable settings."""
+        if self.launched is not None:
+            return self.launched.config
+        meta = self._read_meta()
+        if meta is None or meta["source"] != "dashboard":
+            return None
+        try:
+            config = RunConfig.from_dict(meta["config"])
+        except (TypeError, ValueError):
+            return None
+        return None if validate(config) else config
+
+    @property
+    def architecture(self) -> list[LayerInfo]:
+        meta = self._read_meta()
+        rows = []
+        for row in (meta or {}).get("architecture", []):
+            try:
+                rows.append(LayerInfo(str(row["name"]), str(row["kind"]), tuple(int(d) for d in row["output_shape"]),
+                                      int(row["param_count"]), row.get("activation") and str(row["activation"]),
+                                      bool(row.get("monitored", False))))
+            except (KeyError, TypeError, ValueError):
+                return []
+        return rows
+
+    @property
+    def folder(self) -> str:
+        return self.store.path(self.run_id)
+
+    # -- how it stands --------------------------------------------------------------------
+    def _poll(self, force: bool = False) -> RunReader | None:
+        """The reader, brought up to date at most every POLL_SECONDS (force: now)."""
+        with self._lock:
+            self.last_used = time.monotonic()
+            if self._reader is None:
+                meta = self._read_meta()
+                if meta is None:
+                    return None
+                self._reader = RunReader(self.store, self.run_id, meta)
+                self._last_poll = 0.0
+            if force or time.monotonic() - self._last_poll >= POLL_SECONDS:
+                self._reader.poll()
+                self._last_poll = time.monotonic()
+            return self._reader
+
+    def close_reader(self) -> None:
+        with self._lock:
+            self._reader, self._inspection = None, None
+
+    @property
+    def has_reader(self) -> bool:
+        return self._reader is not None
+
+    def state(self) -> tuple[Status, str]:
+        launched = self.launched
+        group = launched.group if launched is not None else None
+        if group is not None:
+            group.collect()
+        if launched is not None and launched.cancelled:
+            return STOPPED, "Stopped before its turn came; it never trained."
+        reader = self._poll()
+        if reader is None:
+            if launched is None:
+                return FAILED, "This run's settings (run.json) cannot be read."
+            if launched.result is not None:
+                return launched.result
+            if group is not None and group.exited:
+                return STOPPED, f"Stopped unexpectedly: {group.exit_reason()} before it wrote anything."
+            if launched.started:
+                return PREPARING, "Preparing the dataset and model…"
+            return QUEUED, "Waiting for the run before it to finish…"
+        stored = reader.state
+        if not stored.status.ended and launched is not None and launched.result is not None:
+            stored = self._poll(force=True).state  # the worker reported the end: read it now
+        if stored.status.ended:
+            return stored.status, stored.message
+        if launched is not None and launched.result is not None and launched.result[0].ended:
+            return launched.result  # e.g. the disk filled up: the store could not take the final word
+        if group is not None and group.exited:
+            return STOPPED, f"Stopped unexpectedly: {group.exit_reason()}; showing what it wrote."
+        if reader.writer_lost:
+            return STOPPED, (f"Stopped unexpectedly: no word from the process writing this run for "
+                             f"{min(reader.heartbeat_age, 1e6):.0f} s (more than {HEARTBEAT_TIMEOUT_SECONDS:.0f} s); "
+                             "showing what it wrote.")
+        if stored.status == IDLE:
+            return PREPARING, "Preparing the dataset and model…"
+        return stored.status, stored.message
+
+    @property
+    def status(self) -> Status:
+        return self.state()[0]
+
+    @property
+    def message(self) -> str:
+        return self.state()[1]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (QUEUED, PREPARING, RUNNING)
+
+    @property
+    def problems(self) -> list[str]:
+        return list(self._reader.problems) if self._reader is not None else []
+
+    def snapshot(self) -> HistorySnapshot | None:
+        """The history so far, with the status as this page judges it; None before any data."""
+        reader = self._poll()
+        if reader is None:
+            return None
+        status, message = self.state()
+        return dataclasses.replace(reader.history.snapshot(), status=status, message=message)
+
+    # -- predictions ----------------------------------------------------------------------
+    def inspection_model(self, step: int | None = None):
+        """(model with the stored weights at or before `step` (None: newest), the step they are from),
+        or (None, reason)."""
+        config = self.config
+        if config is None:
+            return None, "Predictions need a run started from this dashboard (its model and dataset are known)."
+        try:
+            steps = self.store.weight_steps(self.run_id)
+        except (OSError, ValueError) as error:
+            return None, f"Cannot list this run's weights: {error}"
+        if not steps:
+            return None, "Predictions appear once the run has stored its first weights."
+        from training_setup import build_model, data_shape  # torch only when predictions are shown
+
+        with self._lock:
+            try:
+                chosen, state = self.store.load_weights(self.run_id, step)
+                if self._inspection is None:
+                    model = build_model(config, *data_shape(config))
+                    model.disable_monitoring()
+                    model.eval()
+                    self._inspection = (model, None)
+                model = self._inspection[0]
+                if self._inspection[1] != chosen or chosen == -1:
+                    model.load_state_dict(state)
+                    self._inspection = (model, chosen)
+            except (OSError, ValueError, RuntimeError, ConfigError) as error:
+                return None, f"Cannot load this run's weights: {error}"
+        return model, chosen
+
+    @property
+    def inspection_lock(self) -> threading.Lock:
+        return self._lock
+
+    def stop(self) -> None:
+        """Ask the run to stop: a queued one never starts; a training one stops within a batch."""
+        launched = self.launched
+        if launched is not None and launched.group is not None and not launched.started:
+            launched.group.cancelled[self.run_id].set()
+            launched.group.collect()
+            if not launched.started:
+                return
+        try:
+            self.store.request_stop(self.run_id)
+        except OSError:
+            pass  # the store is unwritable: the run is failing on its own
+
+
+class RunCatalog:
+    """The runs of one runs folder (a path or an fsspec URL), and the runs this server launched."""
+
+    def __init__(self, url: str):
+        self.store = RunStore(url)
+        self.scan_warnings: list[str] = []
+        self._runs: dict[str, Run] = {}
+        self._lock = threading.Lock()  # guards _runs
+        self._scanned_stamp = object()
+
+    def launch(self, named_configs: list[tuple[str, RunConfig]]) -> list[Run]:
+        """Start runs in worker processes (one after another, or side by side when cores allow)."""
+        from launcher import LaunchedRun
+
+        for _, config in named_configs:
+            errors = validate(config)
+            if errors:
+                raise ConfigError(errors)
+        launched = [LaunchedRun(new_run_id(), clean_name(name or config.label()), config) for name, config in named_configs]
+        worker_pool().launch(self.store.url, launched)
+        runs = [Run(self, item.run_id, launched=item) for item in launched]
+        with self._lock:
+            for run in runs:
+                self._runs[run.run_id] = run
+        return runs
+
+    def get(self, run_id: str | None) -> Run | None:
+        if not run_id:
+            return None
+        try:
+            check_run_id(run_id)
+        except ValueError:
+            return None
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is not None:
+            return run
+        try:
+            meta = self.store.read_meta(run_id)
+        except (StoreError, OSError):
+            return None
+        with self._lock:
+            return self._runs.setdefault(run_id, Run(self, run_id, meta=meta))
+
+    def runs(self) -> list[Run]:
+        """Every run here, oldest first (the folder is rescanned only when it changed)."""
+        stamp = self.store.stamp()
+        if stamp is None or stamp != self._scanned_stamp:
+            found, self.scan_warnings = self.store.scan()
+            for _, run_id in found:
+                self.get(run_id)
+            self._scanned_stamp = stamp
+        with self._lock:
+            runs = sorted(self._runs.values(), key=lambda r: r.created_at)
+        self._close_idle_readers(runs)
+        return runs
+
+    def _close_idle_readers(self, runs: list[Run]) -> None:
+        """Bound memory: histories of ended runs nobody looked at lately are dropped (reread on demand)."""
+        open_ended = sorted((r for r in runs if r.has_reader and r.launched is None and not r.is_active),
+                            key=lambda r: r.last_used)
+        for run in open_ended[: max(0, len(open_ended) - MAX_OPEN_ENDED_READERS)]:
+            run.close_reader()
+
+    def stop(self, run_id: str) -> None:
+        run = self.get(run_id)
+        if run is not None:
+            run.stop()
+
+    def rename(self, run_id: str, name: str) -> None:
+        run = self.get(run_id)
+        if run is None:
+            raise ValueError(f"No run {run_id}")
+        name = clean_name(name)
+        if run._read_meta() is None:
+            raise ValueError("This run has not started yet; rename it once it trains")
+        self.store.rename(run_id, name)
+        run._name = name
+
+    def delete(self, run_id: str) -> None:
+        """Forget a run and remove its folder. Refuses a run that is still training."""
+        run = self.get(run_id)
+        if run is None:
+            return
+        if run.is_active:
+            raise ValueError("Stop the run before deleting it")
+        with self._lock:
+            self._runs.pop(run_id, None)
+        run.close_reader()
+        if run._read_meta() is not None or self.store.exists(self.store.path(run_id)):
+            try:
+                self.store.delete(run_id)
+            except OSError as error:
+                raise ValueError(f"Could not delete the run's folder: {error.strerror or error}") from None
+
+    def wait(self, run_id: str, timeout: float = 120.0) -> Run | None:
+        """Block until a run has ended (tests and scripts)."""
+        run = self.get(run_id)
+        deadline = time.monotonic() + timeout
+        while run is not None and run.is_active:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} still {run.status} after {timeout:.0f} s")
+            time.sleep(0.05)
+        return run
