@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 import charts
 import diagnostics
@@ -81,23 +82,22 @@ def watch(run_ids: list[str]) -> None:
         st.query_params.pop("compare", None)
 
 
-def session_is_training() -> bool:
-    """Whether a run this session started is still queued or training (five quick clicks start one run)."""
-    return any(r is not None and r.is_active for r in (registry.get(i) for i in st.session_state.get("compare_ids", [])))
+def browser_session() -> str | None:
+    """This browser session's id: the catalog starts one launch per session at a time. Session
+    state is no guard here: quick clicks' callbacks each see it as it was before the first."""
+    context = get_script_run_ctx()
+    return context.session_id if context is not None else None
 
 
 def start_run(run_config: RunConfig) -> None:
-    if session_is_training():
-        return
-    watch([registry.launch([("", run_config)])[0].run_id])
+    watch([run.run_id for run in registry.launch([("", run_config)], requester=browser_session())])
 
 
 def start_preset(key: str) -> None:
-    if session_is_training():
-        return
     preset = PRESETS[key]
     st.session_state.update(widget_values(preset.runs[-1][1]))
-    runs = registry.launch([(f"{preset.title.split('·')[-1].strip()} · {label}", cfg) for label, cfg in preset.runs])
+    runs = registry.launch([(f"{preset.title.split('·')[-1].strip()} · {label}", cfg) for label, cfg in preset.runs],
+                           requester=browser_session())
     watch([run.run_id for run in runs])
 
 
@@ -243,9 +243,13 @@ if run is None:
     st.info("Choose a dataset, a model and training settings in the sidebar, then press **Train** "
             "to watch the network learn — or pick one of the *Experiments to try*.")
     if config is not None:
-        st.plotly_chart(charts.architecture_diagram(cached_preview(config)), key="preview_architecture",
-                        config=PLOTLY_CONFIG)
-        st.caption(f"Preview of **{config.label()}** on {DATASETS[config.dataset]}.")
+        try:
+            preview = cached_preview(config)
+        except (OSError, ValueError) as error:  # e.g. an MNIST folder without its IDX files
+            st.warning(f"No preview: {error}")
+        else:
+            st.plotly_chart(charts.architecture_diagram(preview), key="preview_architecture", config=PLOTLY_CONFIG)
+            st.caption(f"Preview of **{config.label()}** on {DATASETS[config.dataset]}.")
     if stored := registry.runs():
         st.caption(f"{len(stored)} earlier runs are in the runs folder `{runs_dir}`: open one from "
                    "the Runs tab after a run, or pass `?run=<id>` in the URL.")

@@ -9,8 +9,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,24 @@ class Job:
     run_id: str
     name: str
     config: dict
+
+
+# Streamlit installs the running script as sys.modules["__main__"]; multiprocessing would make
+# every worker re-execute that script (the whole page) as __mp_main__ before training. Workers
+# are started with this empty module as __main__ instead.
+_NEUTRAL_MAIN = types.ModuleType("__main__")
+_start_lock = threading.Lock()
+
+
+def _start(process) -> None:
+    with _start_lock:
+        page_main = sys.modules.get("__main__")
+        sys.modules["__main__"] = _NEUTRAL_MAIN
+        try:
+            process.start()
+        finally:
+            if page_main is not None:
+                sys.modules["__main__"] = page_main
 
 
 def _start_worker(*args) -> None:
@@ -128,7 +148,7 @@ class WorkerPool:
 
         def start_and_reap():
             process = self.context.Process(target=_warm, daemon=True)
-            process.start()
+            _start(process)
             process.join()
 
         threading.Thread(target=start_and_reap, name="forkserver-warm-up", daemon=True).start()
@@ -148,7 +168,7 @@ class WorkerPool:
             # holding the server's shutdown until training is done.
             process = self.context.Process(target=_start_worker, args=(store_url, jobs, send, cancelled, threads),
                                            name=f"train-{lane_runs[0].run_id}", daemon=True)
-            process.start()
+            _start(process)
             send.close()
             group = LaunchedGroup(process, receive, lane_runs, cancelled)
             for run in lane_runs:

@@ -262,22 +262,35 @@ class RunCatalog:
         self.scan_warnings: list[str] = []
         self._runs: dict[str, Run] = {}
         self._lock = threading.Lock()  # guards _runs
+        self._launch_lock = threading.Lock()  # one launch at a time: guards _launched_by
+        self._launched_by: dict[str, list[Run]] = {}  # requester -> the runs of its latest launch
         self._scanned_stamp = object()
 
-    def launch(self, named_configs: list[tuple[str, RunConfig]]) -> list[Run]:
-        """Start runs in worker processes (one after another, or side by side when cores allow)."""
+    def launch(self, named_configs: list[tuple[str, RunConfig]], requester: str | None = None) -> list[Run]:
+        """Start runs in worker processes (one after another, or side by side when cores allow).
+
+        requester: who asks (a browser session). While its previous launch is still active, the
+        same runs are returned instead of new ones: five quick clicks on Train start one run.
+        """
         from launcher import LaunchedRun
 
         for _, config in named_configs:
             errors = validate(config)
             if errors:
                 raise ConfigError(errors)
-        launched = [LaunchedRun(new_run_id(), clean_name(name or config.label()), config) for name, config in named_configs]
-        worker_pool().launch(self.store.url, launched)
-        runs = [Run(self, item.run_id, launched=item) for item in launched]
-        with self._lock:
-            for run in runs:
-                self._runs[run.run_id] = run
+        with self._launch_lock:
+            previous = self._launched_by.get(requester) if requester is not None else None
+            if previous and any(run.is_active for run in previous):
+                return previous
+            launched = [LaunchedRun(new_run_id(), clean_name(name or config.label()), config)
+                        for name, config in named_configs]
+            worker_pool().launch(self.store.url, launched)
+            runs = [Run(self, item.run_id, launched=item) for item in launched]
+            with self._lock:
+                for run in runs:
+                    self._runs[run.run_id] = run
+            if requester is not None:
+                self._launched_by[requester] = runs
         return runs
 
     def get(self, run_id: str | None) -> Run | None:

@@ -88,7 +88,7 @@ def test_stop_ends_the_run_and_keeps_what_was_trained():
     rerun_until(app, lambda a: metrics(a).get("Epoch", "0 / 500") not in ("0 / 500", "–"), timeout=60)
     assert not app.button(key="stop").disabled
     app.button(key="stop").click().run()
-    rerun_until(app, lambda a: any("Stopped by the user" in w.value for w in a.warning), timeout=10)
+    rerun_until(app, lambda a: any("Stopped from the dashboard" in w.value for w in a.warning), timeout=10)
     epochs_done = int(metrics(app)["Epoch"].split("/")[0])
     assert 1 <= epochs_done < 500
     assert len(app.get("plotly_chart")) == 5
@@ -234,3 +234,33 @@ def test_a_runs_folder_that_is_a_file_is_a_message(tmp_path):
     app.number_input(key="epochs").set_value(1).run()
     app.button(key="train").click().run()  # still trains, in memory only
     rerun_until(app, lambda a: any("Finished" in s.value for s in a.success))
+
+
+def test_a_users_script_is_shown_live_and_the_page_stops_it(runs_folder):
+    import subprocess
+    import sys
+
+    example = Path(SCRIPT).parent / "examples" / "watch_my_training.py"
+    process = subprocess.Popen([sys.executable, str(example), "--runs-dir", str(runs_folder), "--epochs", "100000",
+                                "--pause", "0.05", "--name", "script on the page"], stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = Path(process.stdout.readline().split("writing to ", 1)[1].strip()).name
+        app = new_app(run=run_id)
+        rerun_until(app, lambda a: int(metrics(a).get("Epoch", "0 /").split("/")[0] or 0) >= 2, timeout=60)
+        first = int(metrics(app)["Epoch"].split("/")[0])
+        assert any("script on the page" in c.value and "your script" in c.value for c in app.caption)
+        rerun_until(app, lambda a: int(metrics(a)["Epoch"].split("/")[0]) > first, timeout=30)  # live
+        assert not app.button(key="stop").disabled
+        app.button(key="stop").click().run()
+        assert process.wait(timeout=15) == 0
+        rerun_until(app, lambda a: any("Stopped from the dashboard" in w.value for w in a.warning), timeout=15)
+    finally:
+        process.kill()
+
+
+def test_an_empty_mnist_folder_shows_a_message_instead_of_a_preview(tmp_path):
+    app = new_app()
+    app.selectbox(key="dataset").set_value("mnist_idx").run()
+    app.text_input(key="mnist_path").set_value(str(tmp_path)).run()
+    assert not app.exception
+    assert any("train-images" in m.value for m in list(app.warning) + list(app.sidebar.error) + list(app.info))

@@ -92,7 +92,7 @@ def test_train_watch_all_nine_panels_live_then_stop(page, server, tmp_path):
     assert page.url == run_url
 
     page.get_by_role("button", name="Stop", exact=True).click()
-    expect(page.get_by_text("Stopped by the user", exact=False)).to_be_visible(timeout=10_000)
+    expect(page.get_by_text("Stopped from the dashboard", exact=False)).to_be_visible(timeout=10_000)
     expect(page.get_by_role("button", name="Train", exact=True)).to_be_enabled()
     expect(page.locator(".js-plotly-plot", has_text="Loss per epoch")).to_have_count(1)
     page.screenshot(path=tmp_path / "4-stopped.png", full_page=True)
@@ -109,4 +109,25 @@ def test_bad_input_shows_a_message_and_disables_train(page, server):
     hidden.press("Enter")
     expect(page.get_by_text("'abc' is not a whole number")).to_be_visible()
     expect(page.get_by_role("button", name="Train", exact=True)).to_be_disabled()
+    no_exception(page)
+
+
+def test_five_train_clicks_within_a_second_start_one_run(page, server, runs_folder):
+    expect = playwright_api.expect
+    page.goto(server)
+    train = page.get_by_role("button", name="Train", exact=True)
+    expect(train).to_be_enabled(timeout=30_000)
+    epochs = page.get_by_label("Epochs", exact=True)
+    epochs.fill("30")
+    epochs.press("Enter")
+    expect(epochs).to_have_value("30")
+    before = {p.name for p in runs_folder.iterdir()}
+    # Five clicks 100 ms apart, as an impatient user makes them while the first rerun is on its way.
+    train.evaluate("button => new Promise(done => { let n = 0; const click = () => { button.click(); "
+                   "if (++n < 5) setTimeout(click, 100); else done(); }; click(); })")
+    expect(page).to_have_url(re.compile(r"\?run=[0-9a-f]{12}"), timeout=30_000)
+    expect(page.get_by_text("Finished 30 epochs", exact=False)).to_be_visible(timeout=60_000)
+    page.wait_for_timeout(1000)
+    new = {p.name for p in runs_folder.iterdir()} - before
+    assert new == {page.url.split("run=")[1][:12]}, new
     no_exception(page)
