@@ -8,6 +8,8 @@ spike stays visible), and every figure has a fixed height so the page does not j
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,12 +17,15 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from neural_network import LayerInfo
-from training_monitor import LAYER_STATS, HistorySnapshot
+from history import LAYER_STATS, HistorySnapshot
 
 MAX_POINTS = 2000
+# Per-epoch charts draw markers; past this many epochs they are evenly thinned (a 1M-batch run has 26k).
+MAX_EPOCH_POINTS = 500
 CHART_HEIGHT = 320
 TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#ff7f0e"
 LAYER_COLORS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880", "#ff97ff", "#fecb52")
+MARKER_COLORS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}  # by finding severity
 # Same layout revision across refreshes: Plotly keeps legend toggles where Streamlit lets it.
 UI_REVISION = "live"
 
@@ -66,6 +71,117 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
         return np.where(counts > 0, sums / counts, np.nan)
 
 
+def moving_average_at(values: np.ndarray, window: int, points: np.ndarray) -> np.ndarray:
+    """moving_average(values, window) at the indices `points` only: a (points, window) gather
+    instead of a pass over every row, so a smoothed line of a 1M-batch run costs ~1 ms."""
+    values = np.asarray(values)
+    window = max(1, min(int(window), len(values)))
+    rows = points[:, None] - np.arange(window)[None, :]
+    taken = values[np.maximum(rows, 0)].astype(np.float64)
+    valid = (rows >= 0) & np.isfinite(taken)
+    counts = valid.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, np.where(valid, taken, 0.0).sum(1) / counts, np.nan)
+
+
+def display_points(count: int, max_points: int = MAX_POINTS) -> np.ndarray:
+    """Evenly spaced indices (first and last included) for drawing a smooth line of `count` rows."""
+    if count <= max_points:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, max_points).astype(np.int64))
+
+
+class SeriesEnvelope:
+    """downsample_minmax of an append-only series, kept up to date with only the rows added since.
+
+    Rows are grouped in buckets whose size doubles whenever there are more than max_points/2
+    of them; each bucket keeps the index of its min and of its max. A refresh of a 1M-batch
+    run then touches the few hundred new rows instead of all of them.
+    """
+
+    def __init__(self, max_points: int = MAX_POINTS):
+        self.max_buckets = max(2, max_points // 2)
+        self.size = 1
+        self.low_index = np.empty(0, np.int64)
+        self.high_index = np.empty(0, np.int64)
+        self.covered = 0  # rows in complete buckets
+        self.last: float | None = None  # value of the last row covered: a different series resets it
+
+    def indices(self, values: np.ndarray) -> np.ndarray:
+        """Indices to draw (in order) so every bucket's extremes show."""
+        values = np.asarray(values)
+        n = len(values)
+        if n < self.covered or (self.covered and not _same(values[self.covered - 1], self.last)):
+            self.__init__(self.max_buckets * 2)
+        low = np.where(np.isfinite(values[self.covered:]), values[self.covered:], np.inf)
+        high = np.where(np.isfinite(values[self.covered:]), values[self.covered:], -np.inf)
+        complete = len(low) // self.size
+        if complete:
+            span = complete * self.size
+            offsets = self.covered + np.arange(complete) * self.size
+            self.low_index = np.concatenate([self.low_index, low[:span].reshape(complete, self.size).argmin(1) + offsets])
+            self.high_index = np.concatenate([self.high_index,
+                                              high[:span].reshape(complete, self.size).argmax(1) + offsets])
+            self.covered += span
+            low, high = low[span:], high[span:]
+            self.last = values[self.covered - 1]
+        while len(self.low_index) > self.max_buckets:
+            self._merge(values)
+        tail = [self.covered + int(low.argmin()), self.covered + int(high.argmax())] if len(low) else []
+        return np.unique(np.concatenate([self.low_index, self.high_index, np.asarray(tail, np.int64)]))
+
+    def _merge(self, values: np.ndarray) -> None:
+        """Double the bucket size: each pair of buckets keeps the lower min and the higher max."""
+        pairs = len(self.low_index) // 2
+        finite = np.isfinite(values)
+        low_values = np.where(finite, values, np.inf)
+        high_values = np.where(finite, values, -np.inf)
+        a, b = self.low_index[0 : 2 * pairs : 2], self.low_index[1 : 2 * pairs : 2]
+        self.low_index = np.where(low_values[a] <= low_values[b], a, b)
+        a, b = self.high_index[0 : 2 * pairs : 2], self.high_index[1 : 2 * pairs : 2]
+        self.high_index = np.where(high_values[a] >= high_values[b], a, b)
+        self.size *= 2
+        self.covered = pairs * self.size  # an odd last bucket is folded back into the tail
+        self.last = values[self.covered - 1] if self.covered else None
+
+
+def _same(a, b) -> bool:
+    return b is not None and (a == b or (a != a and b != b))
+
+
+# (history id, series name) -> SeriesEnvelope, for the runs charts were drawn for lately.
+_ENVELOPES: OrderedDict = OrderedDict()
+_ENVELOPES_LOCK = threading.Lock()
+MAX_ENVELOPES = 256
+
+
+def envelope_points(snapshot: HistorySnapshot, name: str, values: np.ndarray) -> np.ndarray:
+    """Row indices that draw `values` (a per-batch series of `snapshot`) with its spikes intact."""
+    if len(values) <= MAX_POINTS:
+        return np.arange(len(values))
+    key = (snapshot.history_id, name)
+    with _ENVELOPES_LOCK:  # page sessions draw at once; one envelope is updated by one at a time
+        envelope = _ENVELOPES.pop(key, None) or SeriesEnvelope()
+        _ENVELOPES[key] = envelope
+        while len(_ENVELOPES) > MAX_ENVELOPES:
+            _ENVELOPES.popitem(last=False)
+        return envelope.indices(values)
+
+
+def _batch_lines(snapshot: HistorySnapshot, name: str, values: np.ndarray, window: int):
+    """(x, y) of the raw series' envelope and (x, y) of its moving average, for drawing."""
+    x = snapshot.batch("epoch_progress")
+    raw = envelope_points(snapshot, name, values)
+    smooth = display_points(len(values))
+    return ((x[raw], values[raw].astype(np.float32)),
+            (x[smooth], moving_average_at(values, window, smooth).astype(np.float32)))
+
+
+def _epoch_points(snapshot: HistorySnapshot) -> np.ndarray:
+    """Epoch rows to draw: all of them up to MAX_EPOCH_POINTS, else evenly spaced (last kept)."""
+    return display_points(len(snapshot.epochs), MAX_EPOCH_POINTS)
+
+
 def _figure(title: str, x_title: str, y_title: str, height: int = CHART_HEIGHT, log_y: bool = False) -> go.Figure:
     figure = go.Figure()
     figure.update_layout(
@@ -101,12 +217,14 @@ def epoch_metric_chart(snapshot: HistorySnapshot, metric: str, markers=None) -> 
     """Train vs validation `metric` ("loss" or "accuracy") per epoch."""
     title = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch"}[metric]
     figure = _figure(title, "epoch", metric)
-    epochs = snapshot.epoch("epoch")
-    if len(epochs) == 0:
+    rows = _epoch_points(snapshot)
+    if len(rows) == 0:
         return _empty_note(figure, "appears after the first epoch")
+    epochs = snapshot.epoch("epoch")[rows].astype(np.float32)
     for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
-        figure.add_trace(go.Scatter(x=epochs, y=snapshot.epoch(f"{split}_{metric}"), name=split,
-                                    mode="lines+markers", line={"color": color}))
+        figure.add_trace(go.Scatter(x=epochs, y=snapshot.epoch(f"{split}_{metric}")[rows].astype(np.float32),
+                                    name=split, mode="lines+markers" if len(rows) <= 100 else "lines",
+                                    line={"color": color}))
     if metric == "accuracy":
         figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
     return _markers(figure, markers)
@@ -116,11 +234,9 @@ def batch_loss_chart(snapshot: HistorySnapshot, window: int = 50, markers=None) 
     figure = _figure("Loss per batch", "epoch", "loss")
     if snapshot.num_steps == 0:
         return _empty_note(figure, "waiting for the first batch")
-    x, loss = snapshot.batch("epoch_progress"), snapshot.batch("loss")
-    px, py = downsample_minmax(x, loss)
+    (px, py), (mx, my) = _batch_lines(snapshot, "loss", snapshot.batch("loss"), window)
     figure.add_trace(go.Scatter(x=px, y=py, name="batch loss", mode="lines",
                                   line={"color": "rgba(31,119,180,0.35)", "width": 1}))
-    mx, my = downsample_minmax(x, moving_average(loss, window))
     figure.add_trace(go.Scatter(x=mx, y=my, name=f"moving average ({window})", mode="lines",
                                   line={"color": TRAIN_COLOR, "width": 2}))
     return _markers(figure, markers)
@@ -132,14 +248,15 @@ def grad_norm_chart(snapshot: HistorySnapshot, window: int = 20, markers=None) -
     if snapshot.num_steps == 0:
         return _empty_note(figure, "waiting for the first batch")
     x = snapshot.batch("epoch_progress")
-    gx, gy = downsample_minmax(x, snapshot.batch("grad_norm"))
+    (gx, gy), (sx, sy) = _batch_lines(snapshot, "grad_norm", snapshot.batch("grad_norm"), window)
     figure.add_trace(go.Scatter(x=gx, y=gy, name="global (per batch)", mode="lines",
                                   line={"color": "rgba(0,0,0,0.2)", "width": 1}))
-    sx, sy = downsample_minmax(x, moving_average(snapshot.batch("grad_norm"), window))
     figure.add_trace(go.Scatter(x=sx, y=sy, name=f"global (avg {window})", mode="lines",
                                   line={"color": "black", "width": 2}))
+    smooth = display_points(snapshot.num_steps)
     for index, name in enumerate(snapshot.layer_names):
-        lx, ly = downsample_minmax(x, moving_average(snapshot.layer_grad_norms[:, index], window))
+        lx = x[smooth]
+        ly = moving_average_at(snapshot.layer_grad_norms[:, index], window, smooth).astype(np.float32)
         figure.add_trace(go.Scatter(x=lx, y=ly, name=name, mode="lines",
                                       line={"color": LAYER_COLORS[index % len(LAYER_COLORS)], "width": 1.5}))
     return _markers(figure, markers)
@@ -149,12 +266,29 @@ def lr_chart(snapshot: HistorySnapshot) -> go.Figure:
     figure = _figure("Learning rate schedule", "epoch", "learning rate")
     if snapshot.num_steps == 0:
         return _empty_note(figure, "waiting for the first batch")
-    x, y = downsample_minmax(snapshot.batch("epoch_progress"), snapshot.batch("lr"))
+    rows = envelope_points(snapshot, "lr", snapshot.batch("lr"))
+    x, y = snapshot.batch("epoch_progress")[rows], snapshot.batch("lr")[rows]
     figure.add_trace(go.Scatter(x=x, y=y, name="lr", mode="lines", line={"color": "#2ca02c"}))
     top = float(np.nanmax(y)) if np.isfinite(y).any() else 1.0
     # Plotly pads a constant line to ±1 around it; anchor at zero so the value reads right.
     figure.update_yaxes(exponentformat="e", range=[0, top * 1.1 if top > 0 else 1.0])
     return figure
+
+
+def doctor_markers(findings: list, chart: str) -> list:
+    """(x, label, colour) of each finding the doctor placed on `chart` at a known epoch."""
+    return [(f.epoch, f.title, MARKER_COLORS[f.severity]) for f in findings if f.chart == chart and f.epoch is not None]
+
+
+def training_curves_figures(snapshot: HistorySnapshot, findings: list) -> list[go.Figure]:
+    """The Training-curves tab: loss and accuracy per epoch, batch loss, gradient norms, LR."""
+    return [
+        epoch_metric_chart(snapshot, "loss", doctor_markers(findings, "loss")),
+        epoch_metric_chart(snapshot, "accuracy", doctor_markers(findings, "accuracy")),
+        batch_loss_chart(snapshot, markers=doctor_markers(findings, "batch_loss")),
+        grad_norm_chart(snapshot, markers=doctor_markers(findings, "grad_norm")),
+        lr_chart(snapshot),
+    ]
 
 
 # --------------------------------------------------------------------------- distributions

@@ -28,8 +28,8 @@ from run_catalog import RunCatalog
 from training_setup import dataset_for, describe_config
 
 REFRESH_SECONDS = 1.0
-# Until a new run's first numbers arrive, look 5x as often: the first chart is what a click waits for.
-FIRST_DATA_REFRESH_SECONDS = 0.2
+# Until a new run's first numbers arrive, look 10x as often: the first chart is what a click waits for.
+FIRST_DATA_REFRESH_SECONDS = 0.1
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 DEFAULTS = RunConfig()
 
@@ -260,7 +260,6 @@ STATUS_BOXES = {"failed": st.error, "stopped": st.warning, "finished": st.succes
 SEVERITY_BOXES = {diagnostics.CRITICAL: st.error, diagnostics.WARNING: st.warning, diagnostics.INFO: st.info}
 CHART_NAMES = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch", "batch_loss": "Loss per batch",
                "grad_norm": "Gradient norm", "layer_table": "Model → layer statistics", "grad_hist": "Distributions"}
-MARKER_COLORS = {diagnostics.CRITICAL: "#d62728", diagnostics.WARNING: "#ff7f0e", diagnostics.INFO: "#1f77b4"}
 
 
 def health_panel(findings: list, snapshot) -> None:
@@ -277,21 +276,11 @@ def health_panel(findings: list, snapshot) -> None:
             icon=":material/stethoscope:")
 
 
-def markers_for(findings: list, chart: str) -> list:
-    return [(f.epoch, f.title, MARKER_COLORS[f.severity]) for f in findings if f.chart == chart and f.epoch is not None]
-
-
 def curves_tab(snapshot, findings) -> None:
     left, right = st.columns(2)
-    left.plotly_chart(charts.epoch_metric_chart(snapshot, "loss", markers_for(findings, "loss")), key="loss_chart",
-                      config=PLOTLY_CONFIG)
-    right.plotly_chart(charts.epoch_metric_chart(snapshot, "accuracy", markers_for(findings, "accuracy")),
-                       key="accuracy_chart", config=PLOTLY_CONFIG)
-    left.plotly_chart(charts.batch_loss_chart(snapshot, markers=markers_for(findings, "batch_loss")),
-                      key="batch_loss_chart", config=PLOTLY_CONFIG)
-    right.plotly_chart(charts.grad_norm_chart(snapshot, markers=markers_for(findings, "grad_norm")),
-                       key="grad_norm_chart", config=PLOTLY_CONFIG)
-    left.plotly_chart(charts.lr_chart(snapshot), key="lr_chart", config=PLOTLY_CONFIG)
+    keys = ("loss_chart", "accuracy_chart", "batch_loss_chart", "grad_norm_chart", "lr_chart")
+    for index, (figure, key) in enumerate(zip(charts.training_curves_figures(snapshot, findings), keys)):
+        (left if index % 2 == 0 else right).plotly_chart(figure, key=key, config=PLOTLY_CONFIG)
 
 
 def distributions_tab(snapshot) -> None:
@@ -466,7 +455,9 @@ def live_panels() -> None:
         STATUS_BOXES.get(status, st.info)(current.message)
         return
     if waiting_for_data and snapshot.num_steps:
-        st.rerun(scope="app")  # the first numbers are in: back to the normal refresh rate
+        if st.session_state.get("first_data_shown") == current.run_id:
+            st.rerun(scope="app")  # the first charts are on screen: back to the normal refresh rate
+        st.session_state.first_data_shown = current.run_id  # draw them now; switch on the next tick
     if status in STATUS_BOXES:  # a diverged run is told by the health panel, with its evidence
         STATUS_BOXES[status](current.message)
     findings = diagnostics.diagnose(snapshot)

@@ -9,6 +9,7 @@ and slicing: rows below that count are never written again.
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import dataclass
 from enum import Enum
 from typing import Sequence
@@ -33,6 +34,9 @@ LAYER_STATS = (
     "act_grad_norm",
 )
 
+# Cross-entropy starts near ln(classes); a loss 100x its first value means the weights blew up.
+# The monitor ends a run there and the doctor explains it: both read this one number.
+DIVERGENCE_LOSS_FACTOR = 100.0
 DEFAULT_HISTOGRAM_BINS = 40
 # Enough snapshots for a smooth heatmap; beyond it older ones are thinned evenly.
 DEFAULT_MAX_HISTOGRAM_SNAPSHOTS = 400
@@ -121,6 +125,9 @@ class HistorySnapshot:
     message: str
     planned_epochs: int
     batches_per_epoch: int
+    # Which History this is a view of: rows below num_steps never change for one id, so charts
+    # may keep summaries of them between refreshes.
+    history_id: str = ""
 
     @property
     def num_steps(self) -> int:
@@ -168,6 +175,7 @@ class History:
         if max_histogram_snapshots < 2:
             raise ValueError("max_histogram_snapshots must be at least 2")
         self.layer_names = tuple(layer_names)
+        self.id = uuid.uuid4().hex
         self.histogram_bins = histogram_bins
         self.max_histogram_snapshots = max_histogram_snapshots
         layers = len(self.layer_names)
@@ -259,6 +267,7 @@ class History:
                 message=self.message,
                 planned_epochs=self.planned_epochs,
                 batches_per_epoch=self.batches_per_epoch,
+                history_id=self.id,
             )
 
     @property

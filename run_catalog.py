@@ -18,10 +18,13 @@ from neural_network import LayerInfo
 from run_config import ConfigError, RunConfig, validate
 from run_store import HEARTBEAT_TIMEOUT_SECONDS, RunReader, RunStore, StoreError, check_run_id, clean_name, new_run_id
 
-# Page sessions refresh about once a second; reading the store more often than this buys nothing.
-POLL_SECONDS = 0.25
+# One page render asks a run for its state and snapshot several times: the store is read once.
+# Short, because a new run's first piece is what a Train click waits for (it lands ~40 ms in).
+POLL_SECONDS = 0.05
 # Readers (each holds a run's history in memory) kept open for ended runs; others reopen on demand.
 MAX_OPEN_ENDED_READERS = 8
+# The page loads a run's weights for predictions only up to this size: the page holds no big models.
+MAX_INSPECTION_PARAMETERS = 16_000_000  # 64 MB of float32
 
 _pool = None
 _pool_lock = threading.Lock()
@@ -212,6 +215,10 @@ class Run:
         config = self.config
         if config is None:
             return None, "Predictions need a run started from this dashboard (its model and dataset are known)."
+        parameters = sum(layer.param_count for layer in self.architecture)
+        if parameters > MAX_INSPECTION_PARAMETERS:
+            return None, (f"Predictions are drawn for models of up to {MAX_INSPECTION_PARAMETERS:,} parameters; this one "
+                          f"has {parameters:,}. Its weights are in the run's folder.")
         try:
             steps = self.store.weight_steps(self.run_id)
         except (OSError, ValueError) as error:
@@ -257,8 +264,10 @@ class Run:
 class RunCatalog:
     """The runs of one runs folder (a path or an fsspec URL), and the runs this server launched."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, warm_up: bool = True):
         self.store = RunStore(url)
+        if warm_up:
+            worker_pool()  # the forkserver imports torch now, while the page is read, not on the first Train
         self.scan_warnings: list[str] = []
         self._runs: dict[str, Run] = {}
         self._lock = threading.Lock()  # guards _runs

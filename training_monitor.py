@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from history import (  # noqa: F401  (re-exported: the monitor's public vocabulary)
-    BATCH_COLUMNS, DEFAULT_HISTOGRAM_BINS, DEFAULT_MAX_HISTOGRAM_SNAPSHOTS, DIVERGED, EPOCH_COLUMNS, FAILED,
+    BATCH_COLUMNS, DEFAULT_HISTOGRAM_BINS, DEFAULT_MAX_HISTOGRAM_SNAPSHOTS, DIVERGED, DIVERGENCE_LOSS_FACTOR, EPOCH_COLUMNS, FAILED,
     FINISHED, IDLE, LAYER_STATS, RUNNING, STOPPED, HistogramSeries, History, HistorySnapshot, Status,
 )
 
@@ -32,8 +32,6 @@ FLUSH_SECONDS = 0.2
 # Logits wait for the flush to be scored; this caps the memory they hold (64 MB of float32).
 MAX_PENDING_LOGIT_ELEMENTS = 1 << 24
 DEFAULT_STATS_EVERY = 20
-# Cross-entropy starts near ln(classes); a loss 100x its first value means the weights blew up.
-DIVERGENCE_LOSS_FACTOR = 100.0
 
 
 class Callback:
@@ -302,6 +300,7 @@ class TrainingMonitor:
             self._pending == FLUSH_ROWS
             or self._pending_logit_elements > MAX_PENDING_LOGIT_ELEMENTS
             or now - self._last_flush > FLUSH_SECONDS
+            or self.step == 1  # the first batch at once: it is what a watcher waits for
         ):
             if not self._flush():
                 return False

@@ -129,3 +129,32 @@ def test_robust_rebinning_keeps_every_value_and_ignores_a_lone_spike():
     assert fractions[0, 7] > 0.1 and fractions[-1, 7] > 0.1
     wide_edges, _ = charts.rebin_histograms(counts, ranges, rows=40)
     assert wide_edges[0] == -100.0
+
+
+def test_an_envelope_updated_as_a_series_grows_keeps_every_spike_and_stays_bounded():
+    rng = np.random.default_rng(1)
+    values = rng.random(300_000).astype(np.float32)
+    spikes = rng.choice(len(values), 5, replace=False)
+    values[spikes] = 50.0
+    values[123_456] = -9.0
+    envelope = charts.SeriesEnvelope(max_points=2000)
+    for end in (10, 5_000, 5_001, 77_777, 200_000, 300_000):  # refreshes while the run grows
+        points = envelope.indices(values[:end])
+        assert len(points) <= 2000 + 2 and np.all(np.diff(points) > 0) and points[-1] < end
+    assert set(spikes) <= set(points.tolist()) and 123_456 in points
+    assert values[points].max() == values.max() and values[points].min() == values.min()
+    # A different series under the same envelope (a reloaded run) starts over instead of mixing.
+    other = np.zeros(100_000, np.float32)
+    other[99_000] = 7.0
+    assert 99_000 in envelope.indices(other)
+
+
+def test_moving_average_at_points_equals_the_full_moving_average_there():
+    rng = np.random.default_rng(2)
+    values = rng.random(10_000)
+    values[[5, 400, 401]] = np.nan
+    points = charts.display_points(len(values), 700)
+    assert len(points) <= 700 and points[0] == 0 and points[-1] == len(values) - 1
+    for window in (1, 7, 50):
+        assert np.allclose(charts.moving_average_at(values, window, points), charts.moving_average(values, window)[points],
+                           equal_nan=True)

@@ -28,6 +28,13 @@ def free_port() -> int:
 @contextlib.contextmanager
 def dashboard_server(log_path: Path | None = None, timeout: float = 60.0):
     """Yield the base URL of a fresh `streamlit run dashboard.py` on a free loopback port."""
+    with dashboard_process(log_path, timeout) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def dashboard_process(log_path: Path | None = None, timeout: float = 60.0):
+    """Like dashboard_server, yielding (url, the server's Popen) for benchmarks that measure it."""
     port = free_port()
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(
@@ -47,7 +54,7 @@ def dashboard_server(log_path: Path | None = None, timeout: float = 60.0):
                 if time.monotonic() > deadline:
                     raise RuntimeError("streamlit did not start listening in time") from None
                 time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process
     finally:
         process.terminate()
         try:
@@ -60,3 +67,11 @@ def dashboard_server(log_path: Path | None = None, timeout: float = 60.0):
 
 def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process (not its children), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")

@@ -1,0 +1,174 @@
+"""The run path as a browser user meets it: a real server, headless Chromium, real clicks.
+
+    python bench/run_path.py first-chart [--repeats 9]   Train click -> first drawn batch-loss trace
+    python bench/run_path.py sessions [--epochs 300]     4 sessions training at once: click latency and
+                                                         each run's speed against a solo run per core
+    python bench/run_path.py memory                      server RSS before, during and after a run of
+                                                         the largest MLP the sidebar allows
+
+Each prints its measurements and the target; exit code 1 when a target is missed. Every
+command uses a fresh runs folder and a fresh server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+from tools.live_server import dashboard_process, launch_chromium, rss_mb  # noqa: E402
+
+RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
+FIRST_CHART_SECONDS = 1.5
+CLICK_SECONDS = 1.0
+SHARE_PER_CORE = 0.70
+RSS_RETURN_MB = 100.0
+VIEWPORT = {"width": 1500, "height": 1600}
+
+# Both ends on the browser's clock: from the DOM click event to the first poll (every 20 ms)
+# that finds a drawn batch-loss trace. Playwright's own click machinery is not counted.
+RECORD_CLICK = "window.__clicked = null; document.addEventListener('click', () => { window.__clicked = Date.now(); }, true)"
+BATCH_LOSS_DRAWN = """() => {
+    const drawn = [...document.querySelectorAll('.js-plotly-plot')].some(
+        plot => plot.textContent.includes('Loss per batch') && plot.querySelectorAll('.scatterlayer .trace path').length > 0);
+    if (drawn) window.__drawn = Date.now();
+    return drawn;
+}"""
+
+
+def set_number(page, label: str, value) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(str(value))
+    field.press("Enter")
+    expect(field).to_have_value(str(value))
+
+
+def set_text(page, label: str, value: str) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(value)
+    field.press("Enter")
+    expect(field).to_have_value(value)
+
+
+def rate_of(page) -> float:
+    expect(page.get_by_text(RESULT)).to_be_visible(timeout=600_000)
+    batches, seconds = RESULT.search(page.get_by_text(RESULT).inner_text()).groups()
+    return int(batches.replace(",", "")) / float(seconds)
+
+
+def first_chart(browser, url: str, repeats: int) -> bool:
+    seconds = []
+    for repeat in range(repeats):
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(url)
+        train = page.get_by_role("button", name="Train", exact=True)
+        expect(train).to_be_enabled(timeout=60_000)
+        page.wait_for_timeout(1500)  # the page settles, as when a person reads it before clicking
+        page.evaluate(RECORD_CLICK)
+        train.click()
+        page.wait_for_function(BATCH_LOSS_DRAWN, polling=20, timeout=60_000)
+        seconds.append(page.evaluate("(window.__drawn - window.__clicked) / 1000"))
+        print(f"  click {repeat + 1}: first batch-loss trace after {seconds[-1]:.2f}s", flush=True)
+        expect(page.get_by_text(RESULT)).to_be_visible(timeout=60_000)  # let it end before the next
+        page.close()
+    median = statistics.median(seconds)
+    print(f"Train -> first chart: median {median:.2f}s (spread {min(seconds):.2f}-{max(seconds):.2f}, "
+          f"{repeats} clicks)   target <= {FIRST_CHART_SECONDS}s")
+    return median <= FIRST_CHART_SECONDS
+
+
+def sessions(browser, url: str, epochs: int) -> bool:
+    cores = os.cpu_count() or 1
+    solo_page = browser.new_page(viewport=VIEWPORT)
+    solo_page.goto(url)
+    set_number(solo_page, "Epochs", epochs)
+    solo_page.get_by_role("button", name="Train", exact=True).click()
+    solo = rate_of(solo_page)
+    solo_page.close()
+    print(f"  solo run: {solo:.0f} batches/s", flush=True)
+
+    contexts = [browser.new_context(viewport=VIEWPORT) for _ in range(4)]  # four separate browser sessions
+    pages = [context.new_page() for context in contexts]
+    for page in pages:
+        page.goto(url)
+        set_number(page, "Epochs", epochs)
+    for page in pages:
+        page.get_by_role("button", name="Train", exact=True).click()
+    for page in pages:
+        expect(page.get_by_text(re.compile(r"batches/s"))).to_be_visible(timeout=60_000)
+    clicks = []
+    tabs = (("Distributions", "Weight distributions over time"), ("Model", "Architecture"),
+            ("Training curves", "Loss per batch"))
+    for tab, title in tabs:
+        for page in pages:
+            started = time.perf_counter()
+            page.get_by_role("tab", name=tab, exact=True).click()
+            expect(page.locator(".js-plotly-plot", has_text=title).first).to_be_visible(timeout=30_000)
+            clicks.append(time.perf_counter() - started)
+    rates = [rate_of(page) for page in pages]
+    for context in contexts:
+        context.close()
+    fair = solo * min(1.0, cores / len(pages))
+    shares = [rate / fair for rate in rates]
+    print(f"  4 sessions: {', '.join(f'{r:.0f}' for r in rates)} batches/s; fair share per run on {cores} cores "
+          f"{fair:.0f} batches/s")
+    print(f"tab click -> chart shown while 4 sessions train: median {statistics.median(clicks):.2f}s, "
+          f"max {max(clicks):.2f}s ({len(clicks)} clicks)   target <= {CLICK_SECONDS}s")
+    print(f"each run's speed / its fair share of a solo run: {', '.join(f'{s:.2f}' for s in shares)}   "
+          f"target >= {SHARE_PER_CORE}")
+    return max(clicks) <= CLICK_SECONDS and min(shares) >= SHARE_PER_CORE
+
+
+def memory(browser, url: str, server_pid: int) -> bool:
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(url)
+    expect(page.get_by_role("button", name="Train", exact=True)).to_be_enabled(timeout=60_000)
+    page.wait_for_timeout(3000)  # the forkserver warm-up has started; the page is idle
+    idle = rss_mb(server_pid)
+    page.get_by_label("Dataset", exact=True).click()
+    page.get_by_role("option", name="MNIST-like (procedural digits)").click()
+    set_text(page, "Hidden layers", ",".join(["4096"] * 12))
+    page.get_by_role("button", name="Train", exact=True).click()
+    expect(page.get_by_text(re.compile(r"batches/s"))).to_be_visible(timeout=300_000)
+    page.wait_for_timeout(8000)
+    during = rss_mb(server_pid)
+    page.get_by_role("button", name="Stop", exact=True).click()
+    expect(page.get_by_text("Stopped from the dashboard", exact=False)).to_be_visible(timeout=300_000)
+    page.wait_for_timeout(3000)
+    after = rss_mb(server_pid)
+    page.close()
+    print(f"server RSS: idle {idle:.0f} MB, while the 12x4096 MLP trains {during:.0f} MB, after it ended "
+          f"{after:.0f} MB (+{after - idle:.0f} MB)   target <= +{RSS_RETURN_MB:.0f} MB")
+    return after - idle <= RSS_RETURN_MB
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["first-chart", "sessions", "memory"])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--epochs", type=int, default=300)
+    args = parser.parse_args()
+    os.environ["DASHBOARD_RUNS_DIR"] = tempfile.mkdtemp(prefix="run-path-bench-")
+    with dashboard_process() as (url, server), sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        if args.what == "first-chart":
+            ok = first_chart(browser, url, args.repeats)
+        elif args.what == "sessions":
+            ok = sessions(browser, url, args.epochs)
+        else:
+            ok = memory(browser, url, server.pid)
+        browser.close()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
