@@ -11,7 +11,7 @@ PORT ?= 8501
 
 .PHONY: run test bench clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -r requirements.txt
@@ -26,6 +26,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.dev-installed
 	bash scripts/ensure_chromium.sh
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from neural_network import LayerInfo
 from history import LAYER_STATS, HistorySnapshot
+from neural_network import LayerInfo
 
 MAX_POINTS = 2000
 # Per-epoch charts draw markers; past this many epochs they are evenly thinned (a 1M-batch run has 26k).

@@ -12,7 +12,6 @@ import os
 import tempfile
 import time
 
-import numpy as np
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
@@ -20,18 +19,17 @@ import charts
 import diagnostics
 import inspection
 import run_store
-from presets import PRESETS
-from run_config import ACTIVATION_NAMES, DATASETS, MODELS, OPTIMIZERS, SCHEDULERS, RunConfig, parse_run_config
 from history import ENDED_STATUSES as ENDED
 from history import PREPARING, QUEUED, RUNNING
+from presets import PRESETS
 from run_catalog import RunCatalog
+from run_config import DATASETS, FIELDS, Field, RunConfig, default_widget_values, parse_run_config, widget_values
 from training_setup import dataset_for, describe_config
 
 REFRESH_SECONDS = 1.0
 # Until a new run's first numbers arrive, look 10x as often: the first chart is what a click waits for.
 FIRST_DATA_REFRESH_SECONDS = 0.1
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
-DEFAULTS = RunConfig()
 
 st.set_page_config(page_title="Live Training Dashboard", page_icon="📈", layout="wide")
 
@@ -51,24 +49,6 @@ def fallback_runs_dir() -> str:
 @st.cache_data(max_entries=32)
 def cached_preview(config: RunConfig):
     return describe_config(config)
-
-
-def widget_values(config: RunConfig) -> dict:
-    """Sidebar widget keys -> values that reproduce `config` (used by the presets)."""
-    values = {
-        "dataset": config.dataset, "train_fraction": config.train_fraction, "model": config.model,
-        "hidden_sizes": ",".join(map(str, config.hidden_sizes)), "cnn_channels": ",".join(map(str, config.cnn_channels)),
-        "cnn_hidden": config.cnn_hidden, "activation": config.activation, "dropout": config.dropout,
-        "optimizer": config.optimizer, "lr": f"{config.lr:g}", "momentum": config.momentum,
-        f"weight_decay_{config.optimizer}": f"{config.weight_decay:g}", "scheduler": config.scheduler,
-        "step_size": config.step_size, "gamma": config.gamma, "batch_size": config.batch_size,
-        "epochs": config.epochs, "seed": config.seed, "stats_every": config.stats_every,
-    }
-    if config.dataset == "spiral":
-        values.update(spiral_points=config.num_samples, spiral_noise=config.noise, spiral_classes=config.num_classes)
-    elif config.dataset == "mnist_like":
-        values.update(digits_images=config.num_samples, digits_noise=config.noise)
-    return values
 
 
 def watch(run_ids: list[str]) -> None:
@@ -131,10 +111,7 @@ raw: dict = {}
 error_slots: dict = {}
 # Widgets take their first values from session state (never a value= argument too): presets
 # set the same keys, and Streamlit warns when both are given.
-WIDGET_DEFAULTS = {
-    **widget_values(DEFAULTS), "digits_images": 6000, "digits_noise": 0.15, "mnist_images": 60000,
-    "weight_decay_sgd": "0", "weight_decay_adam": "0", "weight_decay_adamw": "0.01",
-}
+WIDGET_DEFAULTS = default_widget_values()
 for widget_key, default in WIDGET_DEFAULTS.items():
     st.session_state.setdefault(widget_key, default)
 
@@ -157,50 +134,31 @@ def control(name: str, value) -> None:
     error_slots[name] = st.sidebar.empty()
 
 
-st.sidebar.header("Dataset")
-control("dataset", st.sidebar.selectbox("Dataset", list(DATASETS), format_func=DATASETS.get, key="dataset"))
-if raw["dataset"] == "spiral":
-    control("num_samples", st.sidebar.slider("Points", 150, 6000, step=150, key="spiral_points"))
-    control("noise", st.sidebar.slider("Noise", 0.0, 1.0, step=0.05, key="spiral_noise"))
-    control("num_classes", st.sidebar.slider("Classes (arms)", 2, 6, key="spiral_classes"))
-elif raw["dataset"] == "mnist_like":
-    control("num_samples", st.sidebar.number_input("Images", step=1000, key="digits_images"))
-    control("noise", st.sidebar.slider("Pixel noise", 0.0, 0.5, step=0.05, key="digits_noise"))
-else:
-    control("mnist_path", st.sidebar.text_input("Folder with MNIST IDX files", key="mnist_path",
-                                                placeholder="e.g. ~/data/mnist",
-                                                help="Needs train-images-idx3-ubyte and train-labels-idx1-ubyte, raw or .gz"))
-    control("num_samples", st.sidebar.number_input("Use the first N images", step=1000, key="mnist_images"))
-control("train_fraction", st.sidebar.slider("Share of the training split to use", 0.05, 1.0, step=0.05, key="train_fraction",
-                                            help="Less data makes overfitting easy to see"))
+def draw(field: Field):
+    """The widget of one setting, as the table describes it."""
+    key = field.widget_key(raw)
+    if field.widget == "select":
+        return st.sidebar.selectbox(field.label, list(field.options), format_func=field.options.get, key=key,
+                                    help=field.help)
+    if field.widget == "radio":
+        return st.sidebar.radio(field.label, list(field.options), format_func=field.options.get, horizontal=True,
+                                key=key, help=field.help)
+    if field.widget == "slider":
+        return st.sidebar.slider(field.label, field.low, field.high, step=field.step, key=key, help=field.help)
+    if field.widget == "number":  # no min/max: an out-of-range value gets our message, not a silent clamp
+        return st.sidebar.number_input(field.label, step=field.step, format=field.number_format, key=key,
+                                       help=field.help)
+    return st.sidebar.text_input(field.label, key=key, help=field.help, placeholder=field.placeholder)
 
-st.sidebar.header("Model")
-control("model", st.sidebar.radio("Architecture", list(MODELS), format_func=MODELS.get, horizontal=True, key="model"))
-if raw["model"] == "mlp":
-    control("hidden_sizes", st.sidebar.text_input("Hidden layers", key="hidden_sizes",
-                                                  help="Widths separated by commas, e.g. 128,128,128"))
-else:
-    control("cnn_channels", st.sidebar.text_input("Conv channels", key="cnn_channels",
-                                                  help="One 3×3 conv + 2×2 max-pool per entry"))
-    control("cnn_hidden", st.sidebar.number_input("Dense width", step=16, key="cnn_hidden"))
-control("activation", st.sidebar.selectbox("Activation", ACTIVATION_NAMES, key="activation"))
-control("dropout", st.sidebar.slider("Dropout", 0.0, 0.9, step=0.05, key="dropout"))
 
-st.sidebar.header("Training")
-control("optimizer", st.sidebar.selectbox("Optimizer", list(OPTIMIZERS), format_func=OPTIMIZERS.get, key="optimizer"))
-control("lr", st.sidebar.text_input("Learning rate", key="lr", help="e.g. 0.005 or 1e-3"))
-if raw["optimizer"] == "sgd":
-    control("momentum", st.sidebar.slider("Momentum", 0.0, 0.99, step=0.01, key="momentum"))
-control("weight_decay", st.sidebar.text_input("Weight decay", key=f"weight_decay_{raw['optimizer']}"))
-control("scheduler", st.sidebar.selectbox("LR schedule", list(SCHEDULERS), format_func=SCHEDULERS.get, key="scheduler"))
-if raw["scheduler"] == "step":
-    control("step_size", st.sidebar.number_input("Step every (epochs)", step=1, key="step_size"))
-    control("gamma", st.sidebar.number_input("Multiply LR by", step=0.1, format="%.3f", key="gamma"))
-control("batch_size", st.sidebar.number_input("Batch size", step=16, key="batch_size"))
-control("epochs", st.sidebar.number_input("Epochs", step=5, key="epochs"))
-control("seed", st.sidebar.number_input("Seed", step=1, key="seed"))
-control("stats_every", st.sidebar.number_input("Histograms & layer stats every N batches",
-                                               step=5, key="stats_every"))
+section = None
+for field in FIELDS:
+    if not field.applies(raw):
+        continue
+    if field.section != section:
+        section = field.section
+        st.sidebar.header(section)
+    control(field.name, draw(field))
 
 config, errors = parse_run_config(raw)
 for name, message in errors.items():

@@ -360,7 +360,7 @@ class TensorBatches:
     def __len__(self) -> int:
         return math.ceil(len(self.features) / self.batch_size)
 
-    def to(self, device: torch.device | str) -> "TensorBatches":
+    def to(self, device: torch.device | str) -> TensorBatches:
         self.features, self.labels = self.features.to(device), self.labels.to(device)
         return self
 

@@ -79,7 +79,7 @@ class LaunchedRun:
     created_at: float = field(default_factory=time.time)
     started: bool = False
     result: tuple[Status, str] | None = None
-    group: "LaunchedGroup | None" = None
+    group: LaunchedGroup | None = None
 
     @property
     def cancelled(self) -> bool:

@@ -45,7 +45,7 @@ def worker_pool():
 class Run:
     """One run as the page sees it."""
 
-    def __init__(self, catalog: "RunCatalog", run_id: str, launched=None, meta: dict | None = None):
+    def __init__(self, catalog: RunCatalog, run_id: str, launched=None, meta: dict | None = None):
         self.catalog, self.run_id, self.launched = catalog, run_id, launched
         self._meta = meta
         self._reader: RunReader | None = None

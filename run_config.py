@@ -1,5 +1,8 @@
 """RunConfig: every setting of one training run, validated once where it enters.
 
+FIELDS is the one table of settings: each entry's label, widget, range, step and when it
+applies drive the sidebar's widgets, validation, messages and the widget values that restore
+a config (presets, a refreshed page). A new setting is one RunConfig field and one entry.
 The sidebar hands raw values (text fields as strings) to `parse_run_config`, which returns
 either a RunConfig or a message per field saying what to type instead. Nothing downstream
 re-parses widgets. Pure Python: no torch, no streamlit.
@@ -8,8 +11,9 @@ re-parses widgets. Pure Python: no torch, no streamlit.
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 DATASETS = {"spiral": "Spiral (2-D)", "mnist_like": "MNIST-like (procedural digits)", "mnist_idx": "MNIST (IDX files)"}
 MODELS = {"mlp": "MLP", "cnn": "CNN"}
@@ -23,6 +27,9 @@ MAX_LAYER_WIDTH = 4096
 MAX_SAMPLES = 200_000
 MAX_EPOCHS = 1000
 MAX_BATCH_SIZE = 8192
+# Bounds the sidebar's sliders and validation share (they once disagreed: 0.9 vs 0.95, 1 vs 5).
+MAX_DROPOUT = 0.9
+MAX_NOISE = {"spiral": 1.0, "mnist_like": 0.5, "mnist_idx": 0.5}  # spiral: angle jitter; digits: pixel noise
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class RunConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "RunConfig":
+    def from_dict(cls, values: dict) -> RunConfig:
         """Rebuild from to_dict() output (e.g. JSON); unknown keys are ignored."""
         known = {f.name for f in fields(cls)}
         kept = {k: v for k, v in values.items() if k in known}
@@ -87,7 +94,7 @@ class RunConfig:
                 kept[key] = tuple(kept[key])
         return cls(**kept)
 
-    def with_changes(self, **changes) -> "RunConfig":
+    def with_changes(self, **changes) -> RunConfig:
         return replace(self, **changes)
 
 
@@ -136,65 +143,179 @@ def _number(value, what: str, kind=float, low=None, high=None, low_open=False) -
     if not math.isfinite(number):
         raise ValueError(f"{what} must be a finite number")
     if low is not None and (number <= low if low_open else number < low):
-        raise ValueError(f"{what} must be {'greater than' if low_open else 'at least'} {low:g}, got {number:g}")
+        raise ValueError(f"{what} must be {'greater than' if low_open else 'at least'} {_show(low)}, got {_show(number)}")
     if high is not None and number > high:
-        raise ValueError(f"{what} must be at most {high:g}, got {number:g}")
+        raise ValueError(f"{what} must be at most {_show(high)}, got {_show(number)}")
     return number
 
 
-def validate(config: RunConfig) -> dict[str, str]:
-    """Messages for every field that is wrong, keyed by field name; empty when all is well."""
-    errors: dict[str, str] = {}
+def _show(number: float) -> str:
+    """A number as a person typed it: whole numbers in full (2147483647, not 2.14748e+09)."""
+    if float(number).is_integer() and abs(number) < 1e15:
+        return str(int(number))
+    return f"{number:g}"
 
-    def check(name: str, test):
+
+# --------------------------------------------------------------------------- the table of settings
+
+
+def _always(values: dict) -> bool:
+    return True
+
+
+def _when(name: str, *choices: str) -> Callable[[dict], bool]:
+    return lambda values: values.get(name) in choices
+
+
+@dataclass(frozen=True)
+class Field:
+    """One sidebar setting. `applies` sees the values chosen above it (raw widget values or a config)."""
+
+    name: str  # the RunConfig attribute
+    label: str  # next to the widget and in messages
+    widget: str  # "select", "radio", "slider", "number", "text"
+    kind: str  # "choice", "int", "float", "layers", "path"
+    section: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    step: float | None = None
+    options: dict | None = None  # choice value -> what the user reads
+    applies: Callable[[dict], bool] = _always
+    key: str | Callable[[dict], str] | None = None  # the widget's key when it is not `name`
+    help: str | None = None
+    placeholder: str | None = None
+    number_format: str | None = None
+    key_defaults: tuple[tuple[str, object], ...] = ()  # widget keys whose default is not RunConfig's
+
+    def widget_key(self, values: dict) -> str:
+        if callable(self.key):
+            return self.key(values)
+        return self.key or self.name
+
+    def check(self, value) -> None:
+        """Raises ValueError with what to type instead."""
+        if self.kind == "choice":
+            if value not in self.options:
+                raise ValueError(f"{self.label} must be one of {', '.join(self.options)}, got {value!r}")
+        elif self.kind in ("int", "float"):
+            _number(value, self.label, int if self.kind == "int" else float, self.low, self.high, self.low_open)
+        elif self.kind == "layers":
+            sizes = parse_layer_sizes(",".join(map(str, value)), self.label)
+            if self.high is not None and len(sizes) > self.high:
+                raise ValueError(f"{self.label}: at most {_show(self.high)} entries fit, got {len(sizes)}")
+
+    def widget_value(self, config: RunConfig):
+        """What this field's widget shows for `config`."""
+        value = getattr(config, self.name)
+        if self.kind == "layers":
+            return ",".join(map(str, value))
+        if self.widget == "text" and self.kind == "float":
+            return f"{value:g}"
+        return value
+
+
+DATASET, MODEL, TRAINING = "Dataset", "Model", "Training"
+FIELDS: tuple[Field, ...] = (
+    Field("dataset", "Dataset", "select", "choice", DATASET, options=DATASETS),
+    Field("num_samples", "Points", "slider", "int", DATASET, 150, 6000, step=150, applies=_when("dataset", "spiral"),
+          key="spiral_points"),
+    Field("noise", "Noise", "slider", "float", DATASET, 0.0, MAX_NOISE["spiral"], step=0.05,
+          applies=_when("dataset", "spiral"), key="spiral_noise"),
+    Field("num_classes", "Classes (arms)", "slider", "int", DATASET, 2, 6, applies=_when("dataset", "spiral"),
+          key="spiral_classes"),
+    Field("num_samples", "Images", "number", "int", DATASET, 20, MAX_SAMPLES, step=1000,
+          applies=_when("dataset", "mnist_like"), key="digits_images", key_defaults=(("digits_images", 6000),)),
+    Field("noise", "Pixel noise", "slider", "float", DATASET, 0.0, MAX_NOISE["mnist_like"], step=0.05,
+          applies=_when("dataset", "mnist_like"), key="digits_noise", key_defaults=(("digits_noise", 0.15),)),
+    Field("mnist_path", "Folder with MNIST IDX files", "text", "path", DATASET, applies=_when("dataset", "mnist_idx"),
+          placeholder="e.g. ~/data/mnist", help="Needs train-images-idx3-ubyte and train-labels-idx1-ubyte, raw or .gz"),
+    Field("num_samples", "Use the first N images", "number", "int", DATASET, 20, MAX_SAMPLES, step=1000,
+          applies=_when("dataset", "mnist_idx"), key="mnist_images", key_defaults=(("mnist_images", 60000),)),
+    Field("train_fraction", "Share of the training split to use", "slider", "float", DATASET, 0.05, 1.0, step=0.05,
+          help="Less data makes overfitting easy to see"),
+    Field("model", "Architecture", "radio", "choice", MODEL, options=MODELS),
+    Field("hidden_sizes", "Hidden layers", "text", "layers", MODEL, high=MAX_HIDDEN_LAYERS, applies=_when("model", "mlp"),
+          help="Widths separated by commas, e.g. 128,128,128"),
+    Field("cnn_channels", "Conv channels", "text", "layers", MODEL, high=4, applies=_when("model", "cnn"),
+          help="One 3×3 conv + 2×2 max-pool per entry; at most 4 fit a 28×28 image"),
+    Field("cnn_hidden", "Dense width", "number", "int", MODEL, 1, MAX_LAYER_WIDTH, step=16, applies=_when("model", "cnn")),
+    Field("activation", "Activation", "select", "choice", MODEL, options={name: name for name in ACTIVATION_NAMES}),
+    Field("dropout", "Dropout", "slider", "float", MODEL, 0.0, MAX_DROPOUT, step=0.05),
+    Field("optimizer", "Optimizer", "select", "choice", TRAINING, options=OPTIMIZERS),
+    # Below 1e-8 a step changes float32 weights by nothing: such an LR is a typo (e.g. 1e-320).
+    Field("lr", "Learning rate", "text", "float", TRAINING, 1e-8, 100.0, help="e.g. 0.005 or 1e-3"),
+    Field("momentum", "Momentum", "slider", "float", TRAINING, 0.0, 0.99, step=0.01, applies=_when("optimizer", "sgd")),
+    # One box per optimizer, so switching to AdamW shows its usual 0.01 and back shows what was typed.
+    Field("weight_decay", "Weight decay", "text", "float", TRAINING, 0.0, 1.0,
+          key=lambda values: f"weight_decay_{values.get('optimizer', 'adam')}",
+          key_defaults=(("weight_decay_sgd", 0.0), ("weight_decay_adam", 0.0), ("weight_decay_adamw", 0.01))),
+    Field("scheduler", "LR schedule", "select", "choice", TRAINING, options=SCHEDULERS),
+    Field("step_size", "Step every (epochs)", "number", "int", TRAINING, 1, MAX_EPOCHS, step=1,
+          applies=_when("scheduler", "step")),
+    Field("gamma", "Multiply LR by", "number", "float", TRAINING, 0.0, 1.0, low_open=True, step=0.1,
+          applies=_when("scheduler", "step"), number_format="%.3f"),
+    Field("batch_size", "Batch size", "number", "int", TRAINING, 1, MAX_BATCH_SIZE, step=16),
+    Field("epochs", "Epochs", "number", "int", TRAINING, 1, MAX_EPOCHS, step=5),
+    Field("seed", "Seed", "number", "int", TRAINING, 0, 2**31 - 1, step=1),
+    Field("stats_every", "Histograms & layer stats every N batches", "number", "int", TRAINING, 1, 10_000, step=5),
+)
+
+
+def fields_for(values: dict) -> list[Field]:
+    """The fields shown for these choices, in sidebar order (one entry per setting)."""
+    return [field for field in FIELDS if field.applies(values)]
+
+
+def _field_for(name: str, values: dict) -> Field | None:
+    return next((field for field in FIELDS if field.name == name and field.applies(values)), None)
+
+
+def widget_values(config: RunConfig) -> dict:
+    """Sidebar widget keys -> values that show `config` (presets, a refreshed page)."""
+    values = config.to_dict()
+    return {field.widget_key(values): field.widget_value(config) for field in fields_for(values)}
+
+
+def default_widget_values() -> dict:
+    """Every widget key's first value, including those of controls hidden by the defaults."""
+    defaults = RunConfig()
+    values = {}
+    for field in FIELDS:
+        key = field.widget_key(defaults.to_dict()) if not callable(field.key) else None
+        if key is not None:
+            values[key] = field.widget_value(defaults)
+        for widget_key, value in field.key_defaults:
+            values[widget_key] = f"{value:g}" if field.widget == "text" else value
+    return values
+
+
+def validate(config: RunConfig) -> dict[str, str]:
+    """Messages for every shown field that is wrong, keyed by field name; empty when all is well."""
+    errors: dict[str, str] = {}
+    values = config.to_dict()
+    for name in values:
+        field = _field_for(name, values)
+        if field is None:
+            continue
         try:
-            test()
+            field.check(values[name])
         except ValueError as error:
             errors.setdefault(name, str(error))
-
-    c = config
-    check("dataset", lambda: _choice(c.dataset, DATASETS, "Dataset"))
-    check("model", lambda: _choice(c.model, MODELS, "Model"))
-    check("optimizer", lambda: _choice(c.optimizer, OPTIMIZERS, "Optimizer"))
-    check("scheduler", lambda: _choice(c.scheduler, SCHEDULERS, "Scheduler"))
-    check("activation", lambda: _choice(c.activation, dict.fromkeys(ACTIVATION_NAMES), "Activation"))
-    check("num_samples", lambda: _number(c.num_samples, "Samples", int, 20, MAX_SAMPLES))
-    check("noise", lambda: _number(c.noise, "Noise", float, 0.0, 5.0))
-    check("num_classes", lambda: _number(c.num_classes, "Classes", int, 2, 10))
-    check("train_fraction", lambda: _number(c.train_fraction, "Train fraction", float, 0.0, 1.0, low_open=True))
-    check("val_fraction", lambda: _number(c.val_fraction, "Validation fraction", float, 0.05, 0.5))
-    check("dropout", lambda: _number(c.dropout, "Dropout", float, 0.0, 0.95))
-    check("lr", lambda: _number(c.lr, "Learning rate", float, 0.0, 100.0, low_open=True))
-    check("momentum", lambda: _number(c.momentum, "Momentum", float, 0.0, 0.999))
-    check("weight_decay", lambda: _number(c.weight_decay, "Weight decay", float, 0.0, 1.0))
-    check("step_size", lambda: _number(c.step_size, "Step size", int, 1, MAX_EPOCHS))
-    check("gamma", lambda: _number(c.gamma, "Gamma", float, 0.0, 1.0, low_open=True))
-    check("batch_size", lambda: _number(c.batch_size, "Batch size", int, 1, MAX_BATCH_SIZE))
-    check("epochs", lambda: _number(c.epochs, "Epochs", int, 1, MAX_EPOCHS))
-    check("seed", lambda: _number(c.seed, "Seed", int, 0, 2**31 - 1))
-    check("stats_every", lambda: _number(c.stats_every, "Statistics interval", int, 1, 10_000))
-    check("cnn_hidden", lambda: _number(c.cnn_hidden, "CNN hidden width", int, 1, MAX_LAYER_WIDTH))
-    if c.model == "mlp":
-        check("hidden_sizes", lambda: parse_layer_sizes(",".join(map(str, c.hidden_sizes))))
-    if c.model == "cnn":
-        if c.dataset == "spiral":
-            errors["model"] = "A CNN needs images: pick MNIST-like or MNIST, or use the MLP for the spiral"
-        check("cnn_channels", lambda: parse_layer_sizes(",".join(map(str, c.cnn_channels)), "Conv channels"))
-        if "cnn_channels" not in errors and len(c.cnn_channels) > 4:
-            errors["cnn_channels"] = "Conv channels: at most 4 conv+pool stages fit a 28×28 image"
-    if c.dataset == "mnist_idx" and not str(c.mnist_path).strip():
+    try:
+        _number(config.val_fraction, "Validation fraction", float, 0.05, 0.5)
+    except ValueError as error:
+        errors["val_fraction"] = str(error)
+    if config.model == "cnn" and config.dataset == "spiral":
+        errors["model"] = "A CNN needs images: pick MNIST-like or MNIST, or use the MLP for the spiral"
+    if config.dataset == "mnist_idx" and not str(config.mnist_path).strip():
         errors["mnist_path"] = "Type the folder that holds train-images-idx3-ubyte(.gz) and train-labels-idx1-ubyte(.gz)"
-    if not errors and c.batch_size > c.train_samples:
+    if not errors and config.batch_size > config.train_samples:
         errors["batch_size"] = (
-            f"Batch size {c.batch_size} is larger than the training set ({c.train_samples} samples); "
-            f"use at most {c.train_samples}"
+            f"Batch size {config.batch_size} is larger than the training set ({config.train_samples} samples); "
+            f"use at most {config.train_samples}"
         )
     return errors
-
-
-def _choice(value, options: dict, what: str) -> None:
-    if value not in options:
-        raise ValueError(f"{what} must be one of {', '.join(options)}, got {value!r}")
 
 
 def parse_run_config(raw: dict) -> tuple[RunConfig | None, dict[str, str]]:
@@ -202,29 +323,31 @@ def parse_run_config(raw: dict) -> tuple[RunConfig | None, dict[str, str]]:
 
     Text fields (hidden_sizes, cnn_channels, lr, ...) may arrive as strings; numbers are
     converted here, so a typo becomes a message next to its control, not a traceback.
+    Messages of fields that the choices hide (CNN channels for an MLP) do not count.
     """
     defaults = RunConfig()
     errors: dict[str, str] = {}
     values: dict = {}
     for f in fields(RunConfig):
-        value = raw.get(f.name, getattr(defaults, f.name))
         default = getattr(defaults, f.name)
+        value = raw.get(f.name, default)
+        field = _field_for(f.name, {**defaults.to_dict(), **raw})
+        label = field.label if field is not None else f.name
         try:
             if f.name in ("hidden_sizes", "cnn_channels"):
-                what = "Hidden layers" if f.name == "hidden_sizes" else "Conv channels"
-                value = parse_layer_sizes(value if isinstance(value, str) else ",".join(map(str, value)), what)
-            elif isinstance(default, bool) or isinstance(default, str):
+                value = parse_layer_sizes(value if isinstance(value, str) else ",".join(map(str, value)), label)
+            elif isinstance(default, str):
                 value = str(value) if value is not None else ""
             elif isinstance(default, int):
-                value = int(_number(value, _LABELS.get(f.name, f.name), int))
+                value = int(_number(value, label, int))
             elif isinstance(default, float):
-                value = float(_number(value, _LABELS.get(f.name, f.name), float))
+                value = float(_number(value, label, float))
         except ValueError as error:
-            errors[f.name] = str(error)
+            if field is not None:
+                errors[f.name] = str(error)
             value = default
         values[f.name] = value
     config = RunConfig(**values)
-    # Fields that did not even parse keep their first message; validate() adds the rest.
     for name, message in validate(config).items():
         errors.setdefault(name, message)
     # Checked here, where the user types it, not in validate(): a stored config may name a
@@ -233,35 +356,6 @@ def parse_run_config(raw: dict) -> tuple[RunConfig | None, dict[str, str]]:
         folder = Path(config.mnist_path.strip()).expanduser()
         if not folder.is_dir():
             errors["mnist_path"] = f"No folder at {folder}; type the folder that holds the MNIST IDX files"
-    if not _applies(errors, config):
+    if not errors:
         return config, {}
-    return (None, {k: v for k, v in errors.items() if _field_applies(k, config)})
-
-
-_LABELS = {
-    "num_samples": "Samples", "noise": "Noise", "num_classes": "Classes", "train_fraction": "Train fraction",
-    "val_fraction": "Validation fraction", "dropout": "Dropout", "lr": "Learning rate", "momentum": "Momentum",
-    "weight_decay": "Weight decay", "step_size": "Step size", "gamma": "Gamma", "batch_size": "Batch size",
-    "epochs": "Epochs", "seed": "Seed", "stats_every": "Statistics interval", "cnn_hidden": "CNN hidden width",
-}
-
-
-def _field_applies(name: str, config: RunConfig) -> bool:
-    """Errors in controls the current choices hide (e.g. CNN channels for an MLP) do not count."""
-    if name == "hidden_sizes":
-        return config.model == "mlp"
-    if name in ("cnn_channels", "cnn_hidden"):
-        return config.model == "cnn"
-    if name == "momentum":
-        return config.optimizer == "sgd"
-    if name in ("step_size", "gamma"):
-        return config.scheduler == "step"
-    if name == "mnist_path":
-        return config.dataset == "mnist_idx"
-    if name == "num_classes":
-        return config.dataset == "spiral"
-    return True
-
-
-def _applies(errors: dict[str, str], config: RunConfig) -> bool:
-    return any(_field_applies(name, config) for name in errors)
+    return None, errors

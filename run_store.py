@@ -35,7 +35,13 @@ import fsspec
 import numpy as np
 
 from history import (
-    BATCH_COLUMNS, DEFAULT_HISTOGRAM_BINS, EPOCH_COLUMNS, LAYER_STATS, History, HistorySnapshot, Status,
+    BATCH_COLUMNS,
+    DEFAULT_HISTOGRAM_BINS,
+    EPOCH_COLUMNS,
+    LAYER_STATS,
+    History,
+    HistorySnapshot,
+    Status,
 )
 
 RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{12}$")
@@ -146,7 +152,7 @@ class RunState:
     pid: int = 0
 
     @classmethod
-    def parse(cls, payload) -> "RunState":
+    def parse(cls, payload) -> RunState:
         if not isinstance(payload, dict):
             raise StoreError("status.json is not an object")
         try:
@@ -336,7 +342,7 @@ class RunStore:
     # -- runs -------------------------------------------------------------------------
     def create_run(self, *, name: str, config: dict, layer_names, source: str, architecture: list | None = None,
                    histogram_bins: int = DEFAULT_HISTOGRAM_BINS, run_id: str | None = None,
-                   planned_epochs: int = 0, batches_per_epoch: int = 0) -> "RunWriter":
+                   planned_epochs: int = 0, batches_per_epoch: int = 0) -> RunWriter:
         self.check_usable()
         run_id = check_run_id(run_id or new_run_id())
         meta = {
@@ -695,7 +701,7 @@ class RunReader:
         self.complete = False
 
     @classmethod
-    def open(cls, store: RunStore, run_id: str) -> "RunReader":
+    def open(cls, store: RunStore, run_id: str) -> RunReader:
         return cls(store, run_id, store.read_meta(run_id))
 
     def poll(self) -> int:

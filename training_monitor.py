@@ -16,15 +16,29 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from history import (  # noqa: F401  (re-exported: the monitor's public vocabulary)
-    BATCH_COLUMNS, DEFAULT_HISTOGRAM_BINS, DEFAULT_MAX_HISTOGRAM_SNAPSHOTS, DIVERGED, DIVERGENCE_LOSS_FACTOR, EPOCH_COLUMNS, FAILED,
-    FINISHED, IDLE, LAYER_STATS, RUNNING, STOPPED, HistogramSeries, History, HistorySnapshot, Status,
+    BATCH_COLUMNS,
+    DEFAULT_HISTOGRAM_BINS,
+    DEFAULT_MAX_HISTOGRAM_SNAPSHOTS,
+    DIVERGED,
+    DIVERGENCE_LOSS_FACTOR,
+    EPOCH_COLUMNS,
+    FAILED,
+    FINISHED,
+    IDLE,
+    LAYER_STATS,
+    RUNNING,
+    STOPPED,
+    HistogramSeries,
+    History,
+    HistorySnapshot,
+    Status,
 )
 
 FLUSH_ROWS = 256
@@ -37,13 +51,13 @@ DEFAULT_STATS_EVERY = 20
 class Callback:
     """Hooks a training run calls, with PyTorch Lightning's names. Override what you need."""
 
-    def on_train_start(self, monitor: "TrainingMonitor") -> None: ...
+    def on_train_start(self, monitor: TrainingMonitor) -> None: ...
 
-    def on_batch_end(self, monitor: "TrainingMonitor", step: int) -> None: ...
+    def on_batch_end(self, monitor: TrainingMonitor, step: int) -> None: ...
 
-    def on_epoch_end(self, monitor: "TrainingMonitor", epoch: int) -> None: ...
+    def on_epoch_end(self, monitor: TrainingMonitor, epoch: int) -> None: ...
 
-    def on_train_end(self, monitor: "TrainingMonitor") -> None: ...
+    def on_train_end(self, monitor: TrainingMonitor) -> None: ...
 
 
 def default_device() -> torch.device:
@@ -368,7 +382,7 @@ class TrainingMonitor:
         dashboard asked to stop, or the run could not be written. Later calls do nothing and
         return False, so a loop that ignores the answer is never broken by the monitor.
         """
-        if self.status != RUNNING:
+        if self.status != RUNNING or self._stop_event.is_set():
             if self._watching:
                 return False
             raise RuntimeError("call monitor.watch(...) before log_batch")
@@ -383,7 +397,7 @@ class TrainingMonitor:
 
     def log_epoch(self, val_loss: float = math.nan, val_accuracy: float = math.nan) -> None:
         """Close an epoch of your loop, with validation numbers if you have them."""
-        if self.status != RUNNING:
+        if self.status != RUNNING or self._stop_event.is_set():
             return
         self._flush()
         self._record_epoch(self._watch_epoch, float(val_loss), float(val_accuracy))

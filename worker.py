@@ -23,7 +23,6 @@ from run_store import RunStore
 from training_setup import build_training
 
 
-
 def _import_what_torch_imports_lazily() -> None:
     """Building the first optimizer imports torch._dynamo (1.1 s measured here): do it now, once,
     in the forkserver. Tensors this small never start an OpenMP pool, so forking stays safe."""

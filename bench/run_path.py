@@ -137,7 +137,8 @@ def memory(browser, url: str, server_pid: int) -> bool:
     page.get_by_label("Dataset", exact=True).click()
     page.get_by_role("option", name="MNIST-like (procedural digits)").click()
     set_text(page, "Hidden layers", ",".join(["4096"] * 12))
-    page.get_by_role("button", name="Train", exact=True).click()
+    page.wait_for_timeout(1500)  # the sidebar re-lays out after the dataset change
+    page.get_by_role("button", name="Train", exact=True).first.click()
     expect(page.get_by_text(re.compile(r"batches/s"))).to_be_visible(timeout=300_000)
     page.wait_for_timeout(8000)
     during = rss_mb(server_pid)

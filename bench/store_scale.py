@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import math
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ OPEN_SECONDS, OPEN_MB, REFRESH_MS, REFRESH_KB = 1.0, 200.0, 50.0, 600.0
 def write_run(folder: str, batches: int, compact: bool) -> str:
     import numpy as np
 
-    from history import BATCH_COLUMNS, EPOCH_COLUMNS, LAYER_STATS, History, Status
+    from history import EPOCH_COLUMNS, LAYER_STATS, History, Status
     from run_store import RunStore
 
     store = RunStore(folder)
@@ -100,7 +99,7 @@ def measure_refresh(folder: str, run_id: str) -> dict:
     reader.poll()
     snapshot = reader.history.snapshot()
     timings, sizes = [], []
-    for attempt in range(6):  # the first refresh fills caches; the page refreshes every second
+    for _ in range(6):  # the first refresh fills caches; the page refreshes every second
         started = time.perf_counter()
         findings = diagnostics.diagnose(snapshot)
         figures = charts.training_curves_figures(snapshot, findings)

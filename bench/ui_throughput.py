@@ -1,11 +1,12 @@
 """Training throughput with the dashboard open in a browser vs the same run with no page open.
 
-Both runs go through the same Streamlit server and its run registry: one is watched live
-in headless Chromium until it ends, the other is started from the page, which is then
-closed until the run has finished. Repetitions alternate. Prints the median ratio
-watched/unwatched of batches per second (target >= 0.85).
+Both runs are started from the page of the same server and train in worker processes: one
+is watched live in headless Chromium (on the tab under test) until it ends, the other is
+started and its page closed until the run has finished. Repetitions alternate. Prints, per
+tab, the median ratio watched/unwatched of batches per second (target >= 0.95). Chromium runs
+on the same cores as the training: its rendering is part of what is measured.
 
-    python bench/ui_throughput.py [--epochs 150] [--repeats 3]
+    python bench/ui_throughput.py [--epochs 300] [--repeats 3] [--tab all]
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 from tools.live_server import dashboard_server, launch_chromium  # noqa: E402
 
 RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
-TARGET = 0.85
+TARGET = 0.95
+TABS = ["Training curves", "Distributions", "Model", "Predictions", "Runs"]
 
 
 def start_run(page, url: str, epochs: int) -> str:
@@ -75,25 +77,29 @@ def unwatched(browser, url: str, epochs: int, expected_seconds: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=150, help="spiral MLP epochs per run (38 batches each)")
+    parser.add_argument("--epochs", type=int, default=300, help="spiral MLP epochs per run (38 batches each)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tab", default="Training curves", choices=["Training curves", "Distributions", "Model", "Predictions", "Runs"])
+    parser.add_argument("--tab", default="all", choices=["all", *TABS])
     args = parser.parse_args()
-    ratios = []
+    tabs = TABS if args.tab == "all" else [args.tab]
+    medians = {}
     # A fresh runs folder: the server must not spend its time on runs from earlier sessions.
     os.environ["DASHBOARD_RUNS_DIR"] = tempfile.mkdtemp(prefix="ui-bench-runs-")
     with dashboard_server() as url, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
-        for repeat in range(args.repeats):
-            without = unwatched(browser, url, args.epochs, expected_seconds=2.0)
-            with_page = watched(browser, url, args.epochs, args.tab)
-            ratios.append(with_page / without)
-            print(f"repeat {repeat + 1}: unwatched {without:7.1f} batches/s   watched ({args.tab}) "
-                  f"{with_page:7.1f} batches/s   ratio {ratios[-1]:.3f}", flush=True)
+        for tab in tabs:
+            ratios = []
+            for repeat in range(args.repeats):
+                without = unwatched(browser, url, args.epochs, expected_seconds=10.0)
+                with_page = watched(browser, url, args.epochs, tab)
+                ratios.append(with_page / without)
+                print(f"{tab} repeat {repeat + 1}: unwatched {without:7.1f} batches/s   watched {with_page:7.1f} "
+                      f"batches/s   ratio {ratios[-1]:.3f}", flush=True)
+            medians[tab] = statistics.median(ratios)
         browser.close()
-    ratio = statistics.median(ratios)
-    print(f"median ratio watched/unwatched {ratio:.3f} (target >= {TARGET})")
-    return 0 if ratio >= TARGET else 1
+    for tab, ratio in medians.items():
+        print(f"{tab:16s} median ratio watched/unwatched {ratio:.3f} (target >= {TARGET})")
+    return 0 if min(medians.values()) >= TARGET else 1
 
 
 if __name__ == "__main__":

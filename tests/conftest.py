@@ -1,11 +1,11 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-import pytest
 
 
 @pytest.fixture(autouse=True, scope="session")

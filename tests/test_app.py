@@ -51,8 +51,8 @@ def test_first_page_shows_the_model_preview_without_errors():
         ("text_input", "hidden_sizes", "128,abc", "'abc' is not a whole number"),
         ("text_input", "hidden_sizes", "", "empty"),
         ("text_input", "hidden_sizes", "0", "at least 1"),
-        ("text_input", "lr", "0", "greater than 0"),
-        ("text_input", "lr", "-5", "greater than 0"),
+        ("text_input", "lr", "0", "at least 1e-08"),
+        ("text_input", "lr", "-5", "at least 1e-08"),
         ("text_input", "lr", "", "empty"),
         ("number_input", "batch_size", -5, "at least 1"),
         ("number_input", "batch_size", 4096, "larger than the training set"),
@@ -264,3 +264,15 @@ def test_an_empty_mnist_folder_shows_a_message_instead_of_a_preview(tmp_path):
     app.text_input(key="mnist_path").set_value(str(tmp_path)).run()
     assert not app.exception
     assert any("train-images" in m.value for m in list(app.warning) + list(app.sidebar.error) + list(app.info))
+
+
+def test_slider_ranges_are_the_ranges_validation_accepts():
+    from run_config import MAX_DROPOUT, MAX_NOISE, RunConfig, validate
+
+    app = new_app()
+    assert app.slider(key="dropout").max == MAX_DROPOUT and app.slider(key="spiral_noise").max == MAX_NOISE["spiral"]
+    assert not validate(RunConfig(dropout=MAX_DROPOUT, noise=MAX_NOISE["spiral"]))
+    assert "dropout" in validate(RunConfig(dropout=MAX_DROPOUT + 0.01))
+    assert "noise" in validate(RunConfig(noise=MAX_NOISE["spiral"] + 0.01))
+    app.selectbox(key="dataset").set_value("mnist_like").run()
+    assert app.slider(key="digits_noise").max == MAX_NOISE["mnist_like"]

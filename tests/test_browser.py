@@ -39,16 +39,22 @@ def no_exception(page):
         '[data-testid="stException"]').first.inner_text()
 
 
-def test_train_watch_all_nine_panels_live_then_stop(page, server, tmp_path):
+def open_with_epochs(page, server, epochs: int):
+    """Open the page, type a number of epochs, and return the Train button once it is enabled."""
     expect = playwright_api.expect
     page.goto(server)
     train = page.get_by_role("button", name="Train", exact=True)
     expect(train).to_be_enabled(timeout=30_000)
-    epochs = page.get_by_label("Epochs", exact=True)
-    epochs.fill("400")
-    epochs.press("Enter")
-    expect(epochs).to_have_value("400")
-    train.click()
+    field = page.get_by_label("Epochs", exact=True)
+    field.fill(str(epochs))
+    field.press("Enter")
+    expect(field).to_have_value(str(epochs))
+    return train
+
+
+def test_train_watch_all_nine_panels_live_then_stop(page, server, tmp_path):
+    expect = playwright_api.expect
+    open_with_epochs(page, server, 400).click()
 
     # While it trains: the progress bar counts batches and their speed, and numbers change.
     progress = page.get_by_text(re.compile(r"batches/s"))
@@ -114,13 +120,7 @@ def test_bad_input_shows_a_message_and_disables_train(page, server):
 
 def test_five_train_clicks_within_a_second_start_one_run(page, server, runs_folder):
     expect = playwright_api.expect
-    page.goto(server)
-    train = page.get_by_role("button", name="Train", exact=True)
-    expect(train).to_be_enabled(timeout=30_000)
-    epochs = page.get_by_label("Epochs", exact=True)
-    epochs.fill("30")
-    epochs.press("Enter")
-    expect(epochs).to_have_value("30")
+    train = open_with_epochs(page, server, 30)
     before = {p.name for p in runs_folder.iterdir()}
     # Five clicks 100 ms apart, as an impatient user makes them while the first rerun is on its way.
     train.evaluate("button => new Promise(done => { let n = 0; const click = () => { button.click(); "

@@ -1,11 +1,17 @@
-import gzip
 
 import numpy as np
 import pytest
 import torch
 
 from datasets import (
-    TensorBatches, build_dataset, load_mnist_idx, make_mnist_like, make_spiral, read_idx, train_val_split, write_idx,
+    TensorBatches,
+    build_dataset,
+    load_mnist_idx,
+    make_mnist_like,
+    make_spiral,
+    read_idx,
+    train_val_split,
+    write_idx,
 )
 
 

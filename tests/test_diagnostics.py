@@ -3,8 +3,8 @@ import pytest
 
 import diagnostics
 from run_config import RunConfig
-from training_setup import build_training
 from training_monitor import BATCH_COLUMNS, LAYER_STATS, History
+from training_setup import build_training
 
 
 def trained_snapshot(config: RunConfig):

@@ -20,8 +20,10 @@ def test_defaults_are_valid_and_round_trip_through_json():
         ({"hidden_sizes": "0"}, "hidden_sizes", "at least 1"),
         ({"hidden_sizes": "-5"}, "hidden_sizes", "at least 1"),
         ({"hidden_sizes": "100000"}, "hidden_sizes", "over the limit"),
-        ({"lr": "0"}, "lr", "greater than 0"),
-        ({"lr": "-0.1"}, "lr", "greater than 0"),
+        ({"lr": "0"}, "lr", "at least 1e-08"),
+        ({"lr": "1e-320"}, "lr", "at least 1e-08"),
+        ({"seed": 2147483648}, "seed", "at most 2147483647, got 2147483648"),
+        ({"lr": "-0.1"}, "lr", "at least 1e-08"),
         ({"lr": ""}, "lr", "empty"),
         ({"lr": "fast"}, "lr", "must be a number"),
         ({"lr": "nan"}, "lr", "finite"),
@@ -82,3 +84,32 @@ def test_mnist_folder_must_exist_where_it_is_typed(tmp_path):
     assert errors == {} and config.mnist_path == str(tmp_path)
     # A stored config naming a folder that is gone still loads (validate() does not look).
     assert validate(config.with_changes(mnist_path=str(tmp_path / "gone"))) == {}
+
+
+def test_the_field_table_round_trips_every_preset_through_its_widgets():
+    from presets import PRESETS
+    from run_config import fields_for
+
+    configs = [config for preset in PRESETS.values() for _, config in preset.runs]
+    configs += [RunConfig(dataset="mnist_like", model="cnn", num_samples=3000, noise=0.3, optimizer="sgd",
+                          scheduler="step", step_size=3, gamma=0.25, weight_decay=1e-4)]
+    for config in configs:
+        raw = {field.name: field.widget_value(config) for field in fields_for(config.to_dict())}
+        parsed, errors = parse_run_config(raw)
+        assert errors == {} and parsed == config
+
+
+def test_every_slider_allows_exactly_what_validation_accepts():
+    from run_config import FIELDS
+
+    for field in FIELDS:
+        if field.widget != "slider":
+            continue
+        dataset = {"Points": "spiral", "Noise": "spiral", "Classes (arms)": "spiral", "Pixel noise": "mnist_like"}
+        base = RunConfig(dataset=dataset.get(field.label, "spiral"), optimizer="sgd")
+        if base.dataset == "mnist_like":
+            base = base.with_changes(num_samples=6000)
+        assert field.name not in validate(base.with_changes(**{field.name: type(getattr(base, field.name))(field.high)}))
+        assert field.name not in validate(base.with_changes(**{field.name: type(getattr(base, field.name))(field.low)}))
+        above = field.high + (field.step or 1)
+        assert field.name in validate(base.with_changes(**{field.name: type(getattr(base, field.name))(above)})), field

@@ -3,9 +3,6 @@
 import io
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import zipfile
@@ -16,7 +13,7 @@ import pytest
 import torch
 
 import run_store
-from history import FAILED, FINISHED, RUNNING, STOPPED, History
+from history import FAILED, FINISHED, History
 from run_config import RunConfig
 from run_store import RunReader, RunStore, StoreError
 from training_setup import build_model, data_shape

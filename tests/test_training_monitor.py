@@ -1,4 +1,3 @@
-import math
 import threading
 import time
 
@@ -10,10 +9,17 @@ from torch import nn
 from datasets import TensorBatches, make_spiral
 from neural_network import MonitoredMLP
 from run_config import RunConfig
-from training_setup import build_training
 from training_monitor import (
-    BATCH_COLUMNS, DIVERGED, FINISHED, LAYER_STATS, STOPPED, Callback, History, TrainingMonitor,
+    BATCH_COLUMNS,
+    DIVERGED,
+    FINISHED,
+    LAYER_STATS,
+    STOPPED,
+    Callback,
+    History,
+    TrainingMonitor,
 )
+from training_setup import build_training
 
 
 def spiral_batches(batch_size=32, n=300, seed=0):
@@ -285,3 +291,37 @@ def test_a_parameter_without_gradient_counts_as_zero_norm():
     x, y = make_spiral(10, 3, 0.2, 0)
     assert monitor.fit([(x, y)], None, epochs=1) == FINISHED
     assert np.isfinite(monitor.history.snapshot().batch("grad_norm")).all()
+
+
+def test_a_loop_that_ignores_log_batch_after_a_stop_is_never_broken_and_records_nothing_more(tmp_path):
+    from run_store import RunReader, RunStore
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = TrainingMonitor(model, optimizer, device="cpu", stats_every=5)
+    store = RunStore(tmp_path)
+    monitor.watch(store, name="ignores the answer", planned_epochs=5, batches_per_epoch=4, run_id="0123456789ab")
+    x, y = torch.randn(32, 2), torch.randint(0, 3, (32,))
+    answers = []
+    for epoch in range(5):
+        for batch in range(4):
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            answers.append(monitor.log_batch(loss, logits, y))
+            if epoch == 1 and batch == 1:
+                store.request_stop("0123456789ab")
+                deadline = time.monotonic() + 5
+                while not monitor.stop_requested and time.monotonic() < deadline:
+                    time.sleep(0.01)  # the writer thread reads the page's stop within ~0.25 s
+        monitor.log_epoch(1.0, 0.5)
+    monitor.finish()
+    assert answers[:6] == [True] * 6 and not any(answers[6:])
+    reader = RunReader.open(store, "0123456789ab")
+    reader.poll()
+    history = reader.history.snapshot()
+    assert reader.state.status == "stopped" and "Stopped from the dashboard after 6 batches" in reader.state.message
+    assert history.num_steps == 6 and len(history.epochs) == 1
