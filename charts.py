@@ -646,15 +646,32 @@ def mistakes_gallery(images: np.ndarray, labels: np.ndarray, predictions: np.nda
 COMPARE_HEIGHT = 420
 
 
+# What means something inside a line of Streamlit markdown: emphasis, code, links and images,
+# HTML, strikethrough, $LaTeX$, :color[...] and :emoji: shortcodes. Names never start a line.
+_MARKDOWN_SPECIALS = set("\\`*_[]()!<>~$:&")
+
+
+def escape_markdown(text: str) -> str:
+    """Text shown literally inside Streamlit markdown: a run named ![t](http://host/x) stays those
+    characters instead of becoming an image the browser fetches."""
+    return "".join(f"\\{ch}" if ch in _MARKDOWN_SPECIALS else ch for ch in str(text))
+
+
+def escape_plotly(text: str) -> str:
+    """Text shown literally in Plotly (legends and titles understand a few HTML tags, links among them)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def short_labels(names: list[str]) -> list[str]:
-    """Drop the words every name shares ('Learning-rate comparison · lr 0.1' -> 'lr 0.1')."""
+    """Legend labels for runs: the words every name shares dropped ('Learning-rate comparison ·
+    lr 0.1' -> 'lr 0.1'), escaped so a name is only ever text."""
     if len(names) < 2:
-        return list(names)
+        return [escape_plotly(name) for name in names]
     split = [name.split(" · ") for name in names]
     common = 0
     while all(len(parts) > common + 1 for parts in split) and len({parts[common] for parts in split}) == 1:
         common += 1
-    return [" · ".join(parts[common:]) for parts in split]
+    return [escape_plotly(" · ".join(parts[common:])) for parts in split]
 
 
 def compare_chart(entries: list[tuple[str, HistorySnapshot]], metric: str) -> go.Figure:

@@ -320,6 +320,18 @@ def rename(run_id: str) -> None:
         st.session_state.rename_error = str(error)
 
 
+def open_chosen_run() -> None:
+    """The selectbox's callback: it may reset its own key here, before the widget is drawn again."""
+    target = st.session_state.get("open_run")
+    st.session_state.open_run = ""
+    if target and target != st.session_state.get("run_id"):
+        watch([target])
+        attached = registry.get(target)
+        if attached is not None and attached.config is not None:
+            st.session_state.update(widget_values(attached.config))
+        st.session_state.opened_another_run = True
+
+
 def runs_tab(current) -> None:
     all_runs = registry.runs()
     for warning in registry.scan_warnings + current.problems:
@@ -361,7 +373,7 @@ def runs_tab(current) -> None:
                                    key="export_weights", help="A state_dict: load it with "
                                    "torch.load(path, weights_only=True) into the same architecture")
     with columns[2].popover("Delete this run", disabled=current.is_active):
-        st.write(f"Delete **{current.name}** and its folder? This cannot be undone.")
+        st.write(f"Delete **{charts.escape_markdown(current.name)}** and its folder? This cannot be undone.")
         st.button("Yes, delete it", key="confirm_delete", type="primary", on_click=confirm_delete,
                   args=(current.run_id,))
     if "delete_error" in st.session_state:
@@ -375,12 +387,10 @@ def runs_tab(current) -> None:
          "started": [time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)) for r in reversed(all_runs)]},
         hide_index=True, width="stretch", key="all_runs")
     open_runs = {r.run_id: names[r.run_id] for r in reversed(all_runs)}
-    target = st.selectbox("Open another run", ["", *open_runs], format_func=lambda i: open_runs.get(i, "—"),
-                          key="open_run")
-    if target and target != current.run_id:
-        st.session_state.open_run = ""
-        watch([target])
-        st.rerun(scope="app")
+    st.selectbox("Open another run", ["", *open_runs], format_func=lambda i: open_runs.get(i, "—"), key="open_run",
+                 on_change=open_chosen_run)
+    if st.session_state.pop("opened_another_run", False):
+        st.rerun(scope="app")  # the whole page shows the chosen run: its settings, caption, charts
 
 
 @st.fragment(run_every=(FIRST_DATA_REFRESH_SECONDS if waiting_for_data else REFRESH_SECONDS) if active and not paused
@@ -400,11 +410,11 @@ def live_panels() -> None:
         st.rerun(scope="app")  # everything ended: refresh the page so Train/Stop change state
 
     source = "your script" if current.source == "script" else DATASETS.get(current.config_dict.get("dataset"), "")
-    st.caption(f"Run `{current.run_id}` · **{current.name}** · {source}" + (
+    st.caption(f"Run `{current.run_id}` · **{charts.escape_markdown(current.name)}** · {source}" + (
         f" · batch {current.config.batch_size} · {current.config.epochs} epochs · seed {current.config.seed}"
         if current.config else ""))
     if len(members) > 1:
-        st.caption("Experiment: " + " → ".join(f"**{r.name}** ({r.status})" for r in members))
+        st.caption("Experiment: " + " → ".join(f"**{charts.escape_markdown(r.name)}** ({r.status})" for r in members))
     if active and config is not None and current.config is not None and config != current.config:
         st.caption("Sidebar changes apply to the next run; this one keeps its settings.")
     status = current.status

@@ -149,6 +149,11 @@ def _number(value, what: str, kind=float, low=None, high=None, low_open=False) -
     return number
 
 
+def _short(text: str, limit: int = 120) -> str:
+    """A path as a message can show it: long ones keep their start and end."""
+    return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]}"
+
+
 def _show(number: float) -> str:
     """A number as a person typed it: whole numbers in full (2147483647, not 2.14748e+09)."""
     if float(number).is_integer() and abs(number) < 1e15:
@@ -354,8 +359,15 @@ def parse_run_config(raw: dict) -> tuple[RunConfig | None, dict[str, str]]:
     # folder of another machine and must still load.
     if config.dataset == "mnist_idx" and "mnist_path" not in errors:
         folder = Path(config.mnist_path.strip()).expanduser()
-        if not folder.is_dir():
-            errors["mnist_path"] = f"No folder at {folder}; type the folder that holds the MNIST IDX files"
+        try:
+            found = folder.is_dir()
+        except OSError as error:  # e.g. a name longer than the filesystem allows
+            found, reason = False, f" ({error.strerror})"
+        else:
+            reason = ""
+        if not found:
+            errors["mnist_path"] = (f"No folder at {_short(str(folder))}{reason}; type the folder that holds the "
+                                    "MNIST IDX files")
     if not errors:
         return config, {}
     return None, errors

@@ -276,3 +276,54 @@ def test_slider_ranges_are_the_ranges_validation_accepts():
     assert "noise" in validate(RunConfig(noise=MAX_NOISE["spiral"] + 0.01))
     app.selectbox(key="dataset").set_value("mnist_like").run()
     assert app.slider(key="digits_noise").max == MAX_NOISE["mnist_like"]
+
+
+def test_opening_another_run_and_renaming_twice_from_the_runs_tab():
+    app = new_app()
+    app.number_input(key="epochs").set_value(1).run()
+    app.button(key="train").click().run()
+    rerun_until(app, lambda a: any("Finished 1 epochs" in s.value for s in a.success))
+    first = app.session_state.run_id
+    app.number_input(key="epochs").set_value(2).run()
+    app.button(key="train").click().run()
+    rerun_until(app, lambda a: any("Finished 2 epochs" in s.value for s in a.success))
+    second = app.session_state.run_id
+    app.session_state["view"] = "Runs"
+    app.run()
+    for name in ("renamed once", "renamed twice"):
+        app.text_input(key=f"name_{second}").set_value(name).run()
+        assert not app.exception
+    assert any("renamed twice" in c.value for c in app.caption)
+    app.selectbox(key="open_run").set_value(first).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.session_state.run_id == first and app.query_params["run"] == first
+    assert app.number_input(key="epochs").value == 1  # the sidebar shows the opened run's settings
+    assert metrics(app)["Epoch"] == "1 / 1"
+
+
+@pytest.mark.parametrize("widget_key, value, where", [
+    ("runs_dir", "r" * 300, "runs folder"),
+    ("mnist_path", "m" * 5000, "mnist"),
+])
+def test_absurdly_long_paths_are_messages_not_tracebacks(widget_key, value, where):
+    app = new_app()
+    if where == "mnist":
+        app.selectbox(key="dataset").set_value("mnist_idx").run()
+    app.text_input(key=widget_key).set_value(value).run()
+    assert not app.exception, [e.value for e in app.exception]
+    messages = [e.value for e in app.sidebar.error] + [w.value for w in app.warning]
+    assert messages and all(len(m) < 1500 for m in messages), messages
+
+
+def test_a_run_name_with_markdown_and_html_is_shown_as_plain_text():
+    app = new_app()
+    app.number_input(key="epochs").set_value(1).run()
+    app.button(key="train").click().run()
+    rerun_until(app, lambda a: any("Finished" in s.value for s in a.success))
+    run_id = app.session_state.run_id
+    app.session_state["view"] = "Runs"
+    app.run()
+    app.text_input(key=f"name_{run_id}").set_value("![t](http://host/x) <img src=x>").run()
+    caption = next(c.value for c in app.caption if run_id in c.value)
+    assert "\\!\\[t\\]\\(http\\://host/x\\)" in caption and "\\<img src=x\\>" in caption
+    assert "![t](" not in caption

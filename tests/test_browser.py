@@ -131,3 +131,21 @@ def test_five_train_clicks_within_a_second_start_one_run(page, server, runs_fold
     new = {p.name for p in runs_folder.iterdir()} - before
     assert new == {page.url.split("run=")[1][:12]}, new
     no_exception(page)
+
+
+def test_a_hostile_run_name_renders_as_text_and_fetches_nothing(page, server):
+    expect = playwright_api.expect
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    open_with_epochs(page, server, 1).click()
+    expect(page.get_by_text("Finished 1 epochs", exact=False)).to_be_visible(timeout=60_000)
+    page.get_by_role("tab", name="Runs", exact=True).click()
+    name = page.get_by_label("Name", exact=True)
+    hostile = "![t](http://127.0.0.1:9/x.png) <img src=http://127.0.0.1:9/y.png>"
+    name.fill(hostile)
+    name.press("Enter")
+    expect(page.get_by_text(hostile, exact=False).first).to_be_visible(timeout=10_000)
+    page.wait_for_timeout(1000)
+    assert page.locator('img[src*="127.0.0.1:9"]').count() == 0
+    assert not [url for url in requested if "127.0.0.1:9/" in url]
+    no_exception(page)

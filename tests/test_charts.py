@@ -158,3 +158,16 @@ def test_moving_average_at_points_equals_the_full_moving_average_there():
     for window in (1, 7, 50):
         assert np.allclose(charts.moving_average_at(values, window, points), charts.moving_average(values, window)[points],
                            equal_nan=True)
+
+
+def test_names_with_markdown_html_or_image_syntax_stay_plain_text():
+    import re
+
+    hostile = "![t](http://host/x) <img src=x onerror=alert(1)> **bold** :red[red] $x$ [link](http://a)"
+    escaped = charts.escape_markdown(hostile)
+    # Every special character is escaped, so no markdown construct survives.
+    assert not re.search(r"(?<!\\)[!\[\]()<>*:$]", escaped)
+    assert escaped.replace("\\", "") == hostile
+    assert charts.escape_markdown("Adam 5e-3 · MLP 128×3") == "Adam 5e-3 · MLP 128×3"
+    legend = charts.short_labels([hostile, "other"])
+    assert "<" not in "".join(legend) and "&lt;img" in legend[0]
