@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from tools.live_server import dashboard_process, launch_chromium, rss_mb  # noqa: E402
+from tools.live_server import browser_cpus, dashboard_process, launch_chromium, rss_mb  # noqa: E402
 
 RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
 FIRST_CHART_SECONDS = 1.5
@@ -161,6 +161,8 @@ def main() -> int:
     os.environ["DASHBOARD_RUNS_DIR"] = tempfile.mkdtemp(prefix="run-path-bench-")
     with dashboard_process() as (url, server), sync_playwright() as playwright:
         browser = launch_chromium(playwright)
+        if browser_cpus():
+            print(f"Chromium pinned to CPU(s) {sorted(browser_cpus())} (BENCH_BROWSER_CPUS): not the default conditions")
         if args.what == "first-chart":
             ok = first_chart(browser, url, args.repeats)
         elif args.what == "sessions":

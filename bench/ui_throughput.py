@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from tools.live_server import dashboard_server, launch_chromium  # noqa: E402
+from tools.live_server import browser_cpus, dashboard_server, launch_chromium  # noqa: E402
 
 RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
 TARGET = 0.95
@@ -87,6 +87,8 @@ def main() -> int:
     os.environ["DASHBOARD_RUNS_DIR"] = tempfile.mkdtemp(prefix="ui-bench-runs-")
     with dashboard_server() as url, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
+        if browser_cpus():
+            print(f"Chromium pinned to CPU(s) {sorted(browser_cpus())} (BENCH_BROWSER_CPUS): not the default conditions")
         for tab in tabs:
             ratios = []
             for repeat in range(args.repeats):

@@ -66,7 +66,24 @@ def dashboard_process(log_path: Path | None = None, timeout: float = 60.0):
 
 
 def launch_chromium(playwright):
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    """Debian's Chromium, headless. With BENCH_BROWSER_CPUS=0 (a CPU list), every Chromium process
+    is pinned to those CPUs: a stand-in for browsers on users' own machines, for benchmarks that
+    say so in their output. Tests never set it."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    cpus = browser_cpus()
+    if cpus:
+        for pid in os.listdir("/proc"):
+            try:
+                if pid.isdigit() and open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"/usr/lib/chromium/"):
+                    os.sched_setaffinity(int(pid), cpus)  # renderers forked later inherit it
+            except OSError:
+                pass
+    return browser
+
+
+def browser_cpus() -> set[int]:
+    text = os.environ.get("BENCH_BROWSER_CPUS", "").strip()
+    return {int(cpu) for cpu in text.split(",") if cpu.strip()} if text else set()
 
 
 def rss_mb(pid: int) -> float:
