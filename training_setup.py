@@ -141,6 +141,7 @@ def describe_config(config: RunConfig, shape: tuple[tuple[int, ...], int] | None
         rows.append(LayerInfo("fc2", "Linear", (classes,), (config.cnn_hidden + 1) * classes, None, True))
         return rows
     width_in = math.prod(input_shape)
+    rows[0] = LayerInfo("input", "Input", (width_in,), 0)  # the MLP sees images flattened
     for index, width in enumerate(config.hidden_sizes, start=1):
         rows.append(LayerInfo(f"fc{index}", "Linear", (width,), (width_in + 1) * width, config.activation, True))
         rows.append(LayerInfo(f"act{index}", activation_kind, (width,), 0))
