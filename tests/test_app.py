@@ -29,6 +29,14 @@ def rerun_until(app: AppTest, condition, timeout: float = 60.0) -> AppTest:
         time.sleep(0.2)
 
 
+def train_in_app(app: AppTest, epochs: int) -> str:
+    """Press Train with `epochs` and wait until the run finished; returns its id."""
+    app.number_input(key="epochs").set_value(epochs).run()
+    app.button(key="train").click().run()
+    rerun_until(app, lambda a: any(f"Finished {epochs} epochs" in s.value for s in a.success))
+    return app.session_state.run_id
+
+
 def sidebar_errors(app: AppTest) -> list[str]:
     return [e.value for e in app.sidebar.error]
 
@@ -280,14 +288,8 @@ def test_slider_ranges_are_the_ranges_validation_accepts():
 
 def test_opening_another_run_and_renaming_twice_from_the_runs_tab():
     app = new_app()
-    app.number_input(key="epochs").set_value(1).run()
-    app.button(key="train").click().run()
-    rerun_until(app, lambda a: any("Finished 1 epochs" in s.value for s in a.success))
-    first = app.session_state.run_id
-    app.number_input(key="epochs").set_value(2).run()
-    app.button(key="train").click().run()
-    rerun_until(app, lambda a: any("Finished 2 epochs" in s.value for s in a.success))
-    second = app.session_state.run_id
+    first = train_in_app(app, 1)
+    second = train_in_app(app, 2)
     app.session_state["view"] = "Runs"
     app.run()
     for name in ("renamed once", "renamed twice"):
@@ -317,10 +319,7 @@ def test_absurdly_long_paths_are_messages_not_tracebacks(widget_key, value, wher
 
 def test_a_run_name_with_markdown_and_html_is_shown_as_plain_text():
     app = new_app()
-    app.number_input(key="epochs").set_value(1).run()
-    app.button(key="train").click().run()
-    rerun_until(app, lambda a: any("Finished" in s.value for s in a.success))
-    run_id = app.session_state.run_id
+    run_id = train_in_app(app, 1)
     app.session_state["view"] = "Runs"
     app.run()
     app.text_input(key=f"name_{run_id}").set_value("![t](http://host/x) <img src=x>").run()
