@@ -266,6 +266,9 @@ class RunCatalog:
 
     def __init__(self, url: str, warm_up: bool = True):
         self.store = RunStore(url)
+        if "memory" in (self.store.fs.protocol if isinstance(self.store.fs.protocol, tuple) else (self.store.fs.protocol,)):
+            raise StoreError(f"{url} lives inside one process, and runs train in processes of their own; "
+                             "type a folder, e.g. ./runs")
         if warm_up:
             worker_pool()  # the forkserver imports torch now, while the page is read, not on the first Train
         self.scan_warnings: list[str] = []

@@ -305,9 +305,11 @@ def test_opening_another_run_and_renaming_twice_from_the_runs_tab():
 
 @pytest.mark.parametrize("widget_key, value, where", [
     ("runs_dir", "r" * 300, "runs folder"),
+    ("runs_dir", "memory://runs", "runs folder"),
+    ("runs_dir", "nosuch://x/y", "runs folder"),
     ("mnist_path", "m" * 5000, "mnist"),
 ])
-def test_absurdly_long_paths_are_messages_not_tracebacks(widget_key, value, where):
+def test_unusable_folders_are_messages_not_tracebacks(widget_key, value, where):
     app = new_app()
     if where == "mnist":
         app.selectbox(key="dataset").set_value("mnist_idx").run()
