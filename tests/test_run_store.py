@@ -81,7 +81,10 @@ def test_weight_snapshots_are_bounded_and_thinned_evenly(tmp_path, monkeypatch):
     assert not torch.equal(early["fc1.weight"], final["fc1.weight"])
 
 
-def test_a_reader_tails_a_run_while_it_is_written_and_each_piece_applies_once(tmp_path):
+def test_a_reader_tails_a_run_while_it_is_written_and_each_piece_applies_once(tmp_path, monkeypatch):
+    # Pieces every 20 ms: even on a machine that trains this run in well under a second, the
+    # reader sees it grow in several steps.
+    monkeypatch.setattr(run_store, "PIECE_SECONDS", 0.02)
     store = RunStore(tmp_path)
     config = RunConfig(epochs=60)
     done = threading.Event()
