@@ -331,12 +331,13 @@ def parse_run_config(raw: dict) -> tuple[RunConfig | None, dict[str, str]]:
     Messages of fields that the choices hide (CNN channels for an MLP) do not count.
     """
     defaults = RunConfig()
+    chosen = {**defaults.to_dict(), **raw}  # what decides which fields are shown
     errors: dict[str, str] = {}
     values: dict = {}
     for f in fields(RunConfig):
         default = getattr(defaults, f.name)
         value = raw.get(f.name, default)
-        field = _field_for(f.name, {**defaults.to_dict(), **raw})
+        field = _field_for(f.name, chosen)
         label = field.label if field is not None else f.name
         try:
             if f.name in ("hidden_sizes", "cnn_channels"):

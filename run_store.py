@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import fsspec
@@ -481,10 +481,11 @@ class RunStore:
 # --------------------------------------------------------------------------- writing
 
 
-def _error_text(error: BaseException) -> str:
+def error_reason(error: BaseException) -> str:
+    """An exception as the end of a sentence: 'no space left on device'."""
     if isinstance(error, OSError) and error.strerror:
         return error.strerror[0].lower() + error.strerror[1:]
-    return f"{type(error).__name__}: {error}"
+    return str(error) or type(error).__name__
 
 
 class RunWriter:
@@ -524,35 +525,35 @@ class RunWriter:
         return self.store.path(self.run_id)
 
     # -- called by the History / monitor on the training thread --------------------------
-    def _add(self, name: str, array: np.ndarray) -> None:
+    def _add(self, **arrays: np.ndarray) -> None:
         with self._lock:
-            self._pending.setdefault(name, []).append(array)
+            for name, array in arrays.items():
+                self._pending.setdefault(name, []).append(array)
 
     def on_batches(self, rows: np.ndarray, layer_norms: np.ndarray) -> None:
+        self._add(batches=rows, layer_grad_norms=layer_norms)
         with self._lock:
-            self._pending.setdefault("batches", []).append(rows)
-            self._pending.setdefault("layer_grad_norms", []).append(layer_norms)
-            self._state = _replace(self._state, step=self._state.step + len(rows))
+            self._state = replace(self._state, step=self._state.step + len(rows))
         if self._next_piece == 0:
             self._wake.set()  # the first piece goes out at once: it is what the page waits for
 
     def on_epoch(self, row: np.ndarray) -> None:
-        self._add("epochs", row[None, :])
+        self._add(epochs=row[None, :])
         self._wake.set()
 
     def on_layer_stats(self, step, stats, weight_histograms, grad_histograms) -> None:
-        with self._lock:
-            self._pending.setdefault("stats_steps", []).append(np.array([step], dtype=np.int64))
-            self._pending.setdefault("layer_stats", []).append(stats[None])
-            if weight_histograms is not None:
-                self._pending.setdefault("histogram_steps", []).append(np.array([step], dtype=np.int64))
-                for name, array in zip(("weight_counts", "weight_ranges", "grad_counts", "grad_ranges"),
-                                       (*weight_histograms, *grad_histograms)):
-                    self._pending.setdefault(name, []).append(array[None])
+        step_row = np.array([step], dtype=np.int64)
+        arrays = {"stats_steps": step_row, "layer_stats": stats[None]}
+        if weight_histograms is not None:
+            arrays["histogram_steps"] = step_row
+            for name, array in zip(("weight_counts", "weight_ranges", "grad_counts", "grad_ranges"),
+                                   (*weight_histograms, *grad_histograms)):
+                arrays[name] = array[None]
+        self._add(**arrays)  # one lock: a piece never holds stats without their histograms
 
     def on_status(self, status, message: str, planned_epochs: int, batches_per_epoch: int) -> None:
         with self._lock:
-            self._state = _replace(self._state, status=Status(status), message=message,
+            self._state = replace(self._state, status=Status(status), message=message,
                                    planned_epochs=planned_epochs, batches_per_epoch=batches_per_epoch)
             self._state_dirty = True
         self._wake.set()
@@ -591,7 +592,7 @@ class RunWriter:
                 elif self._state_dirty or now - self._last_heartbeat >= HEARTBEAT_SECONDS:
                     self._write_state()
         except Exception as error:  # a full disk, a lost connection: keep the first reason
-            self.error = _error_text(error)
+            self.error = error_reason(error)
         if now - self._last_control >= CONTROL_POLL_SECONDS and not self._stop_seen:
             self._last_control = now
             if self.store.read_control(self.run_id).get("stop") is True:
@@ -631,7 +632,7 @@ class RunWriter:
 
     def _write_state(self) -> None:
         with self._lock:
-            self._state = _replace(self._state, heartbeat=time.time())
+            self._state = replace(self._state, heartbeat=time.time())
             state, self._state_dirty = self._state, False
         self.store.write_json(self.store.path(self.run_id, STATUS_FILE), state.to_json())
         self._last_heartbeat = time.time()
@@ -660,7 +661,7 @@ class RunWriter:
                 self._compact(snapshot)
             self._write_state()
         except Exception as error:
-            self.error = _error_text(error)
+            self.error = error_reason(error)
 
     def _compact(self, snapshot: HistorySnapshot) -> None:
         """One piece for the whole run, so opening it later reads one file, then drop the small ones."""
@@ -673,11 +674,6 @@ class RunWriter:
             except FileNotFoundError:
                 pass
 
-
-def _replace(state: RunState, **changes) -> RunState:
-    from dataclasses import replace
-
-    return replace(state, **changes)
 
 
 # --------------------------------------------------------------------------- reading

@@ -17,6 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -341,8 +342,6 @@ class TrainingMonitor:
 
             store = runs_dir if isinstance(runs_dir, RunStore) else RunStore(runs_dir)
             if architecture is None and hasattr(self.model, "describe"):
-                from dataclasses import asdict
-
                 architecture = [asdict(layer) for layer in self.model.describe()]
             self.writer = store.create_run(
                 name=name or "script", config=config or {}, layer_names=self.layer_names, source=source,
@@ -357,6 +356,13 @@ class TrainingMonitor:
         self._prepare_next_batch()
         self._notify("on_train_start")
         return self.writer.folder if self.writer is not None else None
+
+    def _weights_on_host(self) -> dict:
+        """A CPU copy of the model's state_dict: the store writes it while training goes on."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def _fail_writing(self, reason: str) -> None:
+        self.history.set_status(FAILED, f"Failed: could not write the run: {reason}")
 
     def _begin(self, message: str) -> None:
         self._started_at = self._last_flush = time.perf_counter()
@@ -424,12 +430,10 @@ class TrainingMonitor:
             self.model.capture(False)
         writer, self.writer = self.writer, None
         if writer is not None:
-            state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-            writer.close(self.history.snapshot(), final_weights=state)
+            writer.close(self.history.snapshot(), final_weights=self._weights_on_host())
             if writer.error is not None and self.status != FAILED:
-                self.history.set_status(FAILED, f"Failed: could not write the run: {writer.error}")
-        if self._watching or self.history.sink is not None:
-            self.history.sink = None
+                self._fail_writing(writer.error)
+        self.history.sink = None
         self._notify("on_train_end")
 
     def _take_layer_stats(self, weights_before: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
@@ -473,8 +477,7 @@ class TrainingMonitor:
         grad = (segments[layers:, 4:].astype(np.float32), segments[layers:, :2].astype(np.float32))
         self.history.append_layer_stats(self.step, stats, weight, grad)
         if self.writer is not None and self.writer.wants_weights(self._parameter_bytes):
-            self.writer.on_weights(self.step, {k: v.detach().to("cpu", copy=True)
-                                               for k, v in self.model.state_dict().items()})
+            self.writer.on_weights(self.step, self._weights_on_host())
 
     def _flush(self, check: bool = True) -> bool:
         """Move buffered per-batch numbers into the history; False if the run diverged."""
@@ -509,7 +512,7 @@ class TrainingMonitor:
         self.history.append_batches(batch_rows, layer_norms.astype(np.float32))
         self._epoch_totals += ((loss * batch_sizes).sum(), correct.sum(), batch_sizes.sum())
         if self.writer is not None and self.writer.error is not None and self.status == RUNNING:
-            self.history.set_status(FAILED, f"Failed: could not write the run: {self.writer.error}")
+            self._fail_writing(self.writer.error)
             return False
         if not check:
             return True

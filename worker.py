@@ -19,7 +19,7 @@ import torch
 
 from history import Status
 from run_config import RunConfig
-from run_store import RunStore
+from run_store import RunStore, error_reason
 from training_setup import build_training
 
 
@@ -50,18 +50,13 @@ def train_run(store: RunStore, run_id: str, name: str, config: RunConfig, thread
                             batches_per_epoch=len(setup.train_batches), run_id=run_id,
                             architecture=[asdict(layer) for layer in setup.architecture], source="dashboard")
     except Exception as error:  # a bad IDX file, a full disk, out of memory...
-        return Status.FAILED, f"Could not start: {_reason(error)}"
+        return Status.FAILED, f"Could not start: {error_reason(error)}"
     try:
         setup.fit()
     except Exception:  # fit() recorded the failure in the run's status before re-raising
         pass
     return setup.monitor.status, setup.monitor.message
 
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror[0].lower() + error.strerror[1:]
-    return str(error) or type(error).__name__
 
 
 def main(store_url: str, jobs: list, results, cancelled: dict, threads: int) -> None:
