@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 
@@ -71,21 +72,31 @@ def _segment_statistics(tensors: Sequence[torch.Tensor], bins: int, summed: int 
     The device (GPU) version: a few foreach kernels for the per-tensor numbers and a single
     bincount for all histograms, nothing read to the host. Sums only for the first `summed`
     tensors (the weights; gradients' means are never shown). Returns (len(tensors), 4 + bins).
+    NaN/Inf values (an AMP step that overflowed, a diverging run) are left out of the range
+    and the histogram, and make the sums non-finite; a tensor with no finite value gets a NaN
+    range and an empty histogram.
     """
     summed = len(tensors) if summed is None else summed
     tensors = [t.detach().reshape(-1).float() for t in tensors]
-    high = torch.stack(torch._foreach_max(tensors))
-    low = -torch.stack(torch._foreach_max(torch._foreach_neg(tensors)))
+    finite = [t.isfinite() for t in tensors]
+    inf = torch.tensor(math.inf, device=tensors[0].device)
+    high = torch.stack([torch.where(f, t, -inf).max() for t, f in zip(tensors, finite)])
+    low = torch.stack([torch.where(f, t, inf).min() for t, f in zip(tensors, finite)])
     squares = torch.stack(torch._foreach_norm(tensors)) ** 2
     sums = torch.stack([t.sum() for t in tensors[:summed]] + [squares[0] * 0] * (len(tensors) - summed))
     scale = bins / (high - low).clamp_min(1e-12)
     shift = -low * scale
-    # bin = (x - low) * scale as one fused multiply-add, offset so each tensor has its own bins.
+    # bin = (x - low) * scale as one fused multiply-add, offset so each tensor has its own bins;
+    # non-finite values go to one extra bin past the end that is dropped.
+    dropped = len(tensors) * bins
     bin_index = torch.cat([
-        torch.addcmul(shift[i], tensor, scale[i]).long().clamp_(0, bins - 1).add_(i * bins)
-        for i, tensor in enumerate(tensors)
+        torch.addcmul(shift[i], tensor, scale[i]).nan_to_num_(0.0, 0.0, 0.0).long().clamp_(0, bins - 1)
+        .add_(i * bins).masked_fill_(~f, dropped)
+        for i, (tensor, f) in enumerate(zip(tensors, finite))
     ])
-    counts = torch.bincount(bin_index, minlength=len(tensors) * bins).view(len(tensors), bins)
+    counts = torch.bincount(bin_index, minlength=dropped + 1)[:dropped].view(len(tensors), bins)
+    nothing_finite = torch.isinf(low)
+    low, high = low.masked_fill(nothing_finite, math.nan), high.masked_fill(nothing_finite, math.nan)
     return torch.cat([low[:, None], high[:, None], sums[:, None], squares[:, None], counts.float()], dim=1)
 
 
@@ -100,12 +111,18 @@ def _segment_statistics_host(tensors: Sequence[torch.Tensor], bins: int, summed:
     for index, tensor in enumerate(tensors):
         values = tensor.detach().reshape(-1).float().numpy()
         low, high = float(values.min()), float(values.max())
+        rows[index, 2] = float(values.sum(dtype=np.float64)) if index < summed else 0.0
+        rows[index, 3] = float(np.dot(values, values))
+        if not math.isfinite(high - low):  # NaN/Inf in it: range and histogram of the finite values
+            values = values[np.isfinite(values)]
+            if not len(values):
+                rows[index, :2] = math.nan
+                continue
+            low, high = float(values.min()), float(values.max())
         scale = bins / max(high - low, 1e-12)
         bin_index = ((values - low) * scale).astype(np.int64)  # >= 0: values never go below low
         np.minimum(bin_index, bins - 1, out=bin_index)
         rows[index, :2] = low, high
-        rows[index, 2] = float(values.sum(dtype=np.float64)) if index < summed else 0.0
-        rows[index, 3] = float(np.dot(values, values))
         rows[index, 4:] = np.bincount(bin_index, minlength=bins)
     return rows
 
@@ -176,6 +193,10 @@ class TrainingMonitor:
         self._pending = 0
         self._last_flush = 0.0
         self._first_loss: float | None = None
+        self.overflowed_steps = 0  # batches whose gradients were NaN/Inf while the loss was finite
+        self._first_overflow_step: int | None = None
+        self._zero_gradient_warning: str | None = None
+        self._broken: str | None = None  # why the monitor stopped recording (its own fault), if it did
         self.step = 0
         self.epoch = 0
         self._started_at = 0.0
@@ -346,7 +367,7 @@ class TrainingMonitor:
             self.writer = store.create_run(
                 name=name or "script", config=config or {}, layer_names=self.layer_names, source=source,
                 architecture=architecture, histogram_bins=self.histogram_bins, run_id=run_id,
-                planned_epochs=planned_epochs, batches_per_epoch=batches_per_epoch,
+                planned_epochs=planned_epochs, batches_per_epoch=batches_per_epoch, device=self.device_name(),
             )
             self.writer.on_stop_requested = self._stop_from_dashboard
             self.history.sink = self.writer
@@ -356,6 +377,13 @@ class TrainingMonitor:
         self._prepare_next_batch()
         self._notify("on_train_start")
         return self.writer.folder if self.writer is not None else None
+
+    def device_name(self) -> str:
+        """Where the run trains, as a person reads it: 'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
+        if self.device.type != "cuda":
+            return str(self.device)
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
     def _weights_on_host(self) -> dict:
         """A CPU copy of the model's state_dict: the store writes it while training goes on."""
@@ -386,36 +414,77 @@ class TrainingMonitor:
 
         Returns False once the run should end: the loss diverged (NaN/Inf or exploding), the
         dashboard asked to stop, or the run could not be written. Later calls do nothing and
-        return False, so a loop that ignores the answer is never broken by the monitor.
+        return False, so a loop that ignores the answer is never broken by the monitor. If the
+        monitor itself fails (a bug, an input it cannot read), it warns once, marks the run
+        failed, stops recording and returns True: your training goes on.
         """
+        if self._broken is not None:
+            return True
         if self.status != RUNNING or self._stop_event.is_set():
             if self._watching:
                 return False
             raise RuntimeError("call monitor.watch(...) before log_batch")
-        if self._watch_weights_before is not None and hasattr(self.model, "capture"):
-            self.model.capture(False)
-        self._record(loss, logits, labels, self._grad_norms(), self._watch_weights_before)
-        batches = self.history.batches_per_epoch
-        progress = self._watch_epoch + ((self.step % batches) + 1) / batches if batches else float(self._watch_epoch)
-        healthy = self._after_batch(len(labels), progress, self.callbacks)
-        self._prepare_next_batch()
+        try:
+            if self._watch_weights_before is not None and hasattr(self.model, "capture"):
+                self.model.capture(False)
+            self._record(loss, logits, labels, self._grad_norms(), self._watch_weights_before)
+            batches = self.history.batches_per_epoch
+            progress = self._watch_epoch + ((self.step % batches) + 1) / batches if batches else float(self._watch_epoch)
+            healthy = self._after_batch(len(labels), progress, self.callbacks)
+            self._prepare_next_batch()
+        except Exception as error:
+            return self._stop_recording(error)
         return healthy and self.status == RUNNING and not self._stop_event.is_set()
 
     def log_epoch(self, val_loss: float = math.nan, val_accuracy: float = math.nan) -> None:
         """Close an epoch of your loop, with validation numbers if you have them."""
-        if self.status != RUNNING or self._stop_event.is_set():
+        if self._broken is not None or self.status != RUNNING or self._stop_event.is_set():
             return
-        self._flush()
-        self._record_epoch(self._watch_epoch, float(val_loss), float(val_accuracy))
-        self._watch_epoch += 1
+        try:
+            self._flush()
+            self._record_epoch(self._watch_epoch, float(val_loss), float(val_accuracy))
+            self._watch_epoch += 1
+        except Exception as error:
+            self._stop_recording(error)
 
     def finish(self, status: str = FINISHED, message: str = "") -> None:
         """End a watched run: flush what is pending, record how it ended, save the weights."""
-        if self.status == RUNNING and not self._stop_event.is_set():
-            self._flush(check=False)
-            if self.status == RUNNING:
-                self.history.set_status(status, message or f"{str(status).capitalize()} after {self.step} batches.")
-        self._end()
+        if self._broken is not None:
+            return
+        try:
+            if self.status == RUNNING and not self._stop_event.is_set():
+                self._flush(check=False)
+                if self.status == RUNNING:
+                    self.history.set_status(status, message or f"{str(status).capitalize()} after {self.step} batches."
+                                            + self._overflow_note())
+            self._end()
+        except Exception as error:
+            self._stop_recording(error)
+
+    def _overflow_note(self) -> str:
+        if not self.overflowed_steps:
+            return ""
+        return (f" {self.overflowed_steps} of them had NaN/Inf gradients (from batch {self._first_overflow_step}); "
+                "with AMP these are steps GradScaler skipped.")
+
+    def _stop_recording(self, error: Exception) -> bool:
+        """The monitor's own failure must never break the user's loop: warn, mark the run
+        failed, close what can be closed, and let training go on unrecorded."""
+        from run_store import error_reason
+
+        self._broken = error_reason(error)
+        warnings.warn(f"TrainingMonitor stopped recording this run after {self.step} batches "
+                      f"({type(error).__name__}: {error}); your training goes on.", RuntimeWarning, stacklevel=3)
+        try:
+            self.history.set_status(FAILED, f"Failed: the monitor stopped recording after {self.step} batches: "
+                                            f"{self._broken}")
+            writer, self.writer = self.writer, None
+            if writer is not None:
+                writer.close(self.history.snapshot())
+            self.history.sink = None
+        except Exception:  # the store may be what failed; the loop still must not see it
+            pass
+        return True
 
     def _end(self) -> None:
         """Whatever ended the run: stop capturing, write the rest, close the store, tell callbacks."""
@@ -425,7 +494,7 @@ class TrainingMonitor:
             if self._stop_event.is_set():
                 self.history.set_status(STOPPED, self._stop_message.format(steps=self.step))
             else:
-                self.history.set_status(FINISHED, f"Finished after {self.step} batches.")
+                self.history.set_status(FINISHED, f"Finished after {self.step} batches." + self._overflow_note())
         if hasattr(self.model, "capture"):
             self.model.capture(False)
         writer, self.writer = self.writer, None
@@ -519,18 +588,24 @@ class TrainingMonitor:
         return self._check_divergence(loss, grad_norm)
 
     def _check_divergence(self, loss: np.ndarray, grad_norm: np.ndarray) -> bool:
+        """Diverged = the loss became NaN/Inf or exploded. NaN/Inf gradients with a finite loss
+        are not, by themselves: AMP's GradScaler skips such steps and lowers its scale (normal
+        fp16 training). They are counted, and named when the loss fails after them."""
+        first_step = self.history.num_steps - len(loss)
+        bad_grads = ~np.isfinite(grad_norm)
+        if bad_grads.any():
+            self.overflowed_steps += int(bad_grads.sum())
+            if self._first_overflow_step is None:
+                self._first_overflow_step = first_step + int(np.argmax(bad_grads))
         if self._first_loss is None and len(loss) and math.isfinite(loss[0]):
             self._first_loss = float(loss[0])
-        first_step = self.history.num_steps - len(loss)
-        bad = ~np.isfinite(loss) | ~np.isfinite(grad_norm)
+        lower = "The learning rate is probably too high; lower it (e.g. by 10x) and train again."
+        bad = ~np.isfinite(loss)
         if bad.any():
             step = first_step + int(np.argmax(bad))
-            what = "loss" if not math.isfinite(loss[step - first_step]) else "gradient norm"
-            self.history.set_status(
-                DIVERGED,
-                f"Diverged at batch {step}: the {what} became NaN/Inf. The learning rate is "
-                "probably too high; lower it (e.g. by 10x) and train again.",
-            )
+            before = self._first_overflow_step
+            cause = f", after the gradient norm did at batch {before}" if before is not None and before < step else ""
+            self.history.set_status(DIVERGED, f"Diverged at batch {step}: the loss became NaN/Inf{cause}. {lower}")
             return False
         if self._first_loss is not None and self._first_loss > 0:
             limit = DIVERGENCE_LOSS_FACTOR * self._first_loss
@@ -540,11 +615,23 @@ class TrainingMonitor:
                 self.history.set_status(
                     DIVERGED,
                     f"Diverged at batch {step}: the loss reached {loss[step - first_step]:.3g}, over "
-                    f"{DIVERGENCE_LOSS_FACTOR:g}x its starting value {self._first_loss:.3g}. The learning "
-                    "rate is probably too high; lower it (e.g. by 10x) and train again.",
+                    f"{DIVERGENCE_LOSS_FACTOR:g}x its starting value {self._first_loss:.3g}. {lower}",
                 )
                 return False
+        if len(grad_norm) and self._zero_gradient_warning is None and self.step >= 3 \
+                and not np.any(grad_norm) and np.all(loss > 0):
+            self._warn_zero_gradients()
         return True
+
+    def _warn_zero_gradients(self) -> None:
+        """Every gradient exactly zero (or absent) while the loss is not: the loop clears them
+        before log_batch sees them. Said once, as a warning in the run and in the terminal."""
+        self._zero_gradient_warning = (
+            "Every gradient was zero when log_batch ran: call monitor.log_batch(...) after "
+            "optimizer.step() and before optimizer.zero_grad(), or gradient norms read as 0.")
+        warnings.warn(self._zero_gradient_warning, RuntimeWarning, stacklevel=4)
+        if self.status == RUNNING:
+            self.history.set_status(RUNNING, f"{self.history.message} Warning: {self._zero_gradient_warning}")
 
     def _end_epoch(self, epoch: int, val_batches: Iterable | None) -> None:
         if not self._flush():

@@ -171,3 +171,40 @@ def test_names_with_markdown_html_or_image_syntax_stay_plain_text():
     assert charts.escape_markdown("Adam 5e-3 · MLP 128×3") == "Adam 5e-3 · MLP 128×3"
     legend = charts.short_labels([hostile, "other"])
     assert "<" not in "".join(legend) and "&lt;img" in legend[0]
+
+
+def test_every_chart_and_the_doctor_take_a_history_with_nan_and_inf_gradients(tmp_path):
+    """An AMP run's skipped steps (Inf gradient norms) and a diverged run's NaN weights."""
+    import warnings
+
+    from diagnostics import diagnose
+    from history import LAYER_STATS, History
+
+    history = History(("fc1", "fc2"), 8)
+    rng = np.random.default_rng(0)
+    rows = rng.uniform(0.1, 1.0, size=(300, 6)).astype(np.float32)
+    rows[:, 3] = np.arange(300) / 30  # epoch progress
+    rows[[5, 6, 150], 2] = np.inf  # overflowed gradient norms
+    rows[299, 0] = np.nan  # the last loss
+    norms = rng.uniform(0.01, 1, size=(300, 2)).astype(np.float32)
+    norms[[5, 6, 150]] = np.inf
+    history.append_batches(rows, norms)
+    for epoch in range(1, 10):
+        history.append_epoch(epoch=epoch, train_loss=1 / epoch, train_accuracy=0.5, val_loss=np.nan if epoch == 9 else 1.0,
+                             val_accuracy=0.5, lr=0.01, seconds=epoch, end_step=30 * epoch)
+    stats = rng.uniform(0, 1, size=(2, len(LAYER_STATS)))
+    counts = rng.integers(0, 5, size=(2, 8)).astype(np.float32)
+    for step in range(0, 300, 20):
+        ranges = np.array([[-1, 1], [np.nan, np.nan]], dtype=np.float32)  # fc2 had no finite value
+        history.append_layer_stats(step, stats.astype(np.float32), (counts, ranges), (counts, ranges))
+    snapshot = history.snapshot()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from NaN/Inf either
+        findings = diagnose(snapshot)
+        figures = charts.training_curves_figures(snapshot, findings)
+        figures += [charts.histogram_heatmaps(snapshot, "weight"), charts.histogram_heatmaps(snapshot, "grad"),
+                    charts.latest_histograms(snapshot, "weight"), charts.latest_histograms(snapshot, "grad")]
+        charts.headline_metrics(snapshot)
+        charts.training_progress(snapshot)
+    for figure in figures:
+        figure.to_json()  # what Streamlit sends: must serialise

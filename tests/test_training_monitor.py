@@ -1,3 +1,4 @@
+import math
 import threading
 import time
 
@@ -282,6 +283,19 @@ def test_host_and_device_segment_statistics_agree():
     assert host[:, 4:].sum(1).tolist() == [t.numel() for t in tensors]
 
 
+def test_segment_statistics_leave_nan_and_inf_out_of_ranges_and_histograms():
+    """An AMP step that overflowed or a diverging run hands the monitor NaN/Inf gradients."""
+    from training_monitor import _segment_statistics, _segment_statistics_host
+
+    mixed = torch.tensor([1.0, 2.0, math.nan, math.inf, -math.inf, 3.0])
+    tensors = [mixed, torch.full((4,), math.nan), torch.tensor([0.5, 1.5])]
+    for rows in (_segment_statistics(tensors, 4, summed=1).numpy(), _segment_statistics_host(tensors, 4, summed=1)):
+        assert rows[0, :2].tolist() == [1.0, 3.0]
+        assert rows[0, 4:].sum() == 3  # the three finite values
+        assert np.isnan(rows[1, :2]).all() and rows[1, 4:].sum() == 0
+        assert rows[2, :2].tolist() == [0.5, 1.5] and rows[2, 4:].sum() == 2
+
+
 def test_a_parameter_without_gradient_counts_as_zero_norm():
     torch.manual_seed(0)
     model = MonitoredMLP(2, [8], 3)
@@ -325,3 +339,112 @@ def test_a_loop_that_ignores_log_batch_after_a_stop_is_never_broken_and_records_
     history = reader.history.snapshot()
     assert reader.state.status == "stopped" and "Stopped from the dashboard after 6 batches" in reader.state.message
     assert history.num_steps == 6 and len(history.epochs) == 1
+
+
+def users_loop(monitor, model, optimizer, batches: int, before_step=None, grads_cleared_early=False):
+    """A README-style loop that ignores log_batch's answer, as many real loops do."""
+    torch.manual_seed(1)
+    x, y = torch.randn(64, 2), torch.randint(0, 3, (64,))
+    answers = []
+    for batch in range(batches):
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        if before_step is None or before_step(batch):  # False: the step is skipped, like GradScaler does
+            optimizer.step()
+        if grads_cleared_early:
+            optimizer.zero_grad()
+        answers.append(monitor.log_batch(loss, logits, y))
+        if batch % 8 == 7:
+            monitor.log_epoch(loss.item(), 0.5)
+    monitor.finish()
+    return answers
+
+
+def plain_model_and_monitor(tmp_path, stats_every=4):
+    from run_store import RunStore
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = TrainingMonitor(model, optimizer, device="cpu", stats_every=stats_every)
+    store = RunStore(tmp_path)
+    monitor.watch(store, name="users loop", planned_epochs=4, batches_per_epoch=8, run_id="0123456789ab")
+    return model, optimizer, monitor, store
+
+
+def stored_state(store):
+    from run_store import RunReader
+
+    reader = RunReader.open(store, "0123456789ab")
+    reader.poll()
+    return reader.state, reader.history.snapshot()
+
+
+def test_nan_weights_at_a_stats_batch_end_the_run_as_diverged_without_raising_into_the_loop(tmp_path):
+    model, optimizer, monitor, store = plain_model_and_monitor(tmp_path)
+
+    def poison_at_batch_9(batch):
+        if batch == 9:
+            with torch.no_grad():
+                model[0].weight[0, 0] = math.nan
+        return True
+
+    answers = users_loop(monitor, model, optimizer, 32, before_step=poison_at_batch_9)
+    # Divergence is decided when buffered batches are read: at the latest the epoch's end (batch 15).
+    assert answers[:9] == [True] * 9 and not any(answers[16:])
+    state, history = stored_state(store)
+    assert state.status == DIVERGED and "Diverged at batch 10: the loss became NaN/Inf" in state.message
+    assert 10 < history.num_steps <= 16  # recorded up to the flush that found it, nothing after
+
+
+def test_overflowed_gradients_with_a_finite_loss_are_counted_not_called_divergence(tmp_path):
+    """What AMP's GradScaler does: inf gradients, the step skipped, the loss still finite."""
+    model, optimizer, monitor, store = plain_model_and_monitor(tmp_path)
+    skipped = {3, 4, 17}
+
+    def overflow(batch):
+        if batch in skipped:
+            model[2].weight.grad[0, 0] = math.inf
+            return False
+        return True
+
+    answers = users_loop(monitor, model, optimizer, 32, before_step=overflow)
+    assert all(answers)
+    state, history = stored_state(store)
+    assert state.status == FINISHED and monitor.overflowed_steps == 3
+    assert "3 of them had NaN/Inf gradients (from batch 3)" in state.message
+    assert (~np.isfinite(history.batch("grad_norm"))).sum() == 3
+    assert np.isfinite(history.weight_histograms.counts).all()
+
+
+def test_gradients_cleared_before_log_batch_are_named_once(tmp_path):
+    model, optimizer, monitor, store = plain_model_and_monitor(tmp_path)
+    with pytest.warns(RuntimeWarning, match="after optimizer.step\\(\\) and before optimizer.zero_grad"):
+        users_loop(monitor, model, optimizer, 32, grads_cleared_early=True)
+    state, _ = stored_state(store)
+    assert state.status == FINISHED
+    assert monitor._zero_gradient_warning is not None
+
+
+def test_a_fault_inside_the_monitor_warns_marks_the_run_failed_and_training_goes_on(tmp_path, monkeypatch):
+    model, optimizer, monitor, store = plain_model_and_monitor(tmp_path)
+    calls = {"stats": 0}
+    real = monitor._take_layer_stats
+
+    def fails_the_third_time(*args):
+        calls["stats"] += 1
+        if calls["stats"] == 3:
+            raise ValueError("a statistic the monitor could not take")
+        return real(*args)
+
+    monkeypatch.setattr(monitor, "_take_layer_stats", fails_the_third_time)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.warns(RuntimeWarning, match="your training goes on"):
+        answers = users_loop(monitor, model, optimizer, 32)
+    assert all(answers)  # the loop was never told to stop by the monitor's own failure
+    assert not torch.equal(before[0], next(model.parameters()))  # and it trained all along
+    state, history = stored_state(store)
+    assert state.status == "failed" and "a statistic the monitor could not take" in state.message
+    assert history.num_steps == 8  # everything before the fault was kept
