@@ -412,7 +412,7 @@ def live_panels() -> None:
     source = "your script" if current.source == "script" else DATASETS.get(current.config_dict.get("dataset"), "")
     st.caption(f"Run `{current.run_id}` · **{charts.escape_markdown(current.name)}** · {source}" + (
         f" · batch {current.config.batch_size} · {current.config.epochs} epochs · seed {current.config.seed}"
-        if current.config else ""))
+        if current.config else "") + (f" · on {charts.escape_markdown(current.device)}" if current.device else ""))
     if len(members) > 1:
         st.caption("Experiment: " + " → ".join(f"**{charts.escape_markdown(r.name)}** ({r.status})" for r in members))
     if active and config is not None and current.config is not None and config != current.config:

@@ -66,7 +66,9 @@ def _start_worker(*args) -> None:
 
 
 def _warm() -> None:
-    """Nothing: starting it makes the forkserver import torch before the first real run."""
+    """Starting it makes the forkserver import torch before the first real run (a no-op there);
+    spawned, it reads torch's files once so the first worker finds them in the OS cache."""
+    import worker  # noqa: F401
 
 
 @dataclass
@@ -126,25 +128,54 @@ class LaunchedGroup:
         return f"its process exited with code {code}"
 
 
-class WorkerPool:
-    """Starts worker processes from a warm forkserver (spawn where fork is unavailable)."""
+START_METHOD_VARIABLE = "DASHBOARD_WORKER_START"
 
-    def __init__(self):
-        # The forkserver imports this module by name: make the project importable wherever
-        # the server was started from.
+
+def gpu_visible() -> bool:
+    """Whether workers may use a GPU, judged without importing torch (the page never does):
+    the NVIDIA or ROCm device files exist and CUDA_VISIBLE_DEVICES does not hide them."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return False
+    return any(os.path.exists(path) for path in ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/kfd"))
+
+
+def start_method() -> str:
+    """forkserver, warm with torch and the project imported, where no GPU can be used; else spawn.
+
+    A forked child cannot use CUDA once its parent initialised it. On an H200 every worker of
+    the warm forkserver failed ("Cannot re-initialize CUDA in forked subprocess": the warm-up's
+    first optimizer step asks torch.cuda.is_available()); with that query hidden and PyTorch's
+    NVML check on, still "CUDA error: initialization error". spawn is PyTorch's advice for
+    CUDA: each worker imports torch itself (seconds, not the 0.9 s warm start).
+    DASHBOARD_WORKER_START overrides the choice.
+    """
+    chosen = os.environ.get(START_METHOD_VARIABLE, "").strip()
+    available = multiprocessing.get_all_start_methods()
+    if chosen in ("forkserver", "spawn") and chosen in available:
+        return chosen
+    return "forkserver" if "forkserver" in available and not gpu_visible() else "spawn"
+
+
+class WorkerPool:
+    """Starts worker processes: from a warm forkserver on CPU machines, spawned where a GPU is."""
+
+    def __init__(self, method: str | None = None):
+        # The forkserver or a spawned worker imports this module by name: make the project
+        # importable wherever the server was started from.
         paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
         if str(ROOT) not in paths:
             os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *[p for p in paths if p]])
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            self.context = multiprocessing.get_context("forkserver")
+        self.method = method or start_method()
+        self.context = multiprocessing.get_context(self.method)
+        if self.method == "forkserver":
             self.context.set_forkserver_preload(["worker"])
-        else:
-            self.context = multiprocessing.get_context("spawn")
         self.groups: list[LaunchedGroup] = []
         self._lock = threading.Lock()
 
     def warm(self) -> None:
-        """Start the forkserver (and its torch import) in the background now, not on the first Train."""
+        """Start the forkserver (and its torch import) in the background now, not on the first Train.
+        With spawn this also loads torch's files into the OS cache for the first worker."""
 
         def start_and_reap():
             process = self.context.Process(target=_warm, daemon=True)

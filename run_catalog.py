@@ -88,6 +88,11 @@ class Run:
         return meta["source"] if meta else "dashboard"
 
     @property
+    def device(self) -> str:
+        meta = self._read_meta()
+        return meta["device"] if meta else ""
+
+    @property
     def config_dict(self) -> dict:
         meta = self._read_meta()
         if meta is not None:

@@ -132,6 +132,7 @@ def _validate_meta(meta, run_id: str) -> dict:
         "name": clean_name(_text(meta.get("name", run_id), "name", MAX_NAME_LENGTH * 4) or run_id),
         "created_at": _time(meta.get("created_at"), "created_at"),
         "source": _text(meta.get("source", "script"), "source", 40),
+        "device": _text(meta["device"], "device", 120) if isinstance(meta.get("device"), str) else "",
         "config": config if isinstance(config, dict) else {},
         "layer_names": [_text(n, "layer name", 200) for n in names],
         "histogram_bins": _whole(meta.get("histogram_bins", DEFAULT_HISTOGRAM_BINS), "histogram_bins", 2, MAX_BINS),
@@ -342,13 +343,13 @@ class RunStore:
     # -- runs -------------------------------------------------------------------------
     def create_run(self, *, name: str, config: dict, layer_names, source: str, architecture: list | None = None,
                    histogram_bins: int = DEFAULT_HISTOGRAM_BINS, run_id: str | None = None,
-                   planned_epochs: int = 0, batches_per_epoch: int = 0) -> RunWriter:
+                   planned_epochs: int = 0, batches_per_epoch: int = 0, device: str = "") -> RunWriter:
         self.check_usable()
         run_id = check_run_id(run_id or new_run_id())
         meta = {
             "format": FORMAT, "run_id": run_id, "name": clean_name(name), "created_at": time.time(),
             "source": source, "config": config, "layer_names": list(layer_names),
-            "histogram_bins": histogram_bins, "architecture": architecture or [],
+            "histogram_bins": histogram_bins, "architecture": architecture or [], "device": device,
         }
         for folder in (self.path(run_id), self.path(run_id, CHUNKS), self.path(run_id, WEIGHTS)):
             self.fs.makedirs(folder, exist_ok=True)

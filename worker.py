@@ -5,8 +5,9 @@ own script takes: `TrainingMonitor.watch(store)` then `fit()`, the monitor writi
 store. The page never holds a model or trains; it reads the store. A worker that dies takes
 only its own run with it, and its memory goes back to the OS when it exits.
 
-Workers are forked from a forkserver (see launcher.py) that imported this module, so a Train
-click pays neither for `import torch` nor for what torch imports on first use.
+On CPU machines workers are forked from a forkserver (see launcher.py) that imported this
+module, so a Train click pays neither for `import torch` nor for what torch imports on first use;
+where a GPU is visible they are spawned (a forked child cannot use CUDA its parent initialised).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from training_setup import build_training
 
 def _import_what_torch_imports_lazily() -> None:
     """Building the first optimizer imports torch._dynamo (1.1 s measured here): do it now, once,
-    in the forkserver. Tensors this small never start an OpenMP pool, so forking stays safe."""
+    in the forkserver. Tensors this small never start an OpenMP pool, so forking stays safe.
+    (The forkserver is used only where no GPU is visible: see launcher.start_method.)"""
     layer = torch.nn.Linear(2, 2)
     for optimizer in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD):
         step = optimizer(layer.parameters(), lr=1e-3)

@@ -49,6 +49,29 @@ def test_a_launched_run_trains_in_its_own_process_and_gives_its_memory_back(tmp_
     assert step == -1 and isinstance(model, torch.nn.Module)
 
 
+def test_where_a_gpu_is_visible_workers_are_spawned_and_still_train(tmp_path, monkeypatch):
+    """A forked child cannot use CUDA its parent initialised, so GPU machines spawn workers."""
+    import launcher
+    import run_catalog
+
+    monkeypatch.setattr(launcher, "gpu_visible", lambda: True)
+    assert launcher.start_method() == "spawn"
+    monkeypatch.setenv(launcher.START_METHOD_VARIABLE, "forkserver")
+    assert launcher.start_method() == "forkserver"  # the override wins
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.undo()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert not launcher.gpu_visible()
+
+    monkeypatch.setattr(run_catalog, "_pool", launcher.WorkerPool("spawn"))
+    catalog = RunCatalog(str(tmp_path), warm_up=False)
+    [run] = catalog.launch([("spawned", RunConfig(epochs=2))])
+    catalog.wait(run.run_id, timeout=120)
+    assert run.status == FINISHED and run.snapshot().num_steps == 2 * 38
+    until(lambda: run.launched.group.exited, 10, "the worker exiting")
+    assert run.launched.group.process.exitcode == 0
+
+
 def test_a_killed_worker_is_told_within_seconds_and_other_runs_go_on(tmp_path):
     catalog = RunCatalog(str(tmp_path))
     [victim] = catalog.launch([("victim", LONG)])
