@@ -176,8 +176,10 @@ def test_learning_rate_preset_runs_three_runs_and_overlays_them():
     assert [n.split(" · ")[0] for n in names] == ["lr 0.001", "lr 0.01", "lr 0.1"]
     table = app.dataframe[0].value
     assert list(table["lr"]) == [0.001, 0.01, 0.1] and "hidden_sizes" not in table.columns
-    # The doctor names the lesson on the last run (lr 0.1).
-    assert any("Dead ReLUs" in e.value for e in app.error)
+    # The doctor names the lesson on the last run (lr 0.1). Not its severity: 90-94% of units
+    # dead measured here sits on the 90% line between warning and critical, and an AMD CPU's
+    # float results put it below (issue 11); the finding itself needs 60%, far below.
+    assert any("Dead ReLUs" in e.value for e in [*app.error, *app.warning])
 
 
 def test_health_panel_is_green_for_a_healthy_run_and_names_divergence():
