@@ -239,6 +239,12 @@ def batch_loss_chart(snapshot: HistorySnapshot, window: int = 50, markers=None) 
                                   line={"color": "rgba(31,119,180,0.35)", "width": 1}))
     figure.add_trace(go.Scatter(x=mx, y=my, name=f"moving average ({window})", mode="lines",
                                   line={"color": TRAIN_COLOR, "width": 2}))
+    skipped = np.flatnonzero(~np.isfinite(snapshot.batch("grad_norm")) & np.isfinite(snapshot.batch("loss")))
+    if len(skipped):  # AMP's skipped steps (NaN/Inf gradients, finite loss), at most MAX_POINTS of them
+        skipped = skipped[display_points(len(skipped))]
+        figure.add_trace(go.Scatter(x=snapshot.batch("epoch_progress")[skipped], y=snapshot.batch("loss")[skipped],
+                                    name="step skipped (NaN/Inf gradients)", mode="markers",
+                                    marker={"symbol": "x", "color": MARKER_COLORS["warning"], "size": 7}))
     return _markers(figure, markers)
 
 

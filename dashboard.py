@@ -223,8 +223,12 @@ CHART_NAMES = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch", "batc
 def health_panel(findings: list, snapshot) -> None:
     if not findings:
         if snapshot.num_steps:
-            st.success("**Health: all clear.** No sign of overfitting, stalled or exploding loss, exploding or "
-                       "vanishing gradients, dead ReLUs, saturation or badly sized updates.", icon=":material/check_circle:")
+            missing = diagnostics.unmeasured(snapshot)
+            checked = [c for c in ("overfitting", "dead ReLUs", "saturation") if not any(m.startswith(c) for m in missing)]
+            st.success("**Health: all clear.** No sign of stalled or exploding loss, exploding or vanishing gradients, "
+                       "badly sized updates" + "".join(f", {c}" for c in checked) + "."
+                       + (f"  \n*Not measured:* {'; '.join(missing)}." if missing else ""),
+                       icon=":material/check_circle:")
         return
     for finding in findings:
         where = f" · from epoch {finding.epoch:.1f}" if finding.epoch is not None else ""

@@ -310,8 +310,64 @@ def check_noisy_plateau(snapshot: HistorySnapshot) -> Finding | None:
     return None
 
 
+# Zero gradients: this share of logged batches with a gradient norm of exactly 0 means the
+# loop cleared the gradients before log_batch read them (a real gradient is never exactly 0).
+ZERO_GRADIENT_SHARE = 0.9
+
+
+def check_zero_gradients(snapshot: HistorySnapshot) -> Finding | None:
+    norms, loss = snapshot.batch("grad_norm"), snapshot.batch("loss")
+    if len(norms) < 3:
+        return None
+    zero = (norms == 0) & np.isfinite(loss) & (loss > 0)
+    if zero.mean() < ZERO_GRADIENT_SHARE:
+        return None
+    step = int(np.argmax(zero))
+    return Finding(
+        "zero_gradients", WARNING, "Gradients were zero when logged",
+        "Every gradient was exactly zero when log_batch ran, so gradient norms, gradient histograms and the "
+        "gradient checks read nothing. Call monitor.log_batch(...) after optimizer.step() and before "
+        "optimizer.zero_grad().",
+        f"{int(zero.sum())} of {len(norms)} batches logged a gradient norm of 0 with a loss above 0.",
+        "grad_norm", step, _epoch_at(snapshot, step),
+    )
+
+
+def check_skipped_steps(snapshot: HistorySnapshot) -> Finding | None:
+    """NaN/Inf gradients with a finite loss: AMP's GradScaler skipped those steps (normal while
+    it finds its scale); many of them mean fp16 overflows all the time."""
+    norms, loss = snapshot.batch("grad_norm"), snapshot.batch("loss")
+    skipped = ~np.isfinite(norms) & np.isfinite(loss)
+    if not skipped.any():
+        return None
+    count, step = int(skipped.sum()), int(np.argmax(skipped))
+    share = count / len(norms)
+    return Finding(
+        "skipped_steps", WARNING if share > 0.05 else INFO, "Steps with NaN/Inf gradients",
+        "Some batches produced NaN/Inf gradients while the loss stayed finite. With mixed precision (AMP) these "
+        "are steps GradScaler skipped while lowering its scale: harmless when rare. Without AMP, or when many, "
+        "the gradients overflow: lower the learning rate or clip gradients.",
+        f"{count} of {len(norms)} batches ({share:.1%}), the first at batch {step}; marked on the loss per batch.",
+        "batch_loss", step, _epoch_at(snapshot, step),
+    )
+
+
+def unmeasured(snapshot: HistorySnapshot) -> list[str]:
+    """What the doctor could not check on this run, in words, so "all clear" never claims it."""
+    missing = []
+    for stat, words in (("dead_fraction", "dead ReLUs (no ReLU modules seen)"),
+                        ("saturation", "saturation (no tanh/sigmoid modules seen)")):
+        if len(snapshot.stats_steps) == 0 or not np.isfinite(snapshot.layer_stat(stat)).any():
+            missing.append(words)
+    if not len(snapshot.epochs) or not np.isfinite(snapshot.epoch("val_loss")).any():
+        missing.append("overfitting (no validation loss logged)")
+    return missing
+
+
 CHECKS = (
     check_diverged,
+    check_zero_gradients,
+    check_skipped_steps,
     check_exploding_gradients,
     check_vanishing_gradients,
     check_dead_relus,

@@ -60,38 +60,16 @@ def _check_dropout(dropout: float) -> float:
     return float(dropout)
 
 
-class MonitoredModel(nn.Module):
-    """Shared monitoring machinery; subclasses build layers and call _monitor(...)."""
+class ActivationCapture:
+    """Activation capture shared by the models here and ModuleWatcher: `_watched` lists
+    (layer name, module whose output is measured, activation name); a capture registers
+    forward hooks on those modules and fills captured_activations / captured_activation_grads."""
 
-    input_shape: tuple[int, ...]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._monitored: dict[str, nn.Module] = {}
-        self._activation_of: dict[str, str | None] = {}
-        self._watched: list[tuple[str, nn.Module, str | None]] = []
-        self._hook_handles: list = []
-        self.monitoring_enabled = True
-        # name -> tensor of ACTIVATION_STATS (without the gradient) and name -> gradient norm
-        self.captured_activations: dict[str, torch.Tensor] = {}
-        self.captured_activation_grads: dict[str, torch.Tensor] = {}
-
-    # -- building ------------------------------------------------------------------
-    def _monitor(self, name: str, layer: nn.Module, activation_module: nn.Module | None, activation: str | None):
-        self._monitored[name] = layer
-        self._activation_of[name] = activation
-        # The output layer has no activation: its logits are measured instead.
-        self._watched.append((name, activation_module if activation_module is not None else layer, activation))
-
-    # -- what the monitor reads ----------------------------------------------------
-    @property
-    def monitored_layers(self) -> dict[str, nn.Module]:
-        """Weighted layers by readable name, in forward order."""
-        return dict(self._monitored)
-
-    @property
-    def layer_activations(self) -> dict[str, str | None]:
-        return dict(self._activation_of)
+    _watched: list[tuple[str, nn.Module, str | None]]
+    _hook_handles: list
+    monitoring_enabled: bool
+    captured_activations: dict[str, torch.Tensor]
+    captured_activation_grads: dict[str, torch.Tensor]
 
     @property
     def has_hooks(self) -> bool:
@@ -125,9 +103,10 @@ class MonitoredModel(nn.Module):
         self.remove_hooks()
         self.monitoring_enabled = False
 
-    # -- hooks ---------------------------------------------------------------------
     def _make_forward_hook(self, name: str, activation: str | None):
         def forward_hook(module, inputs, output):
+            if not isinstance(output, torch.Tensor):
+                return
             values = output.detach()
             self.captured_activations[name] = _activation_statistics(values, activation)
             if output.requires_grad:
@@ -137,6 +116,40 @@ class MonitoredModel(nn.Module):
                 output.register_hook(gradient_hook)
 
         return forward_hook
+
+
+class MonitoredModel(ActivationCapture, nn.Module):
+    """Shared monitoring machinery; subclasses build layers and call _monitor(...)."""
+
+    input_shape: tuple[int, ...]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._monitored: dict[str, nn.Module] = {}
+        self._activation_of: dict[str, str | None] = {}
+        self._watched: list[tuple[str, nn.Module, str | None]] = []
+        self._hook_handles: list = []
+        self.monitoring_enabled = True
+        # name -> tensor of ACTIVATION_STATS (without the gradient) and name -> gradient norm
+        self.captured_activations: dict[str, torch.Tensor] = {}
+        self.captured_activation_grads: dict[str, torch.Tensor] = {}
+
+    # -- building ------------------------------------------------------------------
+    def _monitor(self, name: str, layer: nn.Module, activation_module: nn.Module | None, activation: str | None):
+        self._monitored[name] = layer
+        self._activation_of[name] = activation
+        # The output layer has no activation: its logits are measured instead.
+        self._watched.append((name, activation_module if activation_module is not None else layer, activation))
+
+    # -- what the monitor reads ----------------------------------------------------
+    @property
+    def monitored_layers(self) -> dict[str, nn.Module]:
+        """Weighted layers by readable name, in forward order."""
+        return dict(self._monitored)
+
+    @property
+    def layer_activations(self) -> dict[str, str | None]:
+        return dict(self._activation_of)
 
     # -- self-description ----------------------------------------------------------
     def parameter_count(self) -> int:
@@ -325,3 +338,80 @@ class MonitoredCNN(MonitoredModel):
         if self.dropout is not None:
             x = self.dropout(x)
         return self.fc2(x)
+
+
+# --------------------------------------------------------------------------- any nn.Module
+
+ACTIVATION_KINDS: dict[type[nn.Module], str] = {
+    nn.ReLU: "relu", nn.ReLU6: "relu", nn.LeakyReLU: "leaky_relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid",
+    nn.GELU: "gelu", nn.SiLU: "silu", nn.ELU: "elu", nn.Softplus: "softplus", nn.Mish: "mish",
+}
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module a user wrote, inside torch.compile's and DDP's/DataParallel's wrappers, so
+    layer names match a single-process run ("fc1", never "module.fc1" or "_orig_mod.fc1")."""
+    for _ in range(8):
+        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            break
+    return model
+
+
+class ModuleWatcher(ActivationCapture):
+    """What MonitoredMLP/CNN know of themselves, for any nn.Module.
+
+    Layers: every module that holds trainable parameters of its own (Linear, Conv, Embedding,
+    LayerNorm, MultiheadAttention's input projection, ...), named as in named_modules().
+    Activations: an activation module (nn.ReLU, nn.GELU, ...) is measured as the activation of
+    the nearest layer registered before it. Activations applied as functions (F.relu inside
+    forward) cannot be seen: those layers' activation statistics stay "not measured".
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = unwrap_model(model)
+        self._monitored: dict[str, nn.Module] = {}
+        self._activation_of: dict[str, str | None] = {}
+        self._watched = []
+        self._hook_handles = []
+        self.monitoring_enabled = True
+        self.captured_activations = {}
+        self.captured_activation_grads = {}
+        last_layer = None
+        for name, module in self.model.named_modules():
+            if any(p.requires_grad for p in module.parameters(recurse=False)):
+                last_layer = name or "model"
+                self._monitored[last_layer] = module
+                self._activation_of[last_layer] = None
+            kind = ACTIVATION_KINDS.get(type(module))
+            if kind is not None and last_layer is not None and self._activation_of[last_layer] is None:
+                self._activation_of[last_layer] = kind
+                self._watched.append((last_layer, module, kind))
+
+    @property
+    def monitored_layers(self) -> dict[str, nn.Module]:
+        return dict(self._monitored)
+
+    @property
+    def layer_activations(self) -> dict[str, str | None]:
+        return dict(self._activation_of)
+
+    def describe(self) -> list[LayerInfo]:
+        """The layers and their parameter counts, from the module tree alone (no forward pass:
+        the input shape of an arbitrary model is unknown, so output shapes are left empty)."""
+        return [
+            LayerInfo(name, type(module).__name__, (), sum(p.numel() for p in module.parameters(recurse=False)),
+                      self._activation_of.get(name), True)
+            for name, module in self._monitored.items()
+        ]
+
+
+def layer_weight(module: nn.Module) -> nn.Parameter:
+    """The tensor that stands for a layer in histograms: its `weight`, else its largest parameter."""
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, nn.Parameter) and weight.requires_grad:
+        return weight
+    return max((p for p in module.parameters(recurse=False) if p.requires_grad), key=lambda p: p.numel())

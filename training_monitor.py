@@ -42,6 +42,7 @@ from history import (  # noqa: F401  (re-exported: the monitor's public vocabula
     HistorySnapshot,
     Status,
 )
+from neural_network import ModuleWatcher, MonitoredModel, layer_weight, unwrap_model
 
 FLUSH_ROWS = 256
 FLUSH_SECONDS = 0.2
@@ -165,17 +166,18 @@ class TrainingMonitor:
         self.callbacks = list(callbacks)
         self._stop_event = threading.Event()
 
-        layers = getattr(model, "monitored_layers", None) or {
-            name: module for name, module in model.named_modules()
-            if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
-        }
+        # The user's own module inside torch.compile/DDP wrappers: its layer names, its hooks.
+        inner = unwrap_model(model)
+        self.watcher = inner if isinstance(inner, MonitoredModel) else ModuleWatcher(inner)
+        layers = self.watcher.monitored_layers
         if not layers:
-            raise ValueError("the model has no Linear or Conv layers to monitor")
+            raise ValueError("the model has no trainable parameters to monitor")
         self.layer_names = tuple(layers)
-        self._layer_weights = [layers[name].weight for name in self.layer_names]
+        self._layer_weights = [layer_weight(layers[name]) for name in self.layer_names]
         self._params = [p for p in model.parameters() if p.requires_grad]
         # Which layer each parameter belongs to, so per-parameter norms sum into per-layer norms.
-        owner = {id(p): index for index, name in enumerate(self.layer_names) for p in layers[name].parameters()}
+        owner = {id(p): index for index, name in enumerate(self.layer_names)
+                 for p in layers[name].parameters(recurse=False)}
         self._param_layer = np.zeros((len(self._params), len(self.layer_names)), dtype=np.float32)
         for row, p in enumerate(self._params):
             if id(p) in owner:
@@ -287,8 +289,8 @@ class TrainingMonitor:
 
     def _train_step(self, inputs: torch.Tensor, labels: torch.Tensor, take_stats: bool) -> None:
         model, optimizer = self.model, self.optimizer
-        capture = getattr(model, "capture", None)
-        if take_stats and capture is not None:
+        capture = self.watcher.capture
+        if take_stats:
             capture(True)
         logits = model(inputs)
         loss = self.loss_fn(logits, labels)
@@ -296,8 +298,7 @@ class TrainingMonitor:
         loss.backward()
         weights_before = None
         if take_stats:
-            if capture is not None:
-                capture(False)
+            capture(False)
             weights_before = [w.detach().clone() for w in self._layer_weights]
         grad_norms = self._grad_norms()
         optimizer.step()
@@ -362,8 +363,8 @@ class TrainingMonitor:
             from run_store import RunStore  # the store builds on history, not on this module
 
             store = runs_dir if isinstance(runs_dir, RunStore) else RunStore(runs_dir)
-            if architecture is None and hasattr(self.model, "describe"):
-                architecture = [asdict(layer) for layer in self.model.describe()]
+            if architecture is None:
+                architecture = [asdict(layer) for layer in self.watcher.describe()]
             self.writer = store.create_run(
                 name=name or "script", config=config or {}, layer_names=self.layer_names, source=source,
                 architecture=architecture, histogram_bins=self.histogram_bins, run_id=run_id,
@@ -406,8 +407,7 @@ class TrainingMonitor:
         self._watch_weights_before = None
         if self.step % self.stats_every == 0:
             self._watch_weights_before = [w.detach().clone() for w in self._layer_weights]
-            if hasattr(self.model, "capture"):
-                self.model.capture(True)
+            self.watcher.capture(True)
 
     def log_batch(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> bool:
         """Record one batch of your loop, after loss.backward() and optimizer.step().
@@ -425,8 +425,8 @@ class TrainingMonitor:
                 return False
             raise RuntimeError("call monitor.watch(...) before log_batch")
         try:
-            if self._watch_weights_before is not None and hasattr(self.model, "capture"):
-                self.model.capture(False)
+            if self._watch_weights_before is not None:
+                self.watcher.capture(False)
             self._record(loss, logits, labels, self._grad_norms(), self._watch_weights_before)
             batches = self.history.batches_per_epoch
             progress = self._watch_epoch + ((self.step % batches) + 1) / batches if batches else float(self._watch_epoch)
@@ -495,8 +495,7 @@ class TrainingMonitor:
                 self.history.set_status(STOPPED, self._stop_message.format(steps=self.step))
             else:
                 self.history.set_status(FINISHED, f"Finished after {self.step} batches." + self._overflow_note())
-        if hasattr(self.model, "capture"):
-            self.model.capture(False)
+        self.watcher.capture(False)
         writer, self.writer = self.writer, None
         if writer is not None:
             writer.close(self.history.snapshot(), final_weights=self._weights_on_host())
@@ -511,8 +510,8 @@ class TrainingMonitor:
         layers = len(self.layer_names)
         update_norms = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, weights_before)))
         nan = torch.full((4,), math.nan, device=self.device)
-        captured = getattr(self.model, "captured_activations", {})
-        captured_grads = getattr(self.model, "captured_activation_grads", {})
+        captured = self.watcher.captured_activations
+        captured_grads = self.watcher.captured_activation_grads
         activations = torch.stack([captured.get(name, nan) for name in self.layer_names])  # (layers, 4)
         activation_grads = torch.stack([captured_grads.get(name, nan[0]) for name in self.layer_names])
         if self.device.type == "cpu":

@@ -208,3 +208,5 @@ def test_every_chart_and_the_doctor_take_a_history_with_nan_and_inf_gradients(tm
         charts.training_progress(snapshot)
     for figure in figures:
         figure.to_json()  # what Streamlit sends: must serialise
+    [skipped] = [t for t in figures[2].data if t.name.startswith("step skipped")]
+    assert np.allclose(skipped.x, rows[[5, 6, 150], 3])  # the three overflowed batches, at their epochs

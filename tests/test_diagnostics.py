@@ -90,3 +90,29 @@ def test_dead_units_update_ratio_and_saturation_read_the_layer_statistics():
     assert update.code == "update_ratio_high" and update.layer == "fc2"
     saturation = diagnostics.check_saturation(snapshot)
     assert saturation.layer == "fc2" and "90%" in saturation.evidence
+
+
+def test_zero_gradients_when_logged_are_named_and_a_few_real_zeros_are_not():
+    norms = np.zeros(50, dtype=np.float32)
+    finding = diagnostics.check_zero_gradients(synthetic_history(norms).snapshot())
+    assert finding.code == "zero_gradients" and "before optimizer.zero_grad()" in finding.explanation
+    norms[::2] = 0.3  # half the batches had gradients: a loop that logs correctly
+    assert diagnostics.check_zero_gradients(synthetic_history(norms).snapshot()) is None
+
+
+def test_skipped_steps_are_counted_and_placed_at_the_first():
+    norms = np.full(400, 0.5, dtype=np.float32)
+    norms[[3, 4, 250]] = np.inf
+    finding = diagnostics.check_skipped_steps(synthetic_history(norms).snapshot())
+    assert finding.severity == diagnostics.INFO and finding.step == 3 and "3 of 400 batches" in finding.evidence
+    norms[:100] = np.nan  # a quarter of all steps: fp16 overflows all the time
+    assert diagnostics.check_skipped_steps(synthetic_history(norms).snapshot()).severity == diagnostics.WARNING
+
+
+def test_all_clear_never_claims_what_was_not_measured():
+    plain = synthetic_history(np.full(50, 0.5, dtype=np.float32)).snapshot()  # no layer stats, no epochs
+    assert diagnostics.unmeasured(plain) == ["dead ReLUs (no ReLU modules seen)",
+                                             "saturation (no tanh/sigmoid modules seen)",
+                                             "overfitting (no validation loss logged)"]
+    default = trained_snapshot(RunConfig(epochs=2))  # ReLU MLP with validation: only saturation is not
+    assert diagnostics.unmeasured(default) == ["saturation (no tanh/sigmoid modules seen)"]

@@ -227,8 +227,44 @@ def test_any_plain_model_can_be_monitored():
     assert monitor.fit([(x, y)], None, epochs=2) == FINISHED
     snap = monitor.history.snapshot()
     assert snap.layer_names == ("1", "3")
-    assert np.isnan(snap.layer_stat("act_mean")).all()  # no activation hooks on a plain model
+    # The Tanh module after layer "1" is measured as its activation; "3" has none: not measured.
+    assert np.isfinite(snap.layer_stat("act_mean")[:, 0]).all() and np.isnan(snap.layer_stat("act_mean")[:, 1]).all()
+    assert np.isfinite(snap.layer_stat("saturation")[:, 0]).all() and np.isnan(snap.layer_stat("dead_fraction")).all()
     assert np.isfinite(snap.layer_stat("update_ratio")).all()
+    assert [(layer.name, layer.kind, layer.param_count, layer.activation) for layer in monitor.watcher.describe()] == [
+        ("1", "Linear", 48, "tanh"), ("3", "Linear", 51, None)]
+
+
+class TinyTransformer(nn.Module):
+    """Embedding, attention, LayerNorm, a functional activation: what Linear/Conv-only monitoring missed."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 16)
+        self.attention = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, tokens):
+        x = self.embed(tokens)
+        x = self.norm(x + self.attention(x, x, x, need_weights=False)[0])
+        return self.head(nn.functional.relu(x).mean(1))
+
+
+def test_every_module_with_parameters_is_a_layer_and_wrappers_do_not_rename_them():
+    torch.manual_seed(0)
+    model = TinyTransformer()
+    wrapped = nn.DataParallel(model)  # on a CPU it just calls the module; DDP unwraps the same way
+    monitor = TrainingMonitor(wrapped, torch.optim.Adam(model.parameters(), 1e-2), device="cpu", stats_every=1)
+    assert monitor.layer_names == ("embed", "attention", "attention.out_proj", "norm", "head")
+    tokens, labels = torch.randint(0, 20, (32, 5)), torch.randint(0, 3, (32,))
+    assert monitor.fit([(tokens, labels)], None, epochs=3) == FINISHED
+    snap = monitor.history.snapshot()
+    norms = snap.layer_grad_norms
+    assert norms.shape == (3, 5) and (norms > 0).all()
+    # Per-layer norms add up to the global norm: every parameter counted once.
+    assert np.allclose((norms ** 2).sum(1), snap.batch("grad_norm") ** 2, rtol=1e-4)
+    assert np.isnan(snap.layer_stat("dead_fraction")).all()  # F.relu is invisible: not measured
 
 
 def test_bad_monitor_settings_are_clear_errors():
@@ -238,7 +274,7 @@ def test_bad_monitor_settings_are_clear_errors():
         TrainingMonitor(model, opt, stats_every=0)
     with pytest.raises(ValueError, match="epochs"):
         TrainingMonitor(model, opt).fit([], None, epochs=0)
-    with pytest.raises(ValueError, match="no Linear or Conv"):
+    with pytest.raises(ValueError, match="no trainable parameters"):
         TrainingMonitor(nn.Sequential(nn.ReLU()), opt)
 
 
