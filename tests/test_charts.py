@@ -178,14 +178,15 @@ def test_every_chart_and_the_doctor_take_a_history_with_nan_and_inf_gradients(tm
     import warnings
 
     from diagnostics import diagnose
-    from history import LAYER_STATS, History
+    from history import BATCH_COLUMNS, LAYER_STATS, History
 
     history = History(("fc1", "fc2"), 8)
     rng = np.random.default_rng(0)
     rows = rng.uniform(0.1, 1.0, size=(300, 6)).astype(np.float32)
-    rows[:, 3] = np.arange(300) / 30  # epoch progress
-    rows[[5, 6, 150], 2] = np.inf  # overflowed gradient norms
-    rows[299, 0] = np.nan  # the last loss
+    column = BATCH_COLUMNS.index
+    rows[:, column("epoch_progress")] = np.arange(300) / 30
+    rows[[5, 6, 150], column("grad_norm")] = np.inf  # overflowed gradient norms
+    rows[299, column("loss")] = np.nan  # the last loss
     norms = rng.uniform(0.01, 1, size=(300, 2)).astype(np.float32)
     norms[[5, 6, 150]] = np.inf
     history.append_batches(rows, norms)
@@ -209,4 +210,4 @@ def test_every_chart_and_the_doctor_take_a_history_with_nan_and_inf_gradients(tm
     for figure in figures:
         figure.to_json()  # what Streamlit sends: must serialise
     [skipped] = [t for t in figures[2].data if t.name.startswith("step skipped")]
-    assert np.allclose(skipped.x, rows[[5, 6, 150], 3])  # the three overflowed batches, at their epochs
+    assert np.allclose(skipped.x, rows[[5, 6, 150], column("epoch_progress")])  # the three overflowed batches, at their epochs
