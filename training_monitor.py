@@ -128,6 +128,29 @@ def _segment_statistics_host(tensors: Sequence[torch.Tensor], bins: int, summed:
     return rows
 
 
+class WatchedRun:
+    """What TrainingMonitor.watch returns: the run's folder (None without a runs folder), and a
+    context manager that ends the run however the block ends."""
+
+    def __init__(self, monitor: TrainingMonitor, folder: str | None):
+        self.monitor, self.folder = monitor, folder
+
+    def __str__(self) -> str:
+        return str(self.folder)
+
+    def __enter__(self) -> WatchedRun:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if error is None:
+            self.monitor.finish()
+        elif isinstance(error, KeyboardInterrupt):
+            self.monitor.finish(STOPPED, f"Stopped by Ctrl+C after {self.monitor.step} batches.")
+        else:
+            self.monitor.finish(FAILED, f"Failed after {self.monitor.step} batches: {type(error).__name__}: {error}")
+        return False  # the exception goes on to the user's code: the monitor never swallows it
+
+
 class TrainingMonitor:
     """Trains `model` with `optimizer` and records its History.
 
@@ -191,7 +214,7 @@ class TrainingMonitor:
         self._pending_logits: list[torch.Tensor] = []
         self._pending_labels: list[torch.Tensor] = []
         self._pending_logit_elements = 0
-        self._pending_host_rows: list[tuple] = []  # (batch size, lr, epoch progress, seconds)
+        self._pending_host_rows: list[tuple] = []  # (batch size, lr, epoch progress, seconds, scored)
         self._pending = 0
         self._last_flush = 0.0
         self._first_loss: float | None = None
@@ -202,7 +225,7 @@ class TrainingMonitor:
         self.step = 0
         self.epoch = 0
         self._started_at = 0.0
-        self._epoch_totals = np.zeros(3)
+        self._epoch_totals = np.zeros(4)
         self.writer = None  # a run_store.RunWriter while watch() records into a runs folder
         self._watching = False
         self._stop_message = "Stopped by the user after {steps} batches."
@@ -276,7 +299,7 @@ class TrainingMonitor:
     def _train_epoch(self, train_batches: Iterable, epoch: int, batch_callbacks: list) -> bool:
         self.model.train()
         batches_per_epoch = self.history.batches_per_epoch or 1
-        self._epoch_totals = np.zeros(3)  # loss * samples, correct, samples; summed at each flush
+        self._epoch_totals = np.zeros(4)  # loss * samples, correct, samples, scored samples; summed at each flush
         for batch_index, (inputs, labels) in enumerate(train_batches):
             if self._stop_event.is_set():
                 return False
@@ -316,18 +339,19 @@ class TrainingMonitor:
         # Only references here: scoring and reading happen once per flush, not per batch.
         self._pending_losses.append(loss.detach())
         self._pending_grad_norms.extend(grad_norms)
-        self._pending_logits.append(logits.detach())
-        self._pending_labels.append(labels)
-        self._pending_logit_elements += logits.numel()
+        if logits is not None:  # a classifier's batch: scored for accuracy at the flush
+            self._pending_logits.append(logits.detach())
+            self._pending_labels.append(labels)
+            self._pending_logit_elements += logits.numel()
         if weights_before is not None:
             grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self._layer_weights]
             self._take_layer_stats(weights_before, grads)
 
-    def _after_batch(self, batch_size: int, epoch_progress: float, batch_callbacks: list) -> bool:
+    def _after_batch(self, batch_size: int, epoch_progress: float, batch_callbacks: list, scored: bool = True) -> bool:
         """Host-side bookkeeping of a batch; flushes when due. False when the run diverged."""
         now = time.perf_counter()
         self._pending_host_rows.append(
-            (batch_size, self.optimizer.param_groups[0]["lr"], epoch_progress, now - self._started_at)
+            (batch_size, self.optimizer.param_groups[0]["lr"], epoch_progress, now - self._started_at, scored)
         )
         self._pending += 1
         self.step += 1
@@ -353,7 +377,9 @@ class TrainingMonitor:
 
         runs_dir: a folder or fsspec URL (or a run_store.RunStore). The run is written there
         as it trains, so the dashboard lists it and shows it live, and can stop it (log_batch
-        then returns False). Returns the run's folder (or None without runs_dir).
+        then returns False). Returns a WatchedRun: its `folder`, and as a context manager
+        (`with monitor.watch(...):`) it finishes the run, or marks it failed with the exception
+        that left the block (stopped, for Ctrl+C).
         """
         if self._watching and self.status == RUNNING:
             raise RuntimeError("this monitor is already recording a run; call monitor.finish() first")
@@ -377,7 +403,7 @@ class TrainingMonitor:
         self._begin("Training in your script…")
         self._prepare_next_batch()
         self._notify("on_train_start")
-        return self.writer.folder if self.writer is not None else None
+        return WatchedRun(self, self.writer.folder if self.writer is not None else None)
 
     def device_name(self) -> str:
         """Where the run trains, as a person reads it: 'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
@@ -395,7 +421,7 @@ class TrainingMonitor:
 
     def _begin(self, message: str) -> None:
         self._started_at = self._last_flush = time.perf_counter()
-        self._epoch_totals = np.zeros(3)
+        self._epoch_totals = np.zeros(4)
         self.history.set_status(RUNNING, message)
 
     def _stop_from_dashboard(self) -> None:
@@ -409,8 +435,14 @@ class TrainingMonitor:
             self._watch_weights_before = [w.detach().clone() for w in self._layer_weights]
             self.watcher.capture(True)
 
-    def log_batch(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> bool:
+    def log_batch(self, loss: torch.Tensor | float, logits: torch.Tensor | None = None,
+                  labels: torch.Tensor | None = None, *, batch_size: int | None = None) -> bool:
         """Record one batch of your loop, after loss.backward() and optimizer.step().
+
+        loss: the batch's scalar loss, any kind (regression, a language model's...). logits and
+        labels: a classifier's outputs (batch, classes) and class indices, for accuracy; without
+        them accuracy is not recorded. batch_size weighs the epoch's mean loss (default: the
+        number of labels or logits rows, else 1).
 
         Returns False once the run should end: the loss diverged (NaN/Inf or exploding), the
         dashboard asked to stop, or the run could not be written. Later calls do nothing and
@@ -424,17 +456,37 @@ class TrainingMonitor:
             if self._watching:
                 return False
             raise RuntimeError("call monitor.watch(...) before log_batch")
+        loss, batch_size = self._check_logged_batch(loss, logits, labels, batch_size)
         try:
             if self._watch_weights_before is not None:
                 self.watcher.capture(False)
             self._record(loss, logits, labels, self._grad_norms(), self._watch_weights_before)
             batches = self.history.batches_per_epoch
             progress = self._watch_epoch + ((self.step % batches) + 1) / batches if batches else float(self._watch_epoch)
-            healthy = self._after_batch(len(labels), progress, self.callbacks)
+            healthy = self._after_batch(batch_size, progress, self.callbacks, scored=logits is not None)
             self._prepare_next_batch()
         except Exception as error:
             return self._stop_recording(error)
         return healthy and self.status == RUNNING and not self._stop_event.is_set()
+
+    def _check_logged_batch(self, loss, logits, labels, batch_size) -> tuple[torch.Tensor, int]:
+        """Misuse of log_batch is a clear error at once (shapes only: no device sync)."""
+        if not isinstance(loss, torch.Tensor):
+            if isinstance(loss, bool) or not isinstance(loss, (int, float)):
+                raise TypeError(f"log_batch needs the batch's loss as a tensor or a number, got {type(loss).__name__}")
+            loss = torch.tensor(float(loss), device=self.device)
+        if loss.numel() != 1:
+            raise ValueError(f"log_batch needs the batch's scalar loss, got a tensor of shape {tuple(loss.shape)}")
+        if (logits is None) != (labels is None):
+            raise ValueError("log_batch needs both logits and labels for accuracy, or neither")
+        if logits is not None and (logits.dim() != 2 or labels.shape != logits.shape[:1]):
+            raise ValueError(f"log_batch's logits must be (batch, classes) and labels (batch,), got "
+                             f"{tuple(logits.shape)} and {tuple(labels.shape)}")
+        if batch_size is None:
+            batch_size = len(labels) if labels is not None else 1
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+        return loss.reshape(()), batch_size
 
     def log_epoch(self, val_loss: float = math.nan, val_accuracy: float = math.nan) -> None:
         """Close an epoch of your loop, with validation numbers if you have them."""
@@ -553,9 +605,10 @@ class TrainingMonitor:
         self._last_flush = time.perf_counter()
         if pending == 0:
             return True
-        predictions = torch.cat(self._pending_logits).argmax(1)
-        hits = (predictions == torch.cat(self._pending_labels)).to(self._pending_losses[0].dtype)
-        read = torch.cat([torch.stack(self._pending_losses), torch.stack(self._pending_grad_norms), hits])
+        losses = torch.stack(self._pending_losses).float()
+        hits = [(torch.cat(self._pending_logits).argmax(1) == torch.cat(self._pending_labels)).float()] \
+            if self._pending_logits else []
+        read = torch.cat([losses, torch.stack(self._pending_grad_norms).float(), *hits])
         values = read.cpu().numpy().astype(np.float64)
         host_rows = np.array(self._pending_host_rows, dtype=np.float64)
         self._pending_host_rows = []
@@ -568,8 +621,12 @@ class TrainingMonitor:
         loss = values[:pending]
         param_norms = values[pending : pending * (1 + params)].reshape(pending, params)
         batch_sizes = host_rows[:, 0].astype(np.int64)
-        batch_starts = np.concatenate([[0], np.cumsum(batch_sizes)[:-1]])
-        correct = np.add.reduceat(values[pending * (1 + params):], batch_starts)
+        scored = host_rows[:, 4].astype(bool)  # batches logged with logits and labels
+        correct = np.full(pending, np.nan)
+        if scored.any():
+            scored_sizes = batch_sizes[scored]
+            correct[scored] = np.add.reduceat(values[pending * (1 + params):],
+                                              np.concatenate([[0], np.cumsum(scored_sizes)[:-1]]))
         with np.errstate(invalid="ignore", over="ignore"):
             squared = param_norms**2
             layer_norms = np.sqrt(squared @ self._param_layer)
@@ -578,7 +635,8 @@ class TrainingMonitor:
             [loss, correct / batch_sizes, grad_norm, host_rows[:, 1], host_rows[:, 2], host_rows[:, 3]]
         ).astype(np.float32)
         self.history.append_batches(batch_rows, layer_norms.astype(np.float32))
-        self._epoch_totals += ((loss * batch_sizes).sum(), correct.sum(), batch_sizes.sum())
+        self._epoch_totals += ((loss * batch_sizes).sum(), np.nansum(correct), batch_sizes.sum(),
+                               batch_sizes[scored].sum())
         if self.writer is not None and self.writer.error is not None and self.status == RUNNING:
             self._fail_writing(self.writer.error)
             return False
@@ -642,12 +700,12 @@ class TrainingMonitor:
         self._notify("on_epoch_end", epoch + 1)
 
     def _record_epoch(self, epoch: int, val_loss: float, val_accuracy: float) -> None:
-        train_loss, train_correct, samples = self._epoch_totals
-        self._epoch_totals = np.zeros(3)
+        train_loss, train_correct, samples, scored_samples = self._epoch_totals
+        self._epoch_totals = np.zeros(4)
         self.history.append_epoch(
             epoch=epoch + 1,
             train_loss=train_loss / max(samples, 1),
-            train_accuracy=train_correct / max(samples, 1),
+            train_accuracy=train_correct / scored_samples if scored_samples else math.nan,
             val_loss=val_loss,
             val_accuracy=val_accuracy,
             lr=self.optimizer.param_groups[0]["lr"],

@@ -484,3 +484,56 @@ def test_a_fault_inside_the_monitor_warns_marks_the_run_failed_and_training_goes
     state, history = stored_state(store)
     assert state.status == "failed" and "a statistic the monitor could not take" in state.message
     assert history.num_steps == 8  # everything before the fault was kept
+
+
+def test_log_batch_takes_any_loss_without_logits_and_misuse_is_a_clear_error(tmp_path):
+    """A regression loop: no logits, no accuracy; the epoch loss is the batch-size-weighted mean."""
+    model, optimizer, monitor, store = plain_model_and_monitor(tmp_path)
+    x, target = torch.randn(64, 2), torch.randn(64, 3)
+    with pytest.raises(ValueError, match="scalar loss"):
+        monitor.log_batch(torch.ones(3))
+    with pytest.raises(ValueError, match="both logits and labels"):
+        monitor.log_batch(torch.tensor(1.0), logits=torch.zeros(4, 3))
+    losses = []
+    for batch in range(8):
+        loss = nn.functional.mse_loss(model(x[batch * 8:(batch + 1) * 8]), target[batch * 8:(batch + 1) * 8])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        assert monitor.log_batch(loss, batch_size=8)
+        losses.append(loss.item())
+    monitor.log_epoch(0.5)
+    monitor.log_batch(0.25)  # a plain number works too
+    monitor.finish()
+    state, history = stored_state(store)
+    assert state.status == FINISHED and history.num_steps == 9
+    assert np.isnan(history.batch("accuracy")).all() and np.isnan(history.epoch("train_accuracy")).all()
+    assert history.epoch("train_loss")[0] == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_watch_as_a_context_manager_ends_the_run_however_the_block_ends(tmp_path):
+    from run_store import RunStore
+
+    model = nn.Sequential(nn.Linear(2, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    store = RunStore(tmp_path)
+    outcomes = {}
+    for run_id, error in (("aaaaaaaaaaaa", None), ("bbbbbbbbbbbb", ValueError("bad batch")),
+                          ("cccccccccccc", KeyboardInterrupt())):
+        monitor = TrainingMonitor(model, optimizer, device="cpu")
+        try:
+            with monitor.watch(store, run_id=run_id) as run:
+                assert run.folder.endswith(run_id)
+                loss = model(torch.randn(4, 2)).pow(2).mean()
+                loss.backward()
+                monitor.log_batch(loss)
+                if error is not None:
+                    raise error
+        except (ValueError, KeyboardInterrupt) as raised:
+            assert raised is error  # the monitor never swallows the user's exception
+        state = store.read_state(run_id)
+        outcomes[run_id] = (str(state.status), state.message)
+    assert outcomes["aaaaaaaaaaaa"][0] == "finished"
+    assert outcomes["bbbbbbbbbbbb"] == ("failed", "Failed after 1 batches: ValueError: bad batch")
+    assert outcomes["cccccccccccc"] == ("stopped", "Stopped by Ctrl+C after 1 batches.")
+    assert (tmp_path / "bbbbbbbbbbbb" / "weights" / "final.pt").exists()  # finish() saves the weights
