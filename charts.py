@@ -563,6 +563,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def rank_speeds_text(speeds) -> str:
+    """'2 ranks: 641 · 628 batches/s' for a torchrun job; '' for one process."""
+    if len(speeds) < 2:
+        return ""
+    shown = " · ".join(f"{s:,.0f}" for s in speeds[:16]) + (" · …" if len(speeds) > 16 else "")
+    return f"{len(speeds)} ranks: {shown} batches/s (rank 0 first)"
+
+
 def training_progress(snapshot: HistorySnapshot, window_seconds: float = 5.0) -> Progress:
     """Progress through the planned batches; speed over the last few seconds of training."""
     total = snapshot.planned_epochs * snapshot.batches_per_epoch

@@ -444,6 +444,8 @@ def live_panels() -> None:
                                             f"({snapshot.num_steps / max(seconds, 1e-9):,.0f} batches/s)")
     else:
         st.progress(progress.fraction, text=progress.text())
+    if ranks := charts.rank_speeds_text(current.rank_speeds):
+        st.caption(ranks)
 
     if len(members) > 1:
         with st.expander(f"Experiment: the {len(members)} runs overlaid", expanded=True):

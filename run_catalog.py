@@ -190,6 +190,12 @@ class Run:
         return stored.status, stored.message
 
     @property
+    def rank_speeds(self) -> tuple[float, ...]:
+        """Batches/s of each rank of a torchrun job (rank 0 first), as its writer last said."""
+        reader = self._reader
+        return reader.state.rank_speeds if reader is not None else ()
+
+    @property
     def status(self) -> Status:
         return self.state()[0]
 

@@ -151,6 +151,7 @@ class RunState:
     step: int = 0
     heartbeat: float = 0.0
     pid: int = 0
+    rank_speeds: tuple[float, ...] = ()  # batches/s of each rank of a torchrun job, rank 0 first
 
     @classmethod
     def parse(cls, payload) -> RunState:
@@ -168,12 +169,23 @@ class RunState:
             step=_whole(payload.get("step", 0), "step"),
             heartbeat=_time(payload.get("heartbeat"), "heartbeat"),
             pid=_whole(payload.get("pid", 0), "pid", 0, 2**31),
+            rank_speeds=_speeds(payload.get("rank_speeds", [])),
         )
 
     def to_json(self) -> dict:
         return {"status": self.status.value, "message": self.message, "planned_epochs": self.planned_epochs,
                 "batches_per_epoch": self.batches_per_epoch, "step": self.step, "heartbeat": self.heartbeat,
-                "pid": self.pid}
+                "pid": self.pid, "rank_speeds": list(self.rank_speeds)}
+
+
+def _speeds(value) -> tuple[float, ...]:
+    """Per-rank batches/s: a short list of finite non-negative numbers, else nothing (not an error)."""
+    if not isinstance(value, list) or len(value) > 4096:
+        return ()
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 1e9
+               for v in value):
+        return ()
+    return tuple(float(v) for v in value)
 
 
 # --------------------------------------------------------------------------- pieces
@@ -558,6 +570,11 @@ class RunWriter:
                                    planned_epochs=planned_epochs, batches_per_epoch=batches_per_epoch)
             self._state_dirty = True
         self._wake.set()
+
+    def on_rank_speeds(self, speeds) -> None:
+        with self._lock:
+            self._state = replace(self._state, rank_speeds=tuple(float(v) for v in speeds))
+            self._state_dirty = True
 
     def wants_weights(self, parameter_bytes: int) -> bool:
         """Whether the next stats batch should hand over a weight snapshot (bounded and thinned)."""

@@ -128,6 +128,98 @@ def _segment_statistics_host(tensors: Sequence[torch.Tensor], bins: int, summed:
     return rows
 
 
+# torchrun/DDP: ranks exchange their numbers every RANK_SYNC_STEPS batches (and at each epoch's
+# end and at finish), so every rank decides divergence and stops at the same batch.
+RANK_SYNC_STEPS = 32
+RANK_HANDSHAKE_SECONDS = 30.0
+_HANDSHAKE_PREFIX = "live_training_dashboard/watch"
+
+
+class RankGroup:
+    """The ranks of a torch.distributed job that all call the monitor.
+
+    Found at watch() through the job's own key-value store (no collective, so a rank-0-only
+    monitor cannot hang there): each rank announces itself and rank 0 publishes the run id.
+    Afterwards one all_reduce per exchange; nothing else talks across ranks.
+    """
+
+    _watches = 0  # watch() calls in this process: every rank makes the same calls in order
+
+    def __init__(self, dist, device: torch.device):
+        self.dist = dist
+        self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        # NCCL reduces device tensors only; gloo and the others take CPU tensors.
+        self.device = device if dist.get_backend() == "nccl" else torch.device("cpu")
+        self.last_time, self.last_step = time.perf_counter(), 0
+
+    @classmethod
+    def join(cls, device: torch.device, run_id: str | None, timeout: float) -> tuple[RankGroup | None, str | None]:
+        """(the group, the shared run id) when every rank called watch(); (None, run_id) alone."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return None, run_id
+        from run_store import new_run_id
+
+        cls._watches += 1
+        prefix = f"{_HANDSHAKE_PREFIX}/{cls._watches}"
+        rank, size = dist.get_rank(), dist.get_world_size()
+        try:
+            store = dist.distributed_c10d._get_default_store()
+            if rank == 0:
+                store.set(f"{prefix}/run_id", run_id or new_run_id())
+            store.set(f"{prefix}/rank{rank}", "1")
+            keys = [f"{prefix}/rank{r}" for r in range(size)] + [f"{prefix}/run_id"]
+            # Poll with check(), never a blocking wait(): a TCPStore wait() that times out leaves
+            # its answer pending on the connection, and the job's next store call (seen: in
+            # destroy_process_group) reads it and aborts the process.
+            deadline = time.monotonic() + timeout
+            while not store.check(keys):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"waited {timeout:g} s")
+                time.sleep(0.02)
+            shared = store.get(f"{prefix}/run_id").decode()
+        except Exception as error:  # a rank that never called watch(), or a store without these calls
+            warnings.warn(f"TrainingMonitor: not every rank called watch() within {timeout:g} s ({error}); "
+                          f"recording rank {rank} alone. log_batch's answer then speaks for this rank only: "
+                          "call the monitor on every rank so all of them stop together.", RuntimeWarning, stacklevel=3)
+            return None, run_id
+        return cls(dist, device), shared
+
+    def exchange(self, losses, correct, sizes, scored_sizes, stop: bool = False,
+                 write_failed: bool = False) -> tuple[np.ndarray, ...]:
+        """Sum every rank's batch numbers in one all_reduce, with each rank's batches/s and
+        whether any rank was asked to stop or could not write. Returns the global per-batch
+        loss, correct, sizes and scored sizes, (stop, write_failed), and the per-rank speeds."""
+        pending = len(losses)
+        self.last_step += pending
+        now = time.perf_counter()
+        speeds = np.zeros(self.size)
+        speeds[self.rank] = pending / max(now - self.last_time, 1e-9)
+        self.last_time = now
+        with np.errstate(invalid="ignore"):
+            weighted = losses * sizes
+        payload = np.concatenate([weighted, np.nan_to_num(correct, nan=0.0), sizes, scored_sizes,
+                                  [float(stop), float(write_failed)], speeds])
+        tensor = torch.from_numpy(payload).to(self.device)
+        self.dist.all_reduce(tensor)
+        total = tensor.cpu().numpy()
+        weighted, correct, sizes, scored_sizes = (total[i * pending:(i + 1) * pending] for i in range(4))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (weighted / sizes, np.where(scored_sizes > 0, correct, np.nan), sizes, scored_sizes,
+                    (total[4 * pending] > 0, total[4 * pending + 1] > 0), total[4 * pending + 2:])
+
+    def mean_of_finite(self, values: Sequence[float]) -> list[float]:
+        """Each value averaged over the ranks that have a finite one (NaN where none has)."""
+        values = np.asarray(values, dtype=np.float64)
+        finite = np.isfinite(values)
+        tensor = torch.from_numpy(np.concatenate([np.where(finite, values, 0.0), finite.astype(np.float64)]))
+        tensor = tensor.to(self.device)
+        self.dist.all_reduce(tensor)
+        sums, counts = np.split(tensor.cpu().numpy(), 2)
+        return [float(s / c) if c else math.nan for s, c in zip(sums, counts)]
+
+
 class WatchedRun:
     """What TrainingMonitor.watch returns: the run's folder (None without a runs folder), and a
     context manager that ends the run however the block ends."""
@@ -145,8 +237,10 @@ class WatchedRun:
         if error is None:
             self.monitor.finish()
         elif isinstance(error, KeyboardInterrupt):
+            self.monitor.ranks = None
             self.monitor.finish(STOPPED, f"Stopped by Ctrl+C after {self.monitor.step} batches.")
         else:
+            self.monitor.ranks = None  # only this rank left the block: end here, with no collective to hang in
             self.monitor.finish(FAILED, f"Failed after {self.monitor.step} batches: {type(error).__name__}: {error}")
         return False  # the exception goes on to the user's code: the monitor never swallows it
 
@@ -222,6 +316,10 @@ class TrainingMonitor:
         self._first_overflow_step: int | None = None
         self._zero_gradient_warning: str | None = None
         self._broken: str | None = None  # why the monitor stopped recording (its own fault), if it did
+        self.ranks: RankGroup | None = None  # the ranks of a torchrun job, when all of them watch
+        self._stop_pending = False  # a stop from the page, held for the ranks' next exchange
+        self._batch_open = False  # inside log_batch, before the batch was counted
+        self._broken_batches = 0  # batches a failed rank has seen, to keep exchanging in step
         self.step = 0
         self.epoch = 0
         self._started_at = 0.0
@@ -239,7 +337,10 @@ class TrainingMonitor:
         """
         if message:
             self._stop_message = message
-        self._stop_event.set()
+        if self.ranks is not None:
+            self._stop_pending = True  # every rank stops together, at the ranks' next exchange
+        else:
+            self._stop_event.set()
 
     @property
     def stop_requested(self) -> bool:
@@ -357,12 +458,16 @@ class TrainingMonitor:
         self.step += 1
         if self.scheduler is not None and self.scheduler_interval == "batch":
             self.scheduler.step()
-        if (
-            self._pending == FLUSH_ROWS
-            or self._pending_logit_elements > MAX_PENDING_LOGIT_ELEMENTS
-            or now - self._last_flush > FLUSH_SECONDS
-            or self.step == 1  # the first batch at once: it is what a watcher waits for
-        ):
+        if self.ranks is not None:  # ranks exchange at the same batches, never by the clock
+            due = self.step == 1 or self.step % RANK_SYNC_STEPS == 0
+        else:
+            due = (
+                self._pending == FLUSH_ROWS
+                or self._pending_logit_elements > MAX_PENDING_LOGIT_ELEMENTS
+                or now - self._last_flush > FLUSH_SECONDS
+                or self.step == 1  # the first batch at once: it is what a watcher waits for
+            )
+        if due:
             if not self._flush():
                 return False
         for callback in batch_callbacks:
@@ -372,7 +477,8 @@ class TrainingMonitor:
     # -- your own training loop ------------------------------------------------------
     def watch(self, runs_dir=None, name: str = "", config: dict | None = None,
               planned_epochs: int = 0, batches_per_epoch: int = 0, *, run_id: str | None = None,
-              architecture: list | None = None, source: str = "script"):
+              architecture: list | None = None, source: str = "script",
+              rank_handshake_seconds: float = RANK_HANDSHAKE_SECONDS):
         """Record a training loop you write yourself; call log_batch/log_epoch/finish from it.
 
         runs_dir: a folder or fsspec URL (or a run_store.RunStore). The run is written there
@@ -380,11 +486,18 @@ class TrainingMonitor:
         then returns False). Returns a WatchedRun: its `folder`, and as a context manager
         (`with monitor.watch(...):`) it finishes the run, or marks it failed with the exception
         that left the block (stopped, for Ctrl+C).
+
+        Under torchrun (torch.distributed initialised, 2+ ranks), call it on every rank: they
+        make one run, written by rank 0, with loss and accuracy averaged over all ranks, and
+        log_batch returns the same answer on every rank at the same batch.
         """
         if self._watching and self.status == RUNNING:
             raise RuntimeError("this monitor is already recording a run; call monitor.finish() first")
         self.history.planned_epochs, self.history.batches_per_epoch = planned_epochs, batches_per_epoch
         self.writer = None
+        self.ranks, run_id = RankGroup.join(self.device, run_id, rank_handshake_seconds)
+        if self.ranks is not None and self.ranks.rank != 0:
+            runs_dir = None  # rank 0 writes the run; the others only take part in the exchanges
         if runs_dir is not None:
             from run_store import RunStore  # the store builds on history, not on this module
 
@@ -414,7 +527,7 @@ class TrainingMonitor:
 
     def _weights_on_host(self) -> dict:
         """A CPU copy of the model's state_dict: the store writes it while training goes on."""
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        return {k: v.detach().to("cpu", copy=True) for k, v in unwrap_model(self.model).state_dict().items()}
 
     def _fail_writing(self, reason: str) -> None:
         self.history.set_status(FAILED, f"Failed: could not write the run: {reason}")
@@ -426,7 +539,10 @@ class TrainingMonitor:
 
     def _stop_from_dashboard(self) -> None:
         self._stop_message = "Stopped from the dashboard after {steps} batches."
-        self._stop_event.set()
+        if self.ranks is not None:
+            self._stop_pending = True  # every rank stops together, at the next exchange
+        else:
+            self._stop_event.set()
 
     def _prepare_next_batch(self) -> None:
         """Before a stats batch of a user's loop: turn capture on and keep the weights to diff."""
@@ -451,12 +567,14 @@ class TrainingMonitor:
         failed, stops recording and returns True: your training goes on.
         """
         if self._broken is not None:
+            self._exchange_while_broken(batch=True)
             return True
         if self.status != RUNNING or self._stop_event.is_set():
             if self._watching:
                 return False
             raise RuntimeError("call monitor.watch(...) before log_batch")
         loss, batch_size = self._check_logged_batch(loss, logits, labels, batch_size)
+        self._batch_open = True
         try:
             if self._watch_weights_before is not None:
                 self.watcher.capture(False)
@@ -464,6 +582,7 @@ class TrainingMonitor:
             batches = self.history.batches_per_epoch
             progress = self._watch_epoch + ((self.step % batches) + 1) / batches if batches else float(self._watch_epoch)
             healthy = self._after_batch(batch_size, progress, self.callbacks, scored=logits is not None)
+            self._batch_open = False
             self._prepare_next_batch()
         except Exception as error:
             return self._stop_recording(error)
@@ -490,10 +609,15 @@ class TrainingMonitor:
 
     def log_epoch(self, val_loss: float = math.nan, val_accuracy: float = math.nan) -> None:
         """Close an epoch of your loop, with validation numbers if you have them."""
-        if self._broken is not None or self.status != RUNNING or self._stop_event.is_set():
+        if self._broken is not None:
+            self._exchange_while_broken(epoch=True)
+            return
+        if self.status != RUNNING or self._stop_event.is_set():
             return
         try:
             self._flush()
+            if self.ranks is not None:
+                val_loss, val_accuracy = self.ranks.mean_of_finite([float(val_loss), float(val_accuracy)])
             self._record_epoch(self._watch_epoch, float(val_loss), float(val_accuracy))
             self._watch_epoch += 1
         except Exception as error:
@@ -502,6 +626,7 @@ class TrainingMonitor:
     def finish(self, status: str = FINISHED, message: str = "") -> None:
         """End a watched run: flush what is pending, record how it ended, save the weights."""
         if self._broken is not None:
+            self._exchange_while_broken()
             return
         try:
             if self.status == RUNNING and not self._stop_event.is_set():
@@ -512,6 +637,26 @@ class TrainingMonitor:
             self._end()
         except Exception as error:
             self._stop_recording(error)
+
+    def _exchange_while_broken(self, batch: bool = False, epoch: bool = False, catch_up: bool = False) -> None:
+        """A rank whose monitor failed still takes part in the ranks' exchanges (adding nothing),
+        so the other ranks never wait for it forever."""
+        ranks = self.ranks
+        if ranks is None:
+            return
+        try:
+            if batch:
+                self._broken_batches += 1
+            pending = self._broken_batches - ranks.last_step
+            at_sync_step = self._broken_batches == 1 or self._broken_batches % RANK_SYNC_STEPS == 0
+            due = pending > 0 and (at_sync_step if batch or catch_up else True)
+            if due:
+                zeros = np.zeros(pending)
+                ranks.exchange(zeros, zeros, zeros, zeros)
+            if epoch:
+                ranks.mean_of_finite([math.nan, math.nan])
+        except Exception:  # the group itself is gone: nothing left to keep in step with
+            self.ranks = None
 
     def _overflow_note(self) -> str:
         if not self.overflowed_steps:
@@ -525,6 +670,9 @@ class TrainingMonitor:
         from run_store import error_reason
 
         self._broken = error_reason(error)
+        # Batches this rank had begun when it failed, counted as the other ranks count them.
+        self._broken_batches = self.step + (1 if self._batch_open else 0)
+        self._exchange_while_broken(catch_up=True)  # the exchange the failed batch owed the others
         warnings.warn(f"TrainingMonitor stopped recording this run after {self.step} batches "
                       f"({type(error).__name__}: {error}); your training goes on.", RuntimeWarning, stacklevel=3)
         try:
@@ -627,6 +775,14 @@ class TrainingMonitor:
             scored_sizes = batch_sizes[scored]
             correct[scored] = np.add.reduceat(values[pending * (1 + params):],
                                               np.concatenate([[0], np.cumsum(scored_sizes)[:-1]]))
+        stop = write_failed = False
+        if self.ranks is not None:
+            loss, correct, sizes, scored_sizes, (stop, write_failed), speeds = self.ranks.exchange(
+                loss, correct, batch_sizes.astype(np.float64), batch_sizes * scored, self._stop_pending,
+                self.writer is not None and self.writer.error is not None)
+            batch_sizes, scored = sizes.astype(np.int64), scored_sizes > 0
+            if self.writer is not None:
+                self.writer.on_rank_speeds(speeds)
         with np.errstate(invalid="ignore", over="ignore"):
             squared = param_norms**2
             layer_norms = np.sqrt(squared @ self._param_layer)
@@ -637,7 +793,13 @@ class TrainingMonitor:
         self.history.append_batches(batch_rows, layer_norms.astype(np.float32))
         self._epoch_totals += ((loss * batch_sizes).sum(), np.nansum(correct), batch_sizes.sum(),
                                batch_sizes[scored].sum())
-        if self.writer is not None and self.writer.error is not None and self.status == RUNNING:
+        if self.ranks is not None:
+            if write_failed and self.status == RUNNING:
+                self._fail_writing(self.writer.error if self.writer is not None else "rank 0 could not write the run")
+                return False
+            if stop:
+                self._stop_event.set()
+        elif self.writer is not None and self.writer.error is not None and self.status == RUNNING:
             self._fail_writing(self.writer.error)
             return False
         if not check:

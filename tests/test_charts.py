@@ -211,3 +211,9 @@ def test_every_chart_and_the_doctor_take_a_history_with_nan_and_inf_gradients(tm
         figure.to_json()  # what Streamlit sends: must serialise
     [skipped] = [t for t in figures[2].data if t.name.startswith("step skipped")]
     assert np.allclose(skipped.x, rows[[5, 6, 150], column("epoch_progress")])  # the three overflowed batches, at their epochs
+
+
+def test_rank_speeds_read_as_one_line_per_job():
+    assert charts.rank_speeds_text(()) == "" and charts.rank_speeds_text((500.0,)) == ""
+    assert charts.rank_speeds_text((640.9, 628.2)) == "2 ranks: 641 · 628 batches/s (rank 0 first)"
+    assert charts.rank_speeds_text(tuple(range(20))).count("·") == 16
