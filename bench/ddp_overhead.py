@@ -1,0 +1,113 @@
+"""Cost of the monitor in a torchrun/DDP loop: monitored / bare, side by side in one job.
+
+    python bench/ddp_overhead.py [--ranks 2] [--repeats 7] [--batches 300]
+
+Starts `torchrun --nproc_per_node RANKS` (gloo on CPU, nccl on GPUs) running this file as a
+worker. Each repetition trains the same DDP MLP for BATCHES batches bare, then monitored (a
+fresh TrainingMonitor writing a temporary runs folder from rank 0, exchanging every 32
+batches), alternating which goes first, so drifts in machine load hit both. Rank 0 prints the
+median ratio. Target (issue 9): <= 1.10x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = 1.10
+
+
+def worker(args) -> None:
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+
+    sys.path.insert(0, str(ROOT))
+    from training_monitor import TrainingMonitor
+
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=120))
+    rank = dist.get_rank()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")
+    torch.manual_seed(0)
+    x = torch.randn(args.batches * 64, 32, device=device)
+    y = (x[:, :4].sum(1) > 0).long()
+    runs = tempfile.mkdtemp(prefix="ddp-bench-")
+
+    def train(monitored: bool) -> float:
+        torch.manual_seed(0)
+        model = nn.parallel.DistributedDataParallel(nn.Sequential(
+            nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)).to(device))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        monitor = None
+        if monitored:
+            monitor = TrainingMonitor(model, optimizer, device=device, stats_every=int(os.environ.get("BENCH_STATS_EVERY", 20)))
+            if os.environ.get("BENCH_NO_STORE"):
+                runs_dir = None
+            else:
+                runs_dir = runs
+            monitor.watch(runs_dir, name="bench", planned_epochs=1, batches_per_epoch=args.batches)
+        dist.barrier()
+        start = time.perf_counter()
+        for batch in range(args.batches):
+            xb, yb = x[batch * 64:(batch + 1) * 64], y[batch * 64:(batch + 1) * 64]
+            logits = model(xb)
+            loss = nn.functional.cross_entropy(logits, yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if monitor is not None:
+                monitor.log_batch(loss, logits, yb)
+        if monitor is not None:
+            monitor.log_epoch()
+            monitor.finish()
+        if cuda:
+            torch.cuda.synchronize()
+        dist.barrier()
+        return time.perf_counter() - start
+
+    train(False), train(True)  # warm-up
+    ratios = []
+    for repeat in range(args.repeats):
+        if repeat % 2 == 0:
+            bare, monitored = train(False), train(True)
+        else:
+            monitored, bare = train(True), train(False)
+        ratios.append(monitored / bare)
+        if rank == 0:
+            print(f"  rep {repeat}: bare {bare * 1e6 / args.batches:7.1f} us/batch   "
+                  f"monitored {monitored * 1e6 / args.batches:7.1f} us/batch   ratio {ratios[-1]:.3f}", flush=True)
+    if rank == 0:
+        median = statistics.median(ratios)
+        print(f"DDP MLP on {dist.get_world_size()} ranks ({'nccl' if cuda else 'gloo'}): monitored/bare median "
+              f"{median:.3f}x (spread {min(ratios):.3f}-{max(ratios):.3f}, target <= {TARGET:.2f}x) "
+              f"{'OK' if median <= TARGET else 'OVER TARGET'}", flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.ranks),
+               __file__, "--worker", "--repeats", str(args.repeats), "--batches", str(args.batches)]
+    sys.exit(subprocess.run(command, timeout=1800).returncode)
+
+
+if __name__ == "__main__":
+    main()
