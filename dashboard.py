@@ -15,16 +15,13 @@ import time
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-import charts
-import diagnostics
-import inspection
-import run_store
-from history import ENDED_STATUSES as ENDED
-from history import PREPARING, QUEUED, RUNNING
-from presets import PRESETS
-from run_catalog import RunCatalog
-from run_config import DATASETS, FIELDS, Field, RunConfig, default_widget_values, parse_run_config, widget_values
-from training_setup import dataset_for, describe_config
+from live_training_dashboard import charts, diagnostics, inspection, run_store
+from live_training_dashboard.history import ENDED_STATUSES as ENDED
+from live_training_dashboard.history import PREPARING, QUEUED, RUNNING
+from live_training_dashboard.presets import PRESETS
+from live_training_dashboard.run_catalog import RunCatalog
+from live_training_dashboard.run_config import DATASETS, FIELDS, Field, RunConfig, default_widget_values, parse_run_config, widget_values
+from live_training_dashboard.training_setup import dataset_for, describe_config
 
 REFRESH_SECONDS = 1.0
 # Until a new run's first numbers arrive, look 10x as often: the first chart is what a click waits for.

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from history import (  # noqa: F401  (re-exported: the monitor's public vocabulary)
+from live_training_dashboard.history import (  # noqa: F401  (re-exported: the monitor's public vocabulary)
     BATCH_COLUMNS,
     DEFAULT_HISTOGRAM_BINS,
     DEFAULT_MAX_HISTOGRAM_SNAPSHOTS,
@@ -159,7 +159,7 @@ class RankGroup:
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
             return None, run_id
-        from run_store import new_run_id
+        from live_training_dashboard.run_store import new_run_id
 
         cls._watches += 1
         prefix = f"{_HANDSHAKE_PREFIX}/{cls._watches}"
@@ -499,7 +499,7 @@ class TrainingMonitor:
         if self.ranks is not None and self.ranks.rank != 0:
             runs_dir = None  # rank 0 writes the run; the others only take part in the exchanges
         if runs_dir is not None:
-            from run_store import RunStore  # the store builds on history, not on this module
+            from live_training_dashboard.run_store import RunStore  # the store builds on history, not on this module
 
             store = runs_dir if isinstance(runs_dir, RunStore) else RunStore(runs_dir)
             if architecture is None:
@@ -667,7 +667,7 @@ class TrainingMonitor:
     def _stop_recording(self, error: Exception) -> bool:
         """The monitor's own failure must never break the user's loop: warn, mark the run
         failed, close what can be closed, and let training go on unrecorded."""
-        from run_store import error_reason
+        from live_training_dashboard.run_store import error_reason
 
         self._broken = error_reason(error)
         # Batches this rank had begun when it failed, counted as the other ranks count them.

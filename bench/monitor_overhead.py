@@ -22,7 +22,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datasets import TensorBatches, build_dataset  # noqa: E402
+from live_training_dashboard.datasets import TensorBatches, build_dataset  # noqa: E402
 from neural_network import MonitoredCNN, MonitoredMLP  # noqa: E402
 from training_monitor import TrainingMonitor  # noqa: E402
 

@@ -31,8 +31,8 @@ OPEN_SECONDS, OPEN_MB, REFRESH_MS, REFRESH_KB = 1.0, 200.0, 50.0, 600.0
 def write_run(folder: str, batches: int, compact: bool) -> str:
     import numpy as np
 
-    from history import EPOCH_COLUMNS, LAYER_STATS, History, Status
-    from run_store import RunStore
+    from live_training_dashboard.history import EPOCH_COLUMNS, LAYER_STATS, History, Status
+    from live_training_dashboard.run_store import RunStore
 
     store = RunStore(folder)
     layers, bins, per_epoch, stats_every = ["fc1", "fc2", "fc3", "fc4"], 40, 38, 20
@@ -76,7 +76,7 @@ def _memory_mb(field: str) -> float:
 
 
 def measure_open(folder: str, run_id: str) -> dict:
-    from run_store import RunReader, RunStore
+    from live_training_dashboard.run_store import RunReader, RunStore
 
     before = _memory_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to now
@@ -91,9 +91,8 @@ def measure_open(folder: str, run_id: str) -> dict:
 
 
 def measure_refresh(folder: str, run_id: str) -> dict:
-    import charts
-    import diagnostics
-    from run_store import RunReader, RunStore
+    from live_training_dashboard import charts, diagnostics
+    from live_training_dashboard.run_store import RunReader, RunStore
 
     reader = RunReader.open(RunStore(folder), run_id)
     reader.poll()

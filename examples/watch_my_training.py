@@ -19,7 +19,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datasets import make_spiral, train_val_split  # noqa: E402
+from live_training_dashboard.datasets import make_spiral, train_val_split  # noqa: E402
 from training_monitor import TrainingMonitor  # noqa: E402
 
 

@@ -21,10 +21,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from history import DIVERGED, FINISHED  # noqa: E402
-from run_catalog import RunCatalog  # noqa: E402
-from run_config import RunConfig  # noqa: E402
-from run_store import RunStore  # noqa: E402
+from live_training_dashboard.history import DIVERGED, FINISHED  # noqa: E402
+from live_training_dashboard.run_catalog import RunCatalog  # noqa: E402
+from live_training_dashboard.run_config import RunConfig  # noqa: E402
+from live_training_dashboard.run_store import RunStore  # noqa: E402
 from training_monitor import TrainingMonitor  # noqa: E402
 
 failures: list[str] = []
@@ -39,7 +39,7 @@ def check(name: str, ok: bool, detail: str = "") -> None:
 def launched_runs_train_on_the_gpu(runs_dir: str) -> None:
     """Train from the page: worker processes (spawned where a GPU is visible) train on the GPU;
     weights written there load on a CPU."""
-    import launcher
+    from live_training_dashboard import launcher
 
     print(f"info workers start by {launcher.start_method()}", flush=True)
     catalog = RunCatalog(runs_dir)
@@ -91,7 +91,8 @@ def what_a_forked_child_can_use(runs_dir: str) -> None:
     import subprocess
 
     root = str(Path(__file__).resolve().parent.parent)
-    for imports in ("import torch", "import torch; torch.cuda.is_available()", "import worker"):
+    for imports in ("import torch", "import torch; torch.cuda.is_available()",
+                    "from live_training_dashboard import worker"):
         done = subprocess.run([sys.executable, "-c", FORKED_CHILD_USES_CUDA.format(root=root, imports=imports)],
                               capture_output=True, text=True, timeout=120)
         print(f"info forked after `{imports}`: the child {done.stdout.strip() or done.stderr[-300:]}", flush=True)

@@ -277,7 +277,7 @@ def test_an_empty_mnist_folder_shows_a_message_instead_of_a_preview(tmp_path):
 
 
 def test_slider_ranges_are_the_ranges_validation_accepts():
-    from run_config import MAX_DROPOUT, MAX_NOISE, RunConfig, validate
+    from live_training_dashboard.run_config import MAX_DROPOUT, MAX_NOISE, RunConfig, validate
 
     app = new_app()
     assert app.slider(key="dropout").max == MAX_DROPOUT and app.slider(key="spiral_noise").max == MAX_NOISE["spiral"]

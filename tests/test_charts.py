@@ -4,9 +4,9 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-import charts
-from run_config import RunConfig
-from training_setup import build_training
+from live_training_dashboard import charts
+from live_training_dashboard.run_config import RunConfig
+from live_training_dashboard.training_setup import build_training
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +177,8 @@ def test_every_chart_and_the_doctor_take_a_history_with_nan_and_inf_gradients(tm
     """An AMP run's skipped steps (Inf gradient norms) and a diverged run's NaN weights."""
     import warnings
 
-    from diagnostics import diagnose
-    from history import BATCH_COLUMNS, LAYER_STATS, History
+    from live_training_dashboard.diagnostics import diagnose
+    from live_training_dashboard.history import BATCH_COLUMNS, LAYER_STATS, History
 
     history = History(("fc1", "fc2"), 8)
     rng = np.random.default_rng(0)

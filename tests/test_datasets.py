@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import (
+from live_training_dashboard.datasets import (
     TensorBatches,
     build_dataset,
     load_mnist_idx,

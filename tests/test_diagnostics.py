@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-import diagnostics
-from run_config import RunConfig
+from live_training_dashboard import diagnostics
+from live_training_dashboard.run_config import RunConfig
+from live_training_dashboard.training_setup import build_training
 from training_monitor import BATCH_COLUMNS, LAYER_STATS, History
-from training_setup import build_training
 
 
 def trained_snapshot(config: RunConfig):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from run_store import RunReader, RunStore
+from live_training_dashboard.run_store import RunReader, RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo on Linux/macOS")

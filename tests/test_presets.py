@@ -2,10 +2,10 @@
 
 import pytest
 
-from diagnostics import diagnose
-from presets import PRESETS
-from run_config import validate
-from training_setup import build_training
+from live_training_dashboard.diagnostics import diagnose
+from live_training_dashboard.presets import PRESETS
+from live_training_dashboard.run_config import validate
+from live_training_dashboard.training_setup import build_training
 
 
 @pytest.mark.parametrize("key", list(PRESETS))

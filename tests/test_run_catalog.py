@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import run_store
-from history import FAILED, FINISHED, RUNNING, STOPPED
-from run_catalog import RunCatalog
-from run_config import RunConfig
+from live_training_dashboard import run_store
+from live_training_dashboard.history import FAILED, FINISHED, RUNNING, STOPPED
+from live_training_dashboard.run_catalog import RunCatalog
+from live_training_dashboard.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "watch_my_training.py"
@@ -51,8 +51,7 @@ def test_a_launched_run_trains_in_its_own_process_and_gives_its_memory_back(tmp_
 
 def test_where_a_gpu_is_visible_workers_are_spawned_and_still_train(tmp_path, monkeypatch):
     """A forked child cannot use CUDA its parent initialised, so GPU machines spawn workers."""
-    import launcher
-    import run_catalog
+    from live_training_dashboard import launcher, run_catalog
 
     monkeypatch.setattr(launcher, "gpu_visible", lambda: True)
     assert launcher.start_method() == "spawn"

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from run_config import RunConfig, parse_layer_sizes, parse_run_config, validate
+from live_training_dashboard.run_config import RunConfig, parse_layer_sizes, parse_run_config, validate
 
 
 def test_defaults_are_valid_and_round_trip_through_json():
@@ -64,7 +64,7 @@ def test_parse_layer_sizes():
 
 
 def test_train_samples_mirror_the_real_split():
-    from training_setup import dataset_for
+    from live_training_dashboard.training_setup import dataset_for
 
     for config in (RunConfig(), RunConfig(num_samples=1000, num_classes=3, train_fraction=0.3)):
         assert config.train_samples == len(dataset_for(config).x_train)
@@ -87,8 +87,8 @@ def test_mnist_folder_must_exist_where_it_is_typed(tmp_path):
 
 
 def test_the_field_table_round_trips_every_preset_through_its_widgets():
-    from presets import PRESETS
-    from run_config import fields_for
+    from live_training_dashboard.presets import PRESETS
+    from live_training_dashboard.run_config import fields_for
 
     configs = [config for preset in PRESETS.values() for _, config in preset.runs]
     configs += [RunConfig(dataset="mnist_like", model="cnn", num_samples=3000, noise=0.3, optimizer="sgd",
@@ -100,7 +100,7 @@ def test_the_field_table_round_trips_every_preset_through_its_widgets():
 
 
 def test_every_slider_allows_exactly_what_validation_accepts():
-    from run_config import FIELDS
+    from live_training_dashboard.run_config import FIELDS
 
     for field in FIELDS:
         if field.widget != "slider":

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import run_store
-from history import FAILED, FINISHED, History
-from run_config import RunConfig
-from run_store import RunReader, RunStore, StoreError
-from training_setup import build_model, data_shape
-from worker import train_run
+from live_training_dashboard import run_store
+from live_training_dashboard.history import FAILED, FINISHED, History
+from live_training_dashboard.run_config import RunConfig
+from live_training_dashboard.run_store import RunReader, RunStore, StoreError
+from live_training_dashboard.training_setup import build_model, data_shape
+from live_training_dashboard.worker import train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "watch_my_training.py"

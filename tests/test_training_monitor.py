@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from datasets import TensorBatches, make_spiral
+from live_training_dashboard.datasets import TensorBatches, make_spiral
+from live_training_dashboard.run_config import RunConfig
+from live_training_dashboard.training_setup import build_training
 from neural_network import MonitoredMLP
-from run_config import RunConfig
 from training_monitor import (
     BATCH_COLUMNS,
     DIVERGED,
@@ -20,7 +21,6 @@ from training_monitor import (
     History,
     TrainingMonitor,
 )
-from training_setup import build_training
 
 
 def spiral_batches(batch_size=32, n=300, seed=0):
@@ -344,7 +344,7 @@ def test_a_parameter_without_gradient_counts_as_zero_norm():
 
 
 def test_a_loop_that_ignores_log_batch_after_a_stop_is_never_broken_and_records_nothing_more(tmp_path):
-    from run_store import RunReader, RunStore
+    from live_training_dashboard.run_store import RunReader, RunStore
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
@@ -399,7 +399,7 @@ def users_loop(monitor, model, optimizer, batches: int, before_step=None, grads_
 
 
 def plain_model_and_monitor(tmp_path, stats_every=4):
-    from run_store import RunStore
+    from live_training_dashboard.run_store import RunStore
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
@@ -411,7 +411,7 @@ def plain_model_and_monitor(tmp_path, stats_every=4):
 
 
 def stored_state(store):
-    from run_store import RunReader
+    from live_training_dashboard.run_store import RunReader
 
     reader = RunReader.open(store, "0123456789ab")
     reader.poll()
@@ -512,7 +512,7 @@ def test_log_batch_takes_any_loss_without_logits_and_misuse_is_a_clear_error(tmp
 
 
 def test_watch_as_a_context_manager_ends_the_run_however_the_block_ends(tmp_path):
-    from run_store import RunStore
+    from live_training_dashboard.run_store import RunStore
 
     model = nn.Sequential(nn.Linear(2, 3))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

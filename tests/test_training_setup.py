@@ -2,8 +2,8 @@
 
 import pytest
 
-from run_config import RunConfig
-from training_setup import build_model, data_shape, describe_config
+from live_training_dashboard.run_config import RunConfig
+from live_training_dashboard.training_setup import build_model, data_shape, describe_config
 
 
 @pytest.mark.parametrize("config", [

@@ -34,7 +34,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 
-from history import (
+from live_training_dashboard.history import (
     BATCH_COLUMNS,
     DEFAULT_HISTOGRAM_BINS,
     EPOCH_COLUMNS,
@@ -343,10 +343,17 @@ class RunStore:
     def write_json(self, path: str, payload: dict) -> None:
         self.write_bytes(path, json.dumps(payload, separators=(",", ":")).encode())
 
+    def _fresh(self, path: str) -> None:
+        """Object-store filesystems (s3fs, gcsfs) cache listings; a tail must see new pieces."""
+        if not self.is_local:
+            self.fs.invalidate_cache(path)
+
     def exists(self, path: str) -> bool:
+        self._fresh(path)
         return self.fs.exists(path)
 
     def list_names(self, path: str) -> list[str]:
+        self._fresh(path)
         try:
             return [entry.rstrip("/").rsplit("/", 1)[-1] for entry in self.fs.ls(path, detail=False)]
         except (FileNotFoundError, NotADirectoryError):
@@ -411,6 +418,7 @@ class RunStore:
     def scan(self) -> tuple[list[tuple[float, str]], list[str]]:
         """(created_at, run id) of every run here, oldest first, and a warning for each entry skipped."""
         runs, warnings = [], []
+        self._fresh(self.root)
         try:
             entries = self.fs.ls(self.root, detail=True)
         except (FileNotFoundError, NotADirectoryError):

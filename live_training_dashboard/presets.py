@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from run_config import RunConfig
+from live_training_dashboard.run_config import RunConfig
 
 
 @dataclass(frozen=True)

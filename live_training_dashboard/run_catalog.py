@@ -13,10 +13,10 @@ import dataclasses
 import threading
 import time
 
-from history import FAILED, IDLE, PREPARING, QUEUED, RUNNING, STOPPED, HistorySnapshot, Status
+from live_training_dashboard.history import FAILED, IDLE, PREPARING, QUEUED, RUNNING, STOPPED, HistorySnapshot, Status
+from live_training_dashboard.run_config import ConfigError, RunConfig, validate
+from live_training_dashboard.run_store import HEARTBEAT_TIMEOUT_SECONDS, RunReader, RunStore, StoreError, check_run_id, clean_name, new_run_id
 from neural_network import LayerInfo
-from run_config import ConfigError, RunConfig, validate
-from run_store import HEARTBEAT_TIMEOUT_SECONDS, RunReader, RunStore, StoreError, check_run_id, clean_name, new_run_id
 
 # One page render asks a run for its state and snapshot several times: the store is read once.
 # Short, because a new run's first piece is what a Train click waits for (it lands ~40 ms in).
@@ -35,7 +35,7 @@ def worker_pool():
     global _pool
     with _pool_lock:
         if _pool is None:
-            from launcher import WorkerPool
+            from live_training_dashboard.launcher import WorkerPool
 
             _pool = WorkerPool()
             _pool.warm()
@@ -236,7 +236,7 @@ class Run:
             return None, f"Cannot list this run's weights: {error}"
         if not steps:
             return None, "Predictions appear once the run has stored its first weights."
-        from training_setup import build_model, data_shape  # torch only when predictions are shown
+        from live_training_dashboard.training_setup import build_model, data_shape  # torch only when predictions are shown
 
         with self._lock:
             try:
@@ -295,7 +295,7 @@ class RunCatalog:
         requester: who asks (a browser session). While its previous launch is still active, the
         same runs are returned instead of new ones: five quick clicks on Train start one run.
         """
-        from launcher import LaunchedRun
+        from live_training_dashboard.launcher import LaunchedRun
 
         for _, config in named_configs:
             errors = validate(config)

@@ -16,10 +16,10 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from history import Status
-from run_config import RunConfig
+from live_training_dashboard.history import Status
+from live_training_dashboard.run_config import RunConfig
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the folder that holds the package (a checkout)
 
 
 def threads_per_run(config: RunConfig, side_by_side: int = 1) -> int:
@@ -60,7 +60,7 @@ def _start(process) -> None:
 
 def _start_worker(*args) -> None:
     """A worker process's entry point: worker.main (already imported by the forkserver)."""
-    from worker import main
+    from live_training_dashboard.worker import main
 
     main(*args)
 
@@ -68,7 +68,7 @@ def _start_worker(*args) -> None:
 def _warm() -> None:
     """Starting it makes the forkserver import torch before the first real run (a no-op there);
     spawned, it reads torch's files once so the first worker finds them in the OS cache."""
-    import worker  # noqa: F401
+    from live_training_dashboard import worker  # noqa: F401
 
 
 @dataclass
@@ -161,15 +161,15 @@ class WorkerPool:
     """Starts worker processes: from a warm forkserver on CPU machines, spawned where a GPU is."""
 
     def __init__(self, method: str | None = None):
-        # The forkserver or a spawned worker imports this module by name: make the project
-        # importable wherever the server was started from.
+        # The forkserver or a spawned worker imports the project by name: make a checkout
+        # importable wherever the server was started from (an installed one already is).
         paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
         if str(ROOT) not in paths:
             os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *[p for p in paths if p]])
         self.method = method or start_method()
         self.context = multiprocessing.get_context(self.method)
         if self.method == "forkserver":
-            self.context.set_forkserver_preload(["worker"])
+            self.context.set_forkserver_preload(["live_training_dashboard.worker"])
         self.groups: list[LaunchedGroup] = []
         self._lock = threading.Lock()
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from history import DIVERGED, DIVERGENCE_LOSS_FACTOR, HistorySnapshot
+from live_training_dashboard.history import DIVERGED, DIVERGENCE_LOSS_FACTOR, HistorySnapshot
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITY_ORDER = {CRITICAL: 0, WARNING: 1, INFO: 2}

@@ -18,10 +18,10 @@ from dataclasses import asdict
 
 import torch
 
-from history import Status
-from run_config import RunConfig
-from run_store import RunStore, error_reason
-from training_setup import build_training
+from live_training_dashboard.history import Status
+from live_training_dashboard.run_config import RunConfig
+from live_training_dashboard.run_store import RunStore, error_reason
+from live_training_dashboard.training_setup import build_training
 
 
 def _import_what_torch_imports_lazily() -> None:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from datasets import IMAGE_SIZE, NUM_DIGIT_CLASSES, Dataset, TensorBatches, build_dataset, idx_shape, mnist_idx_files
+from live_training_dashboard.datasets import IMAGE_SIZE, NUM_DIGIT_CLASSES, Dataset, TensorBatches, build_dataset, idx_shape, mnist_idx_files
+from live_training_dashboard.run_config import ConfigError, RunConfig, validate
 from neural_network import ACTIVATIONS, LayerInfo, MonitoredCNN, MonitoredMLP, MonitoredModel
-from run_config import ConfigError, RunConfig, validate
 from training_monitor import TrainingMonitor
 
 VAL_BATCH_SIZE = 1024

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from history import LAYER_STATS, HistorySnapshot
+from live_training_dashboard.history import LAYER_STATS, HistorySnapshot
 from neural_network import LayerInfo
 
 MAX_POINTS = 2000
