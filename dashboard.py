@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 
+import numpy as np
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
@@ -218,9 +219,9 @@ CHART_NAMES = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch", "batc
 
 
 def health_panel(findings: list, snapshot) -> None:
+    missing = diagnostics.unmeasured(snapshot) if snapshot.num_steps else []
     if not findings:
         if snapshot.num_steps:
-            missing = diagnostics.unmeasured(snapshot)
             checked = [c for c in ("overfitting", "dead ReLUs", "saturation") if not any(m.startswith(c) for m in missing)]
             st.success("**Health: all clear.** No sign of stalled or exploding loss, exploding or vanishing gradients, "
                        "badly sized updates" + "".join(f", {c}" for c in checked) + "."
@@ -233,6 +234,8 @@ def health_panel(findings: list, snapshot) -> None:
             f"**{finding.title}** — {finding.explanation}  \n"
             f"*Evidence:* {finding.evidence}  \n*See:* {CHART_NAMES.get(finding.chart, finding.chart)}{where}",
             icon=":material/stethoscope:")
+    if missing:
+        st.caption(f"The doctor could not check: {'; '.join(missing)}.")
 
 
 def curves_tab(snapshot, findings) -> None:
@@ -266,7 +269,8 @@ def model_tab(current, snapshot, findings) -> None:
         "dead %": st.column_config.NumberColumn(format="%.1f"),
         "saturated %": st.column_config.NumberColumn(format="%.1f"),
     })
-    stats_every = current.config_dict.get("stats_every", "N")
+    gaps = np.diff(snapshot.stats_steps)  # a script's run may not say its stats_every: read it off the steps
+    stats_every = int(np.median(gaps)) if len(gaps) else current.config_dict.get("stats_every", "N")
     st.caption(f"Statistics from step {int(snapshot.stats_steps[-1]) if len(snapshot.stats_steps) else '–'}, "
                f"taken every {stats_every} batches. Dead: ReLU units silent for the whole batch. Saturated: "
                "tanh/sigmoid outputs within 3% of their limits. Update/weight: size of the last optimizer step "

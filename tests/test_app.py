@@ -330,3 +330,52 @@ def test_a_run_name_with_markdown_and_html_is_shown_as_plain_text():
     caption = next(c.value for c in app.caption if run_id in c.value)
     assert "\\!\\[t\\]\\(http\\://host/x\\)" in caption and "\\<img src=x\\>" in caption
     assert "![t](" not in caption
+
+
+def test_a_plain_modules_run_fills_every_tab_and_says_what_was_not_measured(runs_folder):
+    """A user's own nn.Module (embedding, attention, LayerNorm; F.relu inside forward)."""
+    import torch
+    from torch import nn
+
+    from training_monitor import TrainingMonitor
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(20, 16)
+            self.attention = nn.MultiheadAttention(16, 2, batch_first=True)
+            self.norm = nn.LayerNorm(16)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, tokens):
+            x = self.embed(tokens)
+            x = self.norm(x + self.attention(x, x, x, need_weights=False)[0])
+            return self.head(nn.functional.relu(x).mean(1))
+
+    torch.manual_seed(0)
+    model = Tokens()
+    optimizer = torch.optim.Adam(model.parameters(), 1e-2)
+    monitor = TrainingMonitor(model, optimizer, device="cpu", stats_every=5)
+    tokens, labels = torch.randint(0, 20, (64, 6)), torch.randint(0, 3, (64,))
+    with monitor.watch(runs_folder, name="my transformer", planned_epochs=3, batches_per_epoch=10) as run:
+        for _epoch in range(3):
+            for _batch in range(10):
+                logits = model(tokens)
+                loss = nn.functional.cross_entropy(logits, labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                monitor.log_batch(loss, logits, labels)
+            monitor.log_epoch()
+    app = new_app(run=Path(run.folder).name)
+    assert not app.exception
+    panel = " ".join(m.value for m in [*app.success, *app.caption])
+    assert "dead ReLUs (no ReLU modules seen)" in panel  # never an "all clear" for what was not measured
+    for view in ("Distributions", "Model", "Predictions", "Runs"):
+        app.session_state["view"] = view
+        app.run()
+        assert not app.exception, (view, [e.value for e in app.exception])
+        if view == "Model":
+            table = app.dataframe[0].value
+            assert {"embed", "attention", "attention.out_proj", "norm", "head"} <= set(table["layer"])
+            assert any("taken every 5 batches" in c.value for c in app.caption)
