@@ -43,6 +43,8 @@ def worker(args) -> None:
     y = (x[:, :4].sum(1) > 0).long()
     runs = tempfile.mkdtemp(prefix="ddp-bench-")
 
+    inside = [0.0]  # seconds spent inside log_batch (the monitor's own time, without contention)
+
     def train(monitored: bool) -> float:
         torch.manual_seed(0)
         model = nn.parallel.DistributedDataParallel(nn.Sequential(
@@ -66,7 +68,9 @@ def worker(args) -> None:
             loss.backward()
             optimizer.step()
             if monitor is not None:
+                began = time.perf_counter()
                 monitor.log_batch(loss, logits, yb)
+                inside[0] += time.perf_counter() - began
         if monitor is not None:
             monitor.log_epoch()
             monitor.finish()
@@ -77,6 +81,7 @@ def worker(args) -> None:
 
     train(False), train(True)  # warm-up
     ratios = []
+    inside[0] = 0.0
     for repeat in range(args.repeats):
         if repeat % 2 == 0:
             bare, monitored = train(False), train(True)
@@ -88,6 +93,7 @@ def worker(args) -> None:
                   f"monitored {monitored * 1e6 / args.batches:7.1f} us/batch   ratio {ratios[-1]:.3f}", flush=True)
     if rank == 0:
         median = statistics.median(ratios)
+        print(f"rank 0: {inside[0] * 1e6 / (args.repeats * args.batches):.1f} us/batch inside log_batch", flush=True)
         print(f"DDP MLP on {dist.get_world_size()} ranks ({'nccl' if cuda else 'gloo'}): monitored/bare median "
               f"{median:.3f}x (spread {min(ratios):.3f}-{max(ratios):.3f}, target <= {TARGET:.2f}x) "
               f"{'OK' if median <= TARGET else 'OVER TARGET'}", flush=True)

@@ -213,6 +213,10 @@ class History:
         if self.sink is not None:
             self.sink.on_epoch(row[0])
 
+    def wants_histograms(self) -> bool:
+        """Whether the next append_layer_stats will keep histograms: a producer can skip them."""
+        return self._stats_taken % self._histogram_stride == 0
+
     def append_layer_stats(self, step: int, layer_stats: np.ndarray, weight_histograms=None, grad_histograms=None) -> bool:
         """layer_stats: (layers, len(LAYER_STATS)); histograms: (counts (L, bins), ranges (L, 2)).
 

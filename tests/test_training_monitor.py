@@ -537,3 +537,20 @@ def test_watch_as_a_context_manager_ends_the_run_however_the_block_ends(tmp_path
     assert outcomes["bbbbbbbbbbbb"] == ("failed", "Failed after 1 batches: ValueError: bad batch")
     assert outcomes["cccccccccccc"] == ("stopped", "Stopped by Ctrl+C after 1 batches.")
     assert (tmp_path / "bbbbbbbbbbbb" / "weights" / "final.pt").exists()  # finish() saves the weights
+
+
+def test_thinned_out_histograms_are_not_computed_and_kept_ones_are_whole():
+    torch.manual_seed(0)
+    model = MonitoredMLP(2, [16], 3)
+    monitor = TrainingMonitor(model, torch.optim.SGD(model.parameters(), lr=0.1), device="cpu", stats_every=1,
+                              max_histogram_snapshots=4)
+    calls = []
+    real = monitor.history.append_layer_stats
+    monitor.history.append_layer_stats = lambda step, stats, w=None, g=None: calls.append(w is not None) or real(
+        step, stats, w, g)
+    x, y = make_spiral(30, 3, 0.2, 0)
+    assert monitor.fit([(x[i:i + 10], y[i:i + 10]) for i in range(0, 90, 10)], None, epochs=4) == FINISHED
+    snap = monitor.history.snapshot()
+    assert len(snap.stats_steps) == 36 and len(snap.weight_histograms.steps) <= 4
+    assert calls.count(True) < 12  # histograms computed only when the history would keep them
+    assert (snap.weight_histograms.counts.sum(-1) == [[32, 48]]).all()  # fc1 16x2, fc2 3x16: every weight counted
