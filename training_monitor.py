@@ -308,8 +308,11 @@ class TrainingMonitor:
         self.histogram_bins = histogram_bins
 
         # Per-batch results wait here as device tensors until a flush reads them all at once.
-        self._pending_losses: list[torch.Tensor] = []
-        self._pending_grad_norms: list[torch.Tensor] = []
+        # Losses and per-parameter gradient norms go into preallocated rows (one small copy per
+        # batch) rather than lists of one-number tensors: nothing is held per parameter between
+        # flushes, and a flush reads one block instead of stacking hundreds of tensors.
+        self._loss_rows = torch.empty(FLUSH_ROWS, device=self.device)
+        self._norm_rows = torch.empty((FLUSH_ROWS, len(self._params)), device=self.device)
         self._pending_logits: list[torch.Tensor] = []
         self._pending_labels: list[torch.Tensor] = []
         self._pending_logit_elements = 0
@@ -444,8 +447,12 @@ class TrainingMonitor:
     def _record(self, loss, logits, labels, grad_norms, weights_before) -> None:
         """Queue one batch's numbers; with weights_before, also take the layer statistics."""
         # Only references here: scoring and reading happen once per flush, not per batch.
-        self._pending_losses.append(loss.detach())
-        self._pending_grad_norms.extend(grad_norms)
+        row = self._pending
+        self._loss_rows[row] = loss.detach()
+        if grad_norms[0].dtype == torch.float32:
+            torch.stack(grad_norms, out=self._norm_rows[row])
+        else:  # half-precision parameters: their norms are cast into the float32 row
+            self._norm_rows[row] = torch.stack(grad_norms)
         if logits is not None:  # a classifier's batch: scored for accuracy at the flush
             self._pending_logits.append(logits.detach())
             self._pending_labels.append(labels)
@@ -765,15 +772,13 @@ class TrainingMonitor:
         self._last_flush = time.perf_counter()
         if pending == 0:
             return True
-        losses = torch.stack(self._pending_losses).float()
         hits = [(torch.cat(self._pending_logits).argmax(1) == torch.cat(self._pending_labels)).float()] \
             if self._pending_logits else []
-        read = torch.cat([losses, torch.stack(self._pending_grad_norms).float(), *hits])
+        read = torch.cat([self._loss_rows[:pending], self._norm_rows[:pending].flatten(), *hits])
         values = read.cpu().numpy().astype(np.float64)
         host_rows = np.array(self._pending_host_rows, dtype=np.float64)
         self._pending_host_rows = []
         self._pending = 0
-        self._pending_losses, self._pending_grad_norms = [], []
         self._pending_logits, self._pending_labels = [], []
         self._pending_logit_elements = 0
 
