@@ -45,6 +45,7 @@ from live_training_dashboard.history import (  # noqa: F401  (re-exported: the m
 from neural_network import ModuleWatcher, MonitoredModel, layer_weight, unwrap_model
 
 FLUSH_ROWS = 256
+STACK_ROWS = 32  # per-batch numbers are stacked into the flush buffer in blocks of this many
 FLUSH_SECONDS = 0.2
 # Logits wait for the flush to be scored; this caps the memory they hold (64 MB of float32).
 MAX_PENDING_LOGIT_ELEMENTS = 1 << 24
@@ -311,8 +312,9 @@ class TrainingMonitor:
         # Losses and per-parameter gradient norms go into preallocated rows (one small copy per
         # batch) rather than lists of one-number tensors: nothing is held per parameter between
         # flushes, and a flush reads one block instead of stacking hundreds of tensors.
-        self._loss_rows = torch.empty(FLUSH_ROWS, device=self.device)
-        self._norm_rows = torch.empty((FLUSH_ROWS, len(self._params)), device=self.device)
+        self._batch_rows = torch.empty((FLUSH_ROWS, 1 + len(self._params)), device=self.device)  # loss, norms
+        self._unstacked: list[torch.Tensor] = []  # the last few batches' numbers, stacked every STACK_ROWS
+        self._stacked_rows = 0
         self._pending_logits: list[torch.Tensor] = []
         self._pending_labels: list[torch.Tensor] = []
         self._pending_logit_elements = 0
@@ -447,12 +449,10 @@ class TrainingMonitor:
     def _record(self, loss, logits, labels, grad_norms, weights_before) -> None:
         """Queue one batch's numbers; with weights_before, also take the layer statistics."""
         # Only references here: scoring and reading happen once per flush, not per batch.
-        row = self._pending
-        self._loss_rows[row] = loss.detach()
-        if grad_norms[0].dtype == torch.float32:
-            torch.stack(grad_norms, out=self._norm_rows[row])
-        else:  # half-precision parameters: their norms are cast into the float32 row
-            self._norm_rows[row] = torch.stack(grad_norms)
+        self._unstacked.append(loss.detach())
+        self._unstacked.extend(grad_norms)
+        if self._pending + 1 - self._stacked_rows == STACK_ROWS:
+            self._stack_rows(self._pending + 1)
         if logits is not None:  # a classifier's batch: scored for accuracy at the flush
             self._pending_logits.append(logits.detach())
             self._pending_labels.append(labels)
@@ -460,6 +460,15 @@ class TrainingMonitor:
         if weights_before is not None:
             grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self._layer_weights]
             self._take_layer_stats(weights_before, grads)
+
+    def _stack_rows(self, rows: int) -> None:
+        """Move the one-number tensors of batches [_stacked_rows, rows) into the row buffer: one
+        stack per STACK_ROWS batches (~1 us a batch) instead of one per batch (~10 us)."""
+        if rows == self._stacked_rows:
+            return
+        block = torch.stack(self._unstacked).view(rows - self._stacked_rows, -1)
+        self._batch_rows[self._stacked_rows:rows] = block
+        self._unstacked, self._stacked_rows = [], rows
 
     def _after_batch(self, batch_size: int, epoch_progress: float, batch_callbacks: list, scored: bool = True) -> bool:
         """Host-side bookkeeping of a batch; flushes when due. False when the run diverged."""
@@ -605,8 +614,8 @@ class TrainingMonitor:
         """Misuse of log_batch is a clear error at once (shapes only: no device sync). After a
         first call that passed, only what can change between batches is checked (~10 us less)."""
         if self._checked_call is not None and type(loss) is torch.Tensor and loss.dim() == 0 \
-                and batch_size is None and (logits is None) == (self._checked_call == "scored"):
-            return loss, len(labels) if labels is not None else 1
+                and batch_size is None and (logits is None) == (self._checked_call == "plain"):
+            return loss, labels.shape[0] if labels is not None else 1
         if not isinstance(loss, torch.Tensor):
             if isinstance(loss, bool) or not isinstance(loss, (int, float)):
                 raise TypeError(f"log_batch needs the batch's loss as a tensor or a number, got {type(loss).__name__}")
@@ -774,7 +783,10 @@ class TrainingMonitor:
             return True
         hits = [(torch.cat(self._pending_logits).argmax(1) == torch.cat(self._pending_labels)).float()] \
             if self._pending_logits else []
-        read = torch.cat([self._loss_rows[:pending], self._norm_rows[:pending].flatten(), *hits])
+        self._stack_rows(pending)
+        self._stacked_rows = 0
+        rows = self._batch_rows[:pending]
+        read = torch.cat([rows[:, 0], rows[:, 1:].flatten(), *hits])
         values = read.cpu().numpy().astype(np.float64)
         host_rows = np.array(self._pending_host_rows, dtype=np.float64)
         self._pending_host_rows = []
