@@ -134,9 +134,10 @@ def _segment_statistics_host(tensors: Sequence[torch.Tensor], bins: int, summed:
     return rows
 
 
-# torchrun/DDP: ranks exchange their numbers every RANK_SYNC_STEPS batches (and at each epoch's
-# end and at finish), so every rank decides divergence and stops at the same batch.
-RANK_SYNC_STEPS = 32
+# torchrun/DDP: ranks exchange their numbers about every RANK_SYNC_SECONDS (and at each epoch's
+# end and at finish), so every rank decides divergence and stops at the same batch. The next
+# exchange's batch is computed from the exchanged speeds, the same numbers on every rank.
+RANK_SYNC_SECONDS = 0.25
 RANK_HANDSHAKE_SECONDS = 30.0
 _HANDSHAKE_PREFIX = "live_training_dashboard/watch"
 
@@ -157,6 +158,7 @@ class RankGroup:
         # NCCL reduces device tensors only; gloo and the others take CPU tensors.
         self.device = device if dist.get_backend() == "nccl" else torch.device("cpu")
         self.last_time, self.last_step = time.perf_counter(), 0
+        self.next_step = 1  # the first batch at once: it is what a watcher waits for
 
     @classmethod
     def join(cls, device: torch.device, run_id: str | None, timeout: float) -> tuple[RankGroup | None, str | None]:
@@ -211,9 +213,13 @@ class RankGroup:
         self.dist.all_reduce(tensor)
         total = tensor.cpu().numpy()
         weighted, correct, sizes, scored_sizes = (total[i * pending:(i + 1) * pending] for i in range(4))
+        speeds = total[4 * pending + 2:]
+        # Every rank holds the same reduced numbers, so every rank picks the same next batch.
+        interval = int(min(max(RANK_SYNC_SECONDS * float(speeds.min()), 1), FLUSH_ROWS))
+        self.next_step = self.last_step + interval
         with np.errstate(invalid="ignore", divide="ignore"):
             return (weighted / sizes, np.where(scored_sizes > 0, correct, np.nan), sizes, scored_sizes,
-                    (total[4 * pending] > 0, total[4 * pending + 1] > 0), total[4 * pending + 2:])
+                    (total[4 * pending] > 0, total[4 * pending + 1] > 0), speeds)
 
     def mean_of_finite(self, values: Sequence[float]) -> list[float]:
         """Each value averaged over the ranks that have a finite one (NaN where none has)."""
@@ -480,8 +486,8 @@ class TrainingMonitor:
         self.step += 1
         if self.scheduler is not None and self.scheduler_interval == "batch":
             self.scheduler.step()
-        if self.ranks is not None:  # ranks exchange at the same batches, never by the clock
-            due = self.step == 1 or self.step % RANK_SYNC_STEPS == 0
+        if self.ranks is not None:  # ranks exchange at the same batches, never by their own clocks
+            due = self.step == self.ranks.next_step
         else:
             due = (
                 self._pending == FLUSH_ROWS
@@ -675,7 +681,7 @@ class TrainingMonitor:
             if batch:
                 self._broken_batches += 1
             pending = self._broken_batches - ranks.last_step
-            at_sync_step = self._broken_batches == 1 or self._broken_batches % RANK_SYNC_STEPS == 0
+            at_sync_step = self._broken_batches == ranks.next_step
             due = pending > 0 and (at_sync_step if batch or catch_up else True)
             if due:
                 zeros = np.zeros(pending)

@@ -6,8 +6,8 @@ Starts `torchrun --nproc_per_node RANKS` (gloo on CPU, nccl on GPUs) running thi
 worker. Each repetition trains the same DDP model (mlp: 32-256-256-10, ~2 ms a batch here, the
 monitor's worst case; cnn: pytorch/examples' MNIST network on 28x28 inputs, a realistic step)
 for BATCHES batches bare, then monitored (a
-fresh TrainingMonitor writing a temporary runs folder from rank 0, exchanging every 32
-batches), alternating which goes first, so drifts in machine load hit both. Rank 0 prints the
+fresh TrainingMonitor writing a temporary runs folder from rank 0, exchanging about every
+0.25 s), alternating which goes first, so drifts in machine load hit both. Rank 0 prints the
 median ratio. Target (issue 9): <= 1.10x.
 """
 
