@@ -264,3 +264,13 @@ def test_history_pieces_validate_against_the_history_they_join():
     with pytest.raises(StoreError):
         run_store.apply_piece(history, {"batches": np.ones((2, 6)), "layer_grad_norms": np.ones((2, 3))})
     assert history.num_steps == 2  # a refused piece adds nothing
+
+
+def test_rank_speeds_in_status_are_validated_not_trusted():
+    from live_training_dashboard.run_store import RunState
+
+    base = {"status": "running", "heartbeat": 1.0}
+    assert RunState.parse({**base, "rank_speeds": [640.5, 628]}).rank_speeds == (640.5, 628.0)
+    for hostile in ("fast", [1, "x"], [float("inf")], [-1], [True, 2], [1e400], list(range(5000))):
+        assert RunState.parse({**base, "rank_speeds": hostile}).rank_speeds == ()
+    assert RunState.parse(base).rank_speeds == ()  # a run from one process says nothing
