@@ -269,7 +269,7 @@ def test_history_pieces_validate_against_the_history_they_join():
 def test_rank_speeds_in_status_are_validated_not_trusted():
     from live_training_dashboard.run_store import RunState
 
-    base = {"status": "running", "heartbeat": 1.0}
+    base = {"status": "running", "heartbeat": __import__("time").time()}
     assert RunState.parse({**base, "rank_speeds": [640.5, 628]}).rank_speeds == (640.5, 628.0)
     for hostile in ("fast", [1, "x"], [float("inf")], [-1], [True, 2], [1e400], list(range(5000))):
         assert RunState.parse({**base, "rank_speeds": hostile}).rank_speeds == ()
