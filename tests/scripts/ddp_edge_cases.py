@@ -8,6 +8,7 @@
 
 import argparse
 import json
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -66,3 +67,7 @@ Path(f"{args.report}.rank{rank}.json").write_text(json.dumps({
     "answers": answers, "status": str(monitor.status) if monitor else None, "grouped": bool(monitor and monitor.ranks)}))
 dist.barrier()  # gloo aborts a rank that tears down while another still works (pytorch#190489)
 dist.destroy_process_group()
+# Under load (a full `make test`), gloo still aborted a rank at interpreter teardown, after all
+# work and the report were done (seen once, in a clean-clone run), on the rank that never used the
+# monitor: skip the teardown, the test's verdict is in the report.
+os._exit(0)
