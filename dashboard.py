@@ -22,7 +22,7 @@ from live_training_dashboard.history import PREPARING, QUEUED, RUNNING
 from live_training_dashboard.presets import PRESETS
 from live_training_dashboard.run_catalog import RunCatalog
 from live_training_dashboard.run_config import DATASETS, FIELDS, Field, RunConfig, default_widget_values, parse_run_config, widget_values
-from live_training_dashboard.training_setup import dataset_for, describe_config
+from live_training_dashboard.training_setup import budget_problems, dataset_for, describe_config
 
 REFRESH_SECONDS = 1.0
 # Until a new run's first numbers arrive, look 10x as often: the first chart is what a click waits for.
@@ -161,6 +161,15 @@ for field in FIELDS:
 config, errors = parse_run_config(raw)
 for name, message in errors.items():
     (error_slots.get(name) or st.sidebar).error(message)
+if config is not None:
+    try:
+        budget = budget_problems(config)
+    except (OSError, ValueError):  # an unreadable MNIST folder is reported by its preview
+        budget = []
+    for message in budget:
+        st.sidebar.error(message)
+    if budget:
+        errors = {**errors, "budget": " ".join(budget)}
 
 
 # --------------------------------------------------------------------------- which run this page shows

@@ -24,7 +24,9 @@ ACTIVATION_NAMES = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
 # Limits that keep a run inside what a laptop CPU trains interactively and what fits in memory.
 MAX_HIDDEN_LAYERS = 12
 MAX_LAYER_WIDTH = 4096
-MAX_SAMPLES = 200_000
+# The largest count typed into the sidebar; whether a count fits is decided by memory and time
+# (resource_budget: 25% of available memory, a minute of drawing digits), not by this number.
+MAX_SAMPLES = 1_000_000
 MAX_EPOCHS = 1000
 MAX_BATCH_SIZE = 8192
 # Bounds the sidebar's sliders and validation share (they once disagreed: 0.9 vs 0.95, 1 vs 5).

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from live_training_dashboard import resource_budget
 from live_training_dashboard.datasets import IMAGE_SIZE, NUM_DIGIT_CLASSES, Dataset, TensorBatches, build_dataset, idx_shape, mnist_idx_files
 from live_training_dashboard.run_config import ConfigError, RunConfig, validate
 from neural_network import ACTIVATIONS, LayerInfo, MonitoredCNN, MonitoredMLP, MonitoredModel
@@ -49,6 +50,22 @@ def data_shape(config: RunConfig) -> tuple[tuple[int, ...], int]:
             raise ValueError(f"{images.name} holds {len(shape)}-D data; MNIST images are (N, height, width)")
         return (1, shape[1], shape[2]), NUM_DIGIT_CLASSES
     return (1, IMAGE_SIZE, IMAGE_SIZE), NUM_DIGIT_CLASSES
+
+
+def sample_count(config: RunConfig) -> int:
+    """How many samples the config's dataset will hold, without building it (IDX: the header)."""
+    if config.dataset == "spiral":
+        return max(2, config.num_samples // config.num_classes) * config.num_classes
+    if config.dataset == "mnist_idx":
+        images, _ = mnist_idx_files(config.mnist_path)
+        in_file = idx_shape(images)[0]
+        return min(in_file, config.num_samples) if config.num_samples else in_file
+    return config.num_samples
+
+
+def budget_problems(config: RunConfig, available: int | None = None) -> list[str]:
+    """Why this config would not fit this machine's memory or time budget (resource_budget)."""
+    return resource_budget.budget_problems(config, describe_config(config), sample_count(config), available)
 
 
 def build_model(config: RunConfig, input_shape: tuple[int, ...], num_classes: int) -> MonitoredModel:
@@ -101,6 +118,9 @@ def build_training(config: RunConfig, device: str | torch.device | None = None, 
     errors = validate(config)
     if errors:
         raise ConfigError(errors)
+    problems = budget_problems(config)  # checked where the memory would be taken: before any of it is
+    if problems:
+        raise ConfigError({"budget": " ".join(problems)})
     dataset = dataset_for(config)
     model = build_model(config, dataset.input_shape, dataset.num_classes)
     optimizer = build_optimizer(config, model)

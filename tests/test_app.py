@@ -379,3 +379,15 @@ def test_a_plain_modules_run_fills_every_tab_and_says_what_was_not_measured(runs
             table = app.dataframe[0].value
             assert {"embed", "attention", "attention.out_proj", "norm", "head"} <= set(table["layer"])
             assert any("taken every 5 batches" in c.value for c in app.caption)
+
+
+def test_settings_over_the_memory_budget_are_a_message_and_train_waits(monkeypatch):
+    monkeypatch.setenv("DASHBOARD_MEMORY_BUDGET_MB", "100")
+    app = new_app()
+    assert sidebar_errors(app) == [] and not app.button(key="train").disabled
+    app.text_input(key="hidden_sizes").set_value("4096,4096").run()
+    [message] = sidebar_errors(app)
+    assert "over the budget of 100.0 MB" in message and "narrower layers" in message
+    assert app.button(key="train").disabled
+    app.text_input(key="hidden_sizes").set_value("128,128").run()
+    assert sidebar_errors(app) == [] and not app.button(key="train").disabled

@@ -138,3 +138,38 @@ def test_tensor_batches_cover_every_sample_once_per_epoch_and_reshuffle():
     assert not torch.equal(first, second)
     with pytest.raises(ValueError):
         TensorBatches(x, y, batch_size=0)
+
+
+def test_only_the_images_asked_for_are_decompressed(tmp_path):
+    """A small .gz promising 200,000 blank images: asking for 100 reads 100, never 157 MB (627 MB as floats)."""
+    import gzip
+    import struct
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from live_training_dashboard.datasets import load_mnist_idx
+
+    count = 200_000
+    with gzip.open(tmp_path / "train-images-idx3-ubyte.gz", "wb") as handle:
+        handle.write(bytes([0, 0, 8, 3]) + struct.pack(">3I", count, 28, 28))
+        block = bytes(28 * 28 * 1000)
+        for _ in range(count // 1000):
+            handle.write(block)
+    with gzip.open(tmp_path / "train-labels-idx1-ubyte.gz", "wb") as handle:
+        handle.write(bytes([0, 0, 8, 1]) + struct.pack(">I", count) + bytes(count))
+    assert (tmp_path / "train-images-idx3-ubyte.gz").stat().st_size < 1_000_000
+    images, labels = load_mnist_idx(tmp_path, max_items=100)
+    assert images.shape == (100, 1, 28, 28) and labels.shape == (100,)
+    # The peak memory of a fresh process doing the same, against one that reads every image.
+    peaks = []
+    for items in (100, None):
+        code = ("import resource, sys; from live_training_dashboard.datasets import load_mnist_idx; "
+                f"load_mnist_idx(sys.argv[1], max_items={items}); "
+                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                              timeout=120, cwd=Path(__file__).resolve().parent.parent)
+        assert done.returncode == 0, done.stderr[-1000:]
+        peaks.append(int(done.stdout.split()[-1]))
+    assert peaks[1] - peaks[0] > 500_000  # KB: reading all of them costs over 0.5 GB more
+    assert read_idx(tmp_path / "train-labels-idx1-ubyte.gz", max_items=7).shape == (7,)

@@ -45,9 +45,11 @@ def s3_endpoint(monkeypatch):
 
 def test_the_page_follows_a_run_a_script_writes_to_s3(s3_endpoint):
     url = "s3://runs-bucket/team/runs"
+    # 30 epochs with a 0.3 s pause each: ~10 s of training, longer than the 5 s between the page's
+    # listings of a remote runs folder (it found the run only after it ended with 12 epochs once).
     env = {**os.environ, **CREDENTIALS, "FSSPEC_S3_ENDPOINT_URL": s3_endpoint}
     script = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "watch_my_training.py"), "--runs-dir", url, "--epochs", "12",
+        [sys.executable, str(ROOT / "examples" / "watch_my_training.py"), "--runs-dir", url, "--epochs", "30",
          "--pause", "0.3", "--name", "on s3"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -72,4 +74,4 @@ def test_the_page_follows_a_run_a_script_writes_to_s3(s3_endpoint):
     assert seen_live is not None, "the catalog never saw the run while it trained"
     assert run.name == "on s3" and str(run.status) == "finished"
     final = run.snapshot()
-    assert seen_live < final.num_steps == 12 * final.batches_per_epoch and len(final.epochs) == 12
+    assert seen_live < final.num_steps == 30 * final.batches_per_epoch and len(final.epochs) == 30
