@@ -8,6 +8,7 @@ store. It keeps a run id (in the session and in the URL, so a refresh re-attache
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -21,7 +22,16 @@ from live_training_dashboard.history import ENDED_STATUSES as ENDED
 from live_training_dashboard.history import PREPARING, QUEUED, RUNNING
 from live_training_dashboard.presets import PRESETS
 from live_training_dashboard.run_catalog import RunCatalog
-from live_training_dashboard.run_config import DATASETS, FIELDS, Field, RunConfig, default_widget_values, parse_run_config, widget_values
+from live_training_dashboard.run_config import (
+    DATASETS,
+    FIELDS,
+    Field,
+    RunConfig,
+    default_widget_values,
+    parse_run_config,
+    validate,
+    widget_values,
+)
 from live_training_dashboard.training_setup import budget_problems, dataset_for, describe_config
 
 REFRESH_SECONDS = 1.0
@@ -227,7 +237,15 @@ CHART_NAMES = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch", "batc
                "grad_norm": "Gradient norm", "layer_table": "Model → layer statistics", "grad_hist": "Distributions"}
 
 
-def health_panel(findings: list, snapshot) -> None:
+def start_try(original_id: str, changed: RunConfig) -> None:
+    """A doctor's remedy: train the same settings with one change, overlaid with the original."""
+    st.session_state.update(widget_values(changed))
+    [run] = registry.launch([("", changed)], requester=browser_session())
+    watch([run.run_id, original_id])
+    st.session_state.needs_app_rerun = True  # clicked inside the live fragment: Train/Stop must change too
+
+
+def health_panel(current, findings: list, snapshot, active: bool) -> None:
     missing = diagnostics.unmeasured(snapshot) if snapshot.num_steps else []
     if not findings:
         if snapshot.num_steps:
@@ -237,12 +255,32 @@ def health_panel(findings: list, snapshot) -> None:
                        + (f"  \n*Not measured:* {'; '.join(missing)}." if missing else ""),
                        icon=":material/check_circle:")
         return
-    for finding in findings:
+    # One box per cause: the cause and its evidence first, what follows from it under it, and the
+    # changes to try (a button each, for the page's own runs: the same settings with that change).
+    for index, cause in enumerate(diagnostics.explain(findings, snapshot, current.config_dict)):
+        finding = cause.finding
         where = f" · from epoch {finding.epoch:.1f}" if finding.epoch is not None else ""
-        SEVERITY_BOXES[finding.severity](
-            f"**{finding.title}** — {finding.explanation}  \n"
-            f"*Evidence:* {finding.evidence}  \n*See:* {CHART_NAMES.get(finding.chart, finding.chart)}{where}",
-            icon=":material/stethoscope:")
+        lines = [f"**{finding.title}** — {finding.explanation}",
+                 f"*Evidence:* {finding.evidence}",
+                 f"*See:* {CHART_NAMES.get(finding.chart, finding.chart)}{where}"]
+        if cause.consequences:
+            lines.append("*What follows from it:* " + "; ".join(
+                f"{c.title.lower()} ({c.evidence.split(';')[0].rstrip('.')})" for c in cause.consequences))
+        if cause.remedies:
+            lines.append("*Try:* " + " · ".join(r.label for r in cause.remedies))
+        SEVERITY_BOXES[cause.severity]("  \n".join(lines), icon=":material/stethoscope:")
+        if current.config is not None:
+            tries = [r for r in cause.remedies if r.changes]
+            for column, remedy in zip(st.columns(max(len(tries), 1) + 2), tries):
+                try:
+                    changed = dataclasses.replace(current.config, **remedy.changes)
+                except TypeError:
+                    continue
+                if validate(changed):
+                    continue
+                column.button(f"Try: {remedy.label}", key=f"try_{index}_{remedy.label}", disabled=active,
+                              on_click=start_try, args=(current.run_id, changed),
+                              help="Train again with only this change, overlaid with this run")
     if missing:
         st.caption(f"The doctor could not check: {'; '.join(missing)}.")
 
@@ -410,6 +448,8 @@ def runs_tab(current) -> None:
 @st.fragment(run_every=(FIRST_DATA_REFRESH_SECONDS if waiting_for_data else REFRESH_SECONDS) if active and not paused
              else None)
 def live_panels() -> None:
+    if st.session_state.pop("needs_app_rerun", False):
+        st.rerun(scope="app")
     current = registry.get(st.session_state.run_id)
     if current is None:
         st.rerun(scope="app")
@@ -443,7 +483,7 @@ def live_panels() -> None:
     if status in STATUS_BOXES:  # a diverged run is told by the health panel, with its evidence
         STATUS_BOXES[status](current.message)
     findings = diagnostics.diagnose(snapshot)
-    health_panel(findings, snapshot)
+    health_panel(current, findings, snapshot, active)
 
     for column, item in zip(st.columns(5), charts.headline_metrics(snapshot)):
         column.metric(item.label, item.value, item.delta, delta_color=item.delta_color, border=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -112,7 +112,7 @@ def check_overfitting(snapshot: HistorySnapshot) -> Finding | None:
         return Finding(
             "overfitting", WARNING, "Overfitting",
             "Validation loss has been rising while training loss keeps falling: the model is memorising "
-            "the training set. Use more data, a smaller model, dropout or weight decay, or stop earlier.",
+            "the training set.",
             f"Val loss {smooth_val[best]:.3f} → {smooth_val[-1]:.3f} since epoch {best_epoch} while train loss "
             f"{smooth_train[best]:.3f} → {smooth_train[-1]:.3f}; train/val gap now {val[-1] - train[-1]:.3f}.",
             "loss", int(snapshot.epoch("end_step")[best + 1]), float(best_epoch),
@@ -132,8 +132,7 @@ def check_stalled(snapshot: HistorySnapshot) -> Finding | None:
     if improvement < STALL_MAX_IMPROVEMENT:
         return Finding(
             "stalled", WARNING, "Loss is not decreasing",
-            "After many batches the loss is about where it started: the learning rate is probably too low "
-            "(or too high and bouncing), or the architecture cannot learn this data (e.g. vanishing gradients).",
+            "After many batches the loss is about where it started.",
             f"Mean loss of the first {window} batches {first:.3f}, of the last {window} {recent:.3f} "
             f"({_change(improvement)}) after {len(loss)} batches.",
             "batch_loss", window, _epoch_at(snapshot, window),
@@ -158,8 +157,7 @@ def check_exploding_gradients(snapshot: HistorySnapshot) -> Finding | None:
     worst = snapshot.layer_names[int(np.nanargmax(layer_recent))]
     return Finding(
         "exploding_gradients", CRITICAL if recent > EXPLODE_ABSOLUTE else WARNING, "Exploding gradients",
-        "Gradient norms jumped far above their usual level: steps this large wreck the weights. Lower the "
-        "learning rate or clip gradients.",
+        "Gradient norms jumped far above their usual level: steps this large wreck the weights.",
         f"Median global norm over the last {EXPLODE_WINDOW} batches {recent:.3g} vs {baseline:.3g} before "
         f"({recent / baseline if baseline > 0 else math.inf:.0f}×); largest in {worst}.",
         "grad_norm", step, _epoch_at(snapshot, step), worst,
@@ -183,8 +181,7 @@ def check_vanishing_gradients(snapshot: HistorySnapshot) -> Finding | None:
     step = int(above[-1] + 1) if len(above) and above[-1] + 1 < len(ratios) else 0
     return Finding(
         "vanishing_gradients", WARNING, "Vanishing gradients",
-        "The first layers get almost no gradient, so they barely learn. Use ReLU-family activations, "
-        "fewer layers, better initialisation or normalisation.",
+        "The first layers get almost no gradient, so they barely learn.",
         f"Median gradient norm {snapshot.layer_names[0]} {first:.2e} vs {snapshot.layer_names[-1]} {last:.2e} "
         f"(ratio {ratio:.1e}, threshold {VANISH_RATIO:.0e}) over the last {len(window)} batches.",
         "grad_norm", step, _epoch_at(snapshot, step), snapshot.layer_names[0],
@@ -227,8 +224,8 @@ def check_dead_relus(snapshot: HistorySnapshot) -> Finding | None:
     others = ", ".join(f"{n} {d:.0%}" for n, d in zip(snapshot.layer_names, dead) if np.isfinite(d))
     return Finding(
         "dead_relus", CRITICAL if dead[layer] >= DEAD_FRACTION_CRITICAL else WARNING, "Dead ReLUs",
-        f"Most units of {name} output zero for every sample, so they pass no gradient and stop learning. "
-        "Lower the learning rate, or try leaky_relu or gelu.",
+        f"Most units of {name} output zero for every sample, so they pass no gradient and stop learning; "
+        "layers before it get little gradient through it.",
         f"Units silent for the whole stats batch (median of the last {RECENT_SNAPSHOTS} snapshots): {others}.",
         "layer_table", step, _epoch_at(snapshot, step), name,
     )
@@ -245,13 +242,11 @@ def check_update_ratio(snapshot: HistorySnapshot) -> Finding | None:
     if len(high):
         layer = int(high[np.argmax(ratios[high])])
         direction, threshold = "large", UPDATE_RATIO_HIGH
-        explanation = ("Each optimizer step changes these weights by several percent: the learning rate is too "
-                       "high, training will be noisy or unstable.")
+        explanation = "Each optimizer step changes these weights by several percent: training is noisy or unstable."
     elif len(low):
         layer = int(low[np.argmin(ratios[low])])
         direction, threshold = "small", UPDATE_RATIO_LOW
-        explanation = ("Each step barely changes these weights: the learning rate is too low for this layer, or "
-                       "its gradients have vanished.")
+        explanation = "Each step barely changes these weights: this layer has effectively stopped learning."
     else:
         return None
     name = snapshot.layer_names[layer]
@@ -273,8 +268,7 @@ def check_saturation(snapshot: HistorySnapshot) -> Finding | None:
     name = snapshot.layer_names[layer]
     return Finding(
         "saturation", WARNING, f"Saturated activations in {name}",
-        "Most tanh/sigmoid outputs sit at their limits, where the gradient is nearly zero. Lower the learning "
-        "rate, normalise inputs, or switch to ReLU-family activations.",
+        "Most tanh/sigmoid outputs sit at their limits, where the gradient is nearly zero.",
         f"{saturation[layer]:.0%} of {name}'s outputs within 3% of their limits (median of the last "
         f"{RECENT_SNAPSHOTS} snapshots).",
         "layer_table", step, _epoch_at(snapshot, step), name,
@@ -301,8 +295,8 @@ def check_noisy_plateau(snapshot: HistorySnapshot) -> Finding | None:
     ):
         return Finding(
             "noisy_plateau", INFO, "Loss plateaued at a noisy level",
-            "The epoch loss stopped improving while the batch loss keeps jumping: the learning rate is too high "
-            "to settle into a minimum. A decaying schedule (StepLR, CosineAnnealing) or a lower LR helps.",
+            "The epoch loss stopped improving while the batch loss keeps jumping: the steps are too large to "
+            "settle into a minimum.",
             f"Train loss {middle:.3g} → {last:.3g} over the last third of training ({_change(improvement)}); "
             f"batch-loss spread (std/mean) {spread:.2f} at a constant LR {lr[-1]:.2g}.",
             "batch_loss", start_step, _epoch_at(snapshot, start_step),
@@ -387,3 +381,183 @@ def diagnose(snapshot: HistorySnapshot) -> list[Finding]:
         return [diverged]
     findings = [f for check in CHECKS if (f := check(snapshot)) is not None]
     return sorted(findings, key=lambda f: SEVERITY_ORDER[f.severity])
+
+
+# --------------------------------------------------------------------------- causes and remedies
+#
+# The checks above each report a sign. A run usually shows several signs of one cause: a dead
+# layer starves the layers before it (vanishing gradients), so the loss stalls and the updates
+# shrink. explain() groups the signs into causes, states the cause first with its evidence and
+# lists what follows from it, and proposes concrete changes that never contradict each other or
+# the run's own settings.
+
+# Signs that a step is too large; and the signs it explains when present (they are its effects).
+TOO_LARGE_STEPS = ("exploding_gradients", "update_ratio_high", "noisy_plateau", "saturation")
+STARVED = ("vanishing_gradients", "stalled", "update_ratio_low")
+# A condition that is not hurting: validation accuracy this high (when measured).
+NOT_HURTING_ACCURACY = 0.95
+# Which came first before a divergence: the gradient norm this many times its early median.
+GRADIENT_RISE_FACTOR = 10.0
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """One change to try: `label` in words ("lr 1 → 0.1"); `changes` the settings it changes
+    (empty when the run's settings are unknown, e.g. a user's script: then it is advice only)."""
+
+    label: str
+    changes: dict
+
+
+@dataclass(frozen=True)
+class Cause:
+    finding: Finding  # the cause, with its evidence
+    consequences: tuple[Finding, ...]  # signs that follow from it
+    remedies: tuple[Remedy, ...]
+
+    @property
+    def severity(self) -> str:
+        return self.finding.severity
+
+
+def _number(settings: dict, name: str) -> float | None:
+    value = settings.get(name)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+def _nice(value: float) -> float:
+    """A round number near value (one significant digit): 0.0123 -> 0.01."""
+    if value <= 0 or not math.isfinite(value):
+        return value
+    exponent = math.floor(math.log10(value))
+    return round(value, -exponent)
+
+
+def _lower_lr(settings: dict) -> Remedy:
+    lr = _number(settings, "lr")
+    if lr is None:
+        return Remedy("lower the learning rate (e.g. 10×)", {})
+    new = _nice(lr / 10)
+    return Remedy(f"lr {lr:g} → {new:g}", {"lr": new})
+
+
+def _raise_lr(settings: dict) -> Remedy:
+    lr = _number(settings, "lr")
+    if lr is None:
+        return Remedy("raise the learning rate (e.g. 10×)", {})
+    new = _nice(lr * 10)
+    return Remedy(f"lr {lr:g} → {new:g}", {"lr": new})
+
+
+def _activation_remedy(settings: dict, to: str, when: tuple[str, ...]) -> list[Remedy]:
+    activation = settings.get("activation")
+    if activation in when:
+        return [Remedy(f"{activation} → {to}", {"activation": to})]
+    return []
+
+
+def _overfitting_remedies(settings: dict, finding: Finding) -> list[Remedy]:
+    remedies = []
+    if settings.get("dropout") == 0 and settings.get("model") in ("mlp", "cnn"):
+        remedies.append(Remedy("dropout 0 → 0.3", {"dropout": 0.3}))
+    epochs = settings.get("epochs")
+    if isinstance(epochs, int) and finding.epoch is not None and finding.epoch + 1 < epochs:
+        best = max(1, int(round(finding.epoch)))
+        remedies.append(Remedy(f"epochs {epochs} → {best} (stop at the best validation loss)", {"epochs": best}))
+    if not remedies:
+        remedies.append(Remedy("more data, a smaller model or weight decay", {}))
+    return remedies
+
+
+def _not_hurting(snapshot: HistorySnapshot) -> float | None:
+    """The final validation accuracy when it is high enough that a warning sign is not hurting."""
+    accuracy = snapshot.epoch("val_accuracy")
+    if len(accuracy) and np.isfinite(accuracy[-1]) and accuracy[-1] >= NOT_HURTING_ACCURACY:
+        return float(accuracy[-1])
+    return None
+
+
+def divergence_story(snapshot: HistorySnapshot) -> str:
+    """Which came first before a divergence: the gradient norm's rise or the loss's, with batches."""
+    loss = snapshot.batch("loss").astype(np.float64)
+    norms = snapshot.batch("grad_norm").astype(np.float64)
+    if len(loss) < 2:
+        return ""
+    limit = DIVERGENCE_LOSS_FACTOR * loss[0] if np.isfinite(loss[0]) else np.inf
+    blown = np.flatnonzero(~np.isfinite(loss) | (loss > limit))
+    if not len(blown):
+        return ""
+    loss_step = int(blown[0])
+    early = norms[: max(1, min(20, loss_step))]
+    early = early[np.isfinite(early)]
+    if not len(early) or np.median(early) <= 0:
+        return ""
+    rose = np.flatnonzero(~(norms[: loss_step + 1] <= GRADIENT_RISE_FACTOR * np.median(early)))
+    if not len(rose):
+        return f" The loss blew up at batch {loss_step} with no rise of the gradient norm before it."
+    grad_step = int(rose[0])
+    if grad_step < loss_step:
+        return (f" The gradient norm came first: it rose past {GRADIENT_RISE_FACTOR:g}× its early level "
+                f"({np.median(early):.3g}) at batch {grad_step}, {loss_step - grad_step} batches before the loss "
+                f"blew up at batch {loss_step} (exploding gradients).")
+    return f" The loss and the gradient norm blew up together at batch {loss_step}."
+
+
+def explain(findings: list[Finding], snapshot: HistorySnapshot, settings: dict | None = None) -> list[Cause]:
+    """Group findings into causes, most severe first; settings: the run's config (a dict)."""
+    settings = settings or {}
+    by_code = {f.code: f for f in findings}
+    used: set[str] = set()
+    causes: list[Cause] = []
+
+    def take(codes) -> tuple[Finding, ...]:
+        taken = tuple(by_code[c] for c in codes if c in by_code and c not in used)
+        used.update(f.code for f in taken)
+        return taken
+
+    def add(root: Finding, consequences=(), remedies=()) -> None:
+        used.add(root.code)
+        unique = {remedy.label: remedy for remedy in remedies}  # the same change proposed twice is listed once
+        causes.append(Cause(root, tuple(consequences), tuple(unique.values())))
+
+    if "diverged" in by_code:
+        root = by_code["diverged"]
+        add(replace(root, evidence=root.evidence + divergence_story(snapshot)), take(TOO_LARGE_STEPS),
+            [_lower_lr(settings)])
+    if "dead_relus" in by_code:
+        # A dead layer starves what is before it: vanishing gradients, a stalled loss and tiny updates
+        # are its effects, not separate problems (and never "raise the LR" next to "lower it").
+        add(by_code["dead_relus"], take(STARVED + TOO_LARGE_STEPS),
+            [_lower_lr(settings), *_activation_remedy(settings, "leaky_relu", ("relu",))])
+    large = [c for c in TOO_LARGE_STEPS if c in by_code and c not in used]
+    if large:
+        root = by_code[large[0]]
+        remedies = [_lower_lr(settings)]
+        if "noisy_plateau" in large and settings.get("scheduler") == "none":
+            remedies.append(Remedy("scheduler none → cosine", {"scheduler": "cosine"}))
+        if "saturation" in large:
+            remedies += _activation_remedy(settings, "relu", ("tanh", "sigmoid"))
+        # Too-large steps also explain a loss that bounces without improving.
+        add(root, take([c for c in large[1:]] + ["stalled"]), remedies)
+    if "vanishing_gradients" in by_code and "vanishing_gradients" not in used:
+        remedies = _activation_remedy(settings, "relu", ("tanh", "sigmoid"))
+        if not remedies:
+            remedies = [Remedy("fewer layers, or normalisation between them", {})]
+        add(by_code["vanishing_gradients"], take(["stalled", "update_ratio_low"]), remedies)
+    slow = [c for c in ("stalled", "update_ratio_low") if c in by_code and c not in used]
+    if slow:
+        # Only here, with no sign of too-large steps anywhere, is the learning rate too low.
+        add(by_code[slow[0]], take(slow[1:]), [_raise_lr(settings)])
+    if "overfitting" in by_code:
+        add(by_code["overfitting"], (), _overfitting_remedies(settings, by_code["overfitting"]))
+    for finding in findings:  # the rest stand alone (zero gradients, skipped steps)
+        if finding.code not in used:
+            add(finding)
+
+    accuracy = _not_hurting(snapshot)
+    if accuracy is not None:  # impact: a warning sign on a run that does well is worth knowing, not fixing
+        causes = [replace(c, finding=replace(
+            c.finding, severity=INFO,
+            evidence=c.finding.evidence + f" Not hurting so far: validation accuracy {accuracy:.1%}."))
+            if c.finding.severity == WARNING else c for c in causes]
+    return sorted(causes, key=lambda c: SEVERITY_ORDER[c.severity])

@@ -116,3 +116,60 @@ def test_all_clear_never_claims_what_was_not_measured():
                                              "overfitting (no validation loss logged)"]
     default = trained_snapshot(RunConfig(epochs=2))  # ReLU MLP with validation: only saturation is not
     assert diagnostics.unmeasured(default) == ["saturation (no tanh/sigmoid modules seen)"]
+
+
+def sign(code, severity=diagnostics.WARNING, epoch=2.0):
+    return diagnostics.Finding(code, severity, code.replace("_", " "), "", f"{code} evidence", "loss", 10, epoch)
+
+
+def causes_of(codes, settings, accuracy=None):
+    snapshot = synthetic_history(np.full(50, 0.5, dtype=np.float32)).snapshot()
+    if accuracy is not None:
+        history = synthetic_history(np.full(50, 0.5, dtype=np.float32))
+        history.append_epoch(epoch=1, train_loss=0.5, train_accuracy=0.9, val_loss=0.5, val_accuracy=accuracy, lr=0.01,
+                             seconds=1.0, end_step=50)
+        snapshot = history.snapshot()
+    return diagnostics.explain([sign(c) for c in codes], snapshot, settings)
+
+
+def test_a_dead_layer_is_one_cause_and_starvation_follows_from_it():
+    settings = {"lr": 1.0, "activation": "relu", "model": "mlp"}
+    [cause] = causes_of(["dead_relus", "vanishing_gradients", "stalled", "update_ratio_low"], settings)
+    assert cause.finding.code == "dead_relus"
+    assert [c.code for c in cause.consequences] == ["vanishing_gradients", "stalled", "update_ratio_low"]
+    assert [r.label for r in cause.remedies] == ["lr 1 → 0.1", "relu → leaky_relu"]
+    assert cause.remedies[0].changes == {"lr": 0.1}
+
+
+def test_advice_never_repeats_the_settings_or_contradicts_itself():
+    relu = {"lr": 0.005, "activation": "relu"}
+    [vanishing] = causes_of(["vanishing_gradients"], relu)
+    assert all("relu" not in r.label for r in vanishing.remedies)  # already ReLU: not "use ReLU"
+    [sigmoid] = causes_of(["vanishing_gradients"], {"lr": 1.0, "activation": "sigmoid"})
+    assert [r.label for r in sigmoid.remedies] == ["sigmoid → relu"]
+    # Too-large steps explain a bouncing loss: no "raise the LR" beside "lower it".
+    [cause] = causes_of(["update_ratio_high", "stalled"], relu)
+    assert [r.label for r in cause.remedies] == ["lr 0.005 → 0.0005"] and cause.consequences[0].code == "stalled"
+    [slow] = causes_of(["stalled", "update_ratio_low"], {"lr": 1e-6})
+    assert [r.label for r in slow.remedies] == ["lr 1e-06 → 1e-05"]
+    [script] = causes_of(["stalled"], {})  # a user's script: advice in words, nothing to click
+    assert script.remedies[0].changes == {} and "raise the learning rate" in script.remedies[0].label
+
+
+def test_a_warning_sign_on_a_run_that_does_well_is_information():
+    [cause] = causes_of(["dead_relus"], {"lr": 0.005, "activation": "relu"}, accuracy=0.968)
+    assert cause.severity == diagnostics.INFO and "Not hurting so far: validation accuracy 96.8%" in cause.finding.evidence
+    [hurting] = causes_of(["dead_relus"], {"lr": 0.005, "activation": "relu"}, accuracy=0.80)
+    assert hurting.severity == diagnostics.WARNING
+
+
+def test_a_divergence_says_whether_the_gradients_or_the_loss_went_first():
+    norms = np.full(100, 0.5, dtype=np.float32)
+    norms[60:] = np.geomspace(10, 1e6, 40)  # gradients explode from batch 60
+    history = synthetic_history(norms)
+    rows = history.snapshot().batches.copy()
+    loss = np.ones(100, dtype=np.float32)
+    loss[80:] = np.inf  # the loss follows at batch 80
+    story = diagnostics.divergence_story(history.snapshot().__class__(
+        **{**history.snapshot().__dict__, "batches": np.column_stack([loss, rows[:, 1:]])}))
+    assert "gradient norm came first" in story and "at batch 60, 20 batches before the loss blew up at batch 80" in story
