@@ -237,6 +237,12 @@ CHART_NAMES = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch", "batc
                "grad_norm": "Gradient norm", "layer_table": "Model → layer statistics", "grad_hist": "Distributions"}
 
 
+def shorten(text: str, limit: int = 160) -> str:
+    """The first clause of an evidence line, for a consequence listed under its cause."""
+    first = text.split("; ")[0].rstrip(".")
+    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+
+
 def start_try(original_id: str, changed: RunConfig) -> None:
     """A doctor's remedy: train the same settings with one change, overlaid with the original."""
     st.session_state.update(widget_values(changed))
@@ -263,12 +269,13 @@ def health_panel(current, findings: list, snapshot, active: bool) -> None:
         lines = [f"**{finding.title}** — {finding.explanation}",
                  f"*Evidence:* {finding.evidence}",
                  f"*See:* {CHART_NAMES.get(finding.chart, finding.chart)}{where}"]
+        text = "  \n".join(lines)
         if cause.consequences:
-            lines.append("*What follows from it:* " + "; ".join(
-                f"{c.title.lower()} ({c.evidence.split(';')[0].rstrip('.')})" for c in cause.consequences))
+            text += "\n\n*What follows from it:*\n" + "\n".join(
+                f"- {c.title}: {shorten(c.evidence)}" for c in cause.consequences)
         if cause.remedies:
-            lines.append("*Try:* " + " · ".join(r.label for r in cause.remedies))
-        SEVERITY_BOXES[cause.severity]("  \n".join(lines), icon=":material/stethoscope:")
+            text += "\n\n*Try:* " + " · ".join(r.label for r in cause.remedies)
+        SEVERITY_BOXES[cause.severity](text, icon=":material/stethoscope:")
         if current.config is not None:
             tries = [r for r in cause.remedies if r.changes]
             for column, remedy in zip(st.columns(max(len(tries), 1) + 2), tries):
