@@ -237,6 +237,14 @@ CHART_NAMES = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch", "batc
                "grad_norm": "Gradient norm", "layer_table": "Model → layer statistics", "grad_hist": "Distributions"}
 
 
+def run_health(run, snapshot) -> str:
+    """One run's health in a table cell: its main causes, most severe first, or all clear."""
+    if not snapshot.num_steps:
+        return "–"
+    causes = diagnostics.explain(diagnostics.diagnose(snapshot), snapshot, run.config_dict)
+    return ", ".join(f"{c.finding.title} ({c.severity})" for c in causes[:2]) or "all clear"
+
+
 def shorten(text: str, limit: int = 160) -> str:
     """The first clause of an evidence line, for a consequence listed under its cause."""
     first = text.split("; ")[0].rstrip(".")
@@ -409,7 +417,8 @@ def runs_tab(current) -> None:
         for index, metric in enumerate(("loss", "accuracy", "grad_norm", "lr")):
             (left if index % 2 == 0 else right).plotly_chart(charts.compare_chart(pairs, metric),
                                                              key=f"compare_{metric}", config=PLOTLY_CONFIG)
-        table, differing = charts.comparison_table([(label, r.config_dict, snap) for label, r, snap in entries])
+        table, differing = charts.comparison_table([(label, r.config_dict, snap) for label, r, snap in entries],
+                                                   health=[run_health(r, snap) for _, r, snap in entries])
         st.dataframe(table.style.set_properties(subset=differing, **{"background-color": "#fff3cd"}),
                      hide_index=True, width="stretch", key="compare_table")
         st.caption("Highlighted: settings that differ between the selected runs.")
@@ -506,11 +515,19 @@ def live_panels() -> None:
 
     if len(members) > 1:
         with st.expander(f"Experiment: the {len(members)} runs overlaid", expanded=True):
-            pairs = [(label, snap) for label, r in zip(charts.short_labels([r.name for r in members]), members)
-                     if (snap := r.snapshot()) is not None]
+            entries = [(label, r, snap) for label, r in zip(charts.short_labels([r.name for r in members]), members)
+                       if (snap := r.snapshot()) is not None]
+            pairs = [(label, snap) for label, _, snap in entries]
+            if lesson := charts.experiment_lesson(pairs):
+                st.markdown(f"**What this experiment showed:** {charts.escape_markdown(lesson)}")
             left, right = st.columns(2)
             left.plotly_chart(charts.compare_chart(pairs, "loss"), key="experiment_loss", config=PLOTLY_CONFIG)
             right.plotly_chart(charts.compare_chart(pairs, "accuracy"), key="experiment_accuracy", config=PLOTLY_CONFIG)
+            left.plotly_chart(charts.compare_chart(pairs, "batch_loss"), key="experiment_batch_loss",
+                              config=PLOTLY_CONFIG)
+            table, differing = charts.comparison_table([(label, r.config_dict, snap) for label, r, snap in entries],
+                                                       health=[run_health(r, snap) for _, r, snap in entries])
+            right.dataframe(table.drop(columns=["status"]), hide_index=True, key="experiment_table")
 
     tabs = st.tabs(["Training curves", "Distributions", "Model", "Predictions", "Runs"], key="view", on_change="rerun")
     renderers = (lambda: curves_tab(snapshot, findings), lambda: distributions_tab(snapshot),

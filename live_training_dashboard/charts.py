@@ -692,6 +692,7 @@ def compare_chart(entries: list[tuple[str, HistorySnapshot]], metric: str) -> go
     """Overlay runs in distinct colours: metric is loss, accuracy, grad_norm or lr."""
     titles = {"loss": ("Loss per epoch (solid train, dashed val)", "loss"),
               "accuracy": ("Validation accuracy per epoch", "accuracy"),
+              "batch_loss": ("Loss per batch (moving average of 50)", "loss"),
               "grad_norm": ("Gradient norm (moving average)", "L2 norm"),
               "lr": ("Learning rate", "learning rate")}
     title, y_title = titles[metric]
@@ -710,9 +711,9 @@ def compare_chart(entries: list[tuple[str, HistorySnapshot]], metric: str) -> go
                                         line={"color": color}, marker={"size": 4}))
             figure.update_yaxes(tickformat=".0%")
         elif snapshot.num_steps:
-            values = snapshot.batch(metric)
-            if metric == "grad_norm":
-                values = moving_average(values, 20)
+            values = snapshot.batch("loss" if metric == "batch_loss" else metric)
+            if metric in ("grad_norm", "batch_loss"):
+                values = moving_average(values, 20 if metric == "grad_norm" else 50)
             x, y = downsample_minmax(snapshot.batch("epoch_progress"), values)
             figure.add_trace(go.Scatter(x=x, y=y, name=label, mode="lines", line={"color": color}))
     if not entries:
@@ -720,8 +721,10 @@ def compare_chart(entries: list[tuple[str, HistorySnapshot]], metric: str) -> go
     return figure
 
 
-def comparison_table(entries: list[tuple[str, dict, HistorySnapshot]]) -> tuple[pd.DataFrame, list[str]]:
-    """One row per run: the settings that differ between them, then final metrics.
+def comparison_table(entries: list[tuple[str, dict, HistorySnapshot]],
+                     health: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """One row per run: the settings that differ between them, then final metrics (final and
+    best validation accuracy: a run can end far below its best), and its health when given.
 
     Returns the table and the names of the setting columns whose values differ.
     """
@@ -739,10 +742,39 @@ def comparison_table(entries: list[tuple[str, dict, HistorySnapshot]]) -> tuple[
         row["epochs"] = len(snapshot.epochs)
         row["final train loss"] = snapshot.epoch("train_loss")[-1] if has_epochs else math.nan
         row["final val loss"] = snapshot.epoch("val_loss")[-1] if has_epochs else math.nan
-        row["best val accuracy"] = np.nanmax(snapshot.epoch("val_accuracy")) if has_epochs and np.isfinite(snapshot.epoch("val_accuracy")).any() else math.nan
+        accuracy = snapshot.epoch("val_accuracy")
+        measured = has_epochs and np.isfinite(accuracy).any()
+        row["final val accuracy"] = accuracy[-1] if has_epochs else math.nan
+        row["best val accuracy"] = np.nanmax(accuracy) if measured else math.nan
+        if health is not None:
+            row["health"] = health[len(rows)]
         rows.append(row)
     return pd.DataFrame(rows), differing
 
 
 def json_key(value) -> str:
     return repr(tuple(value)) if isinstance(value, (list, tuple)) else repr(value)
+
+
+def experiment_lesson(entries: list[tuple[str, HistorySnapshot]]) -> str:
+    """What an experiment showed, in words from its numbers: how soon each run reached a common
+    validation accuracy, which swung late in training, which ended far below its best."""
+    curves = [(label, snap.epoch("val_accuracy")) for label, snap in entries if len(snap.epochs)]
+    curves = [(label, acc) for label, acc in curves if np.isfinite(acc).any()]
+    if len(curves) < 2:
+        return ""
+    best_overall = max(float(np.nanmax(acc)) for _, acc in curves)
+    target = 0.95 if best_overall >= 0.97 else math.floor((best_overall - 0.02) * 20) / 20
+    parts = []
+    for label, acc in curves:
+        reached = np.flatnonzero(acc >= target)
+        text = (f"{label} reached {target:.0%} in {int(reached[0]) + 1} epoch{'s' if reached[0] else ''}"
+                if len(reached) else f"{label} never reached {target:.0%} (best {np.nanmax(acc):.1%})")
+        late = acc[len(acc) // 2:]
+        late = late[np.isfinite(late)]
+        if len(late) >= 3 and late.max() - late.min() >= 0.05:
+            text += f", then swung between {late.min():.0%} and {late.max():.0%}"
+        if np.isfinite(acc[-1]) and np.nanmax(acc) - acc[-1] >= 0.03:
+            text += f", and ended at {acc[-1]:.1%} after a best of {np.nanmax(acc):.1%}"
+        parts.append(text)
+    return "; ".join(parts) + "."

@@ -165,6 +165,8 @@ def test_learning_rate_preset_runs_three_runs_and_overlays_them():
     assert len(app.session_state.compare_ids) == 3 and "compare" in app.query_params
     assert app.text_input(key="lr").value == "0.1"  # the sidebar shows the experiment's settings
     rerun_until(app, lambda a: finished_count(a) == 3, timeout=120)
+    [lesson] = [m.value for m in app.markdown if "What this experiment showed" in m.value]
+    assert all(f"lr {lr}" in lesson for lr in ("0.001", "0.01", "0.1"))  # every run's numbers, in words
     app.session_state["view"] = "Runs"
     app.run()
     specs = chart_specs(app)
@@ -174,8 +176,9 @@ def test_learning_rate_preset_runs_three_runs_and_overlays_them():
     assert runs_per_chart["Loss per epoch"] == 6  # train and val for each run
     names = [trace["name"] for trace in specs["Validation accuracy per epoch"]["data"]]
     assert [n.split(" · ")[0] for n in names] == ["lr 0.001", "lr 0.01", "lr 0.1"]
-    table = app.dataframe[0].value
+    [table] = [d.value for d in app.dataframe if "status" in d.value.columns]  # the Runs tab's, not the experiment's
     assert list(table["lr"]) == [0.001, 0.01, 0.1] and "hidden_sizes" not in table.columns
+    assert {"final val accuracy", "best val accuracy", "health"} <= set(table.columns)
     # The doctor names the lesson on the last run (lr 0.1). Not its severity: 90-94% of units
     # dead measured here sits on the 90% line between warning and critical, and an AMD CPU's
     # float results put it below (issue 11), where a run with 95% accuracy shows it as

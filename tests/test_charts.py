@@ -217,3 +217,25 @@ def test_rank_speeds_read_as_one_line_per_job():
     assert charts.rank_speeds_text(()) == "" and charts.rank_speeds_text((500.0,)) == ""
     assert charts.rank_speeds_text((640.9, 628.2)) == "2 ranks: 641 · 628 batches/s (rank 0 first)"
     assert charts.rank_speeds_text(tuple(range(20))).count("·") == 16
+
+
+def test_an_experiments_lesson_is_written_from_its_numbers():
+    from live_training_dashboard.history import History
+
+    def run(accuracies):
+        history = History(("fc1",))
+        for epoch, accuracy in enumerate(accuracies, start=1):
+            history.append_epoch(epoch=epoch, train_loss=1.0, train_accuracy=0.5, val_loss=1.0, val_accuracy=accuracy,
+                                 lr=0.01, seconds=float(epoch), end_step=epoch * 10)
+        return history.snapshot()
+
+    lesson = charts.experiment_lesson([
+        ("lr 0.001", run([0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.97])),
+        ("lr 0.01", run([0.9, 0.96, 0.97, 0.98, 0.98, 0.98, 0.985, 0.98, 0.985, 0.99])),
+        ("lr 0.1", run([0.7, 0.86, 0.99, 0.9, 0.95, 0.86, 0.99, 0.88, 0.96, 0.923])),
+    ])
+    assert lesson == ("lr 0.001 reached 95% in 7 epochs; lr 0.01 reached 95% in 2 epochs; lr 0.1 reached 95% in "
+                      "3 epochs, then swung between 86% and 99%, and ended at 92.3% after a best of 99.0%.")
+    table, _ = charts.comparison_table([("a", {"lr": 0.1}, run([0.99, 0.923]))], health=["Dead ReLUs (critical)"])
+    assert table.loc[0, "final val accuracy"] == pytest.approx(0.923) and table.loc[0, "best val accuracy"] == 0.99
+    assert table.loc[0, "health"] == "Dead ReLUs (critical)"
