@@ -529,6 +529,11 @@ def explain(findings: list[Finding], snapshot: HistorySnapshot, settings: dict |
         # are its effects, not separate problems (and never "raise the LR" next to "lower it").
         add(by_code["dead_relus"], take(STARVED + TOO_LARGE_STEPS),
             [_lower_lr(settings), *_activation_remedy(settings, "leaky_relu", ("relu",))])
+    if "vanishing_gradients" in by_code and "vanishing_gradients" not in used:
+        remedies = _activation_remedy(settings, "relu", ("tanh", "sigmoid"))
+        if not remedies:
+            remedies = [Remedy("fewer layers, or normalisation between them", {})]
+        add(by_code["vanishing_gradients"], take(["stalled", "update_ratio_low"]), remedies)
     large = [c for c in TOO_LARGE_STEPS if c in by_code and c not in used]
     if large:
         root = by_code[large[0]]
@@ -539,11 +544,6 @@ def explain(findings: list[Finding], snapshot: HistorySnapshot, settings: dict |
             remedies += _activation_remedy(settings, "relu", ("tanh", "sigmoid"))
         # Too-large steps also explain a loss that bounces without improving.
         add(root, take([c for c in large[1:]] + ["stalled"]), remedies)
-    if "vanishing_gradients" in by_code and "vanishing_gradients" not in used:
-        remedies = _activation_remedy(settings, "relu", ("tanh", "sigmoid"))
-        if not remedies:
-            remedies = [Remedy("fewer layers, or normalisation between them", {})]
-        add(by_code["vanishing_gradients"], take(["stalled", "update_ratio_low"]), remedies)
     slow = [c for c in ("stalled", "update_ratio_low") if c in by_code and c not in used]
     if slow:
         # Only here, with no sign of too-large steps anywhere, is the learning rate too low.
