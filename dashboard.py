@@ -32,7 +32,7 @@ from live_training_dashboard.run_config import (
     validate,
     widget_values,
 )
-from live_training_dashboard.training_setup import budget_problems, dataset_for, describe_config
+from live_training_dashboard.training_setup import budget_problems, dataset_for, describe_config, sample_count
 
 REFRESH_SECONDS = 1.0
 # Until a new run's first numbers arrive, look 10x as often: the first chart is what a click waits for.
@@ -171,6 +171,14 @@ for field in FIELDS:
 config, errors = parse_run_config(raw)
 for name, message in errors.items():
     (error_slots.get(name) or st.sidebar).error(message)
+if config is not None and config.dataset == "mnist_idx":
+    try:
+        used = sample_count(config)
+    except (OSError, ValueError):
+        used = None  # the folder's problem is reported by the preview
+    if used is not None and used < config.num_samples:
+        (error_slots.get("num_samples") or st.sidebar).caption(
+            f"The file holds {used:,} images: all {used:,} are used.")
 if config is not None:
     try:
         budget = budget_problems(config)
@@ -481,8 +489,7 @@ def live_panels() -> None:
 
     source = "your script" if current.source == "script" else DATASETS.get(current.config_dict.get("dataset"), "")
     st.caption(f"Run `{current.run_id}` · **{charts.escape_markdown(current.name)}** · {source}" + (
-        f" · batch {current.config.batch_size} · {current.config.epochs} epochs · seed {current.config.seed}"
-        if current.config else "") + (f" · on {charts.escape_markdown(current.device)}" if current.device else ""))
+        f" · {current.config.summary()}" if current.config else "") + (f" · on {charts.escape_markdown(current.device)}" if current.device else ""))
     if len(members) > 1:
         st.caption("Experiment: " + " → ".join(f"**{charts.escape_markdown(r.name)}** ({r.status})" for r in members))
     if active and config is not None and current.config is not None and config != current.config:

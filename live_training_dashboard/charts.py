@@ -195,6 +195,10 @@ def _figure(title: str, x_title: str, y_title: str, height: int = CHART_HEIGHT, 
         uirevision=UI_REVISION,
         hovermode="x unified",
     )
+    if log_y:
+        # Ticks at powers of ten only, written 1e-3: Plotly's default labels its 2x and 5x minor
+        # ticks "2" and "5", and a learner cannot tell 0.5 from 0.05 where it matters most.
+        figure.update_yaxes(dtick=1, exponentformat="e", showexponent="all", minor={"ticks": "inside", "dtick": "D1"})
     return figure
 
 
@@ -716,6 +720,11 @@ def compare_chart(entries: list[tuple[str, HistorySnapshot]], metric: str) -> go
                 values = moving_average(values, 20 if metric == "grad_norm" else 50)
             x, y = downsample_minmax(snapshot.batch("epoch_progress"), values)
             figure.add_trace(go.Scatter(x=x, y=y, name=label, mode="lines", line={"color": color}))
+    if metric == "lr" and entries:
+        # A constant LR would sit in the middle of Plotly's -1..1 padding and read as 0: start at 0.
+        tops = [float(np.nanmax(snap.batch("lr"))) for _, snap in entries if snap.num_steps]
+        top = max(tops) if tops and np.isfinite(max(tops)) else 1.0
+        figure.update_yaxes(exponentformat="e", range=[0, top * 1.1 if top > 0 else 1.0])
     if not entries:
         _empty_note(figure, "select runs to compare")
     return figure

@@ -83,6 +83,29 @@ class RunConfig:
             parts.append(self.scheduler)
         return " · ".join(parts)
 
+    def summary(self) -> str:
+        """Every setting that shapes training, for a run's caption: 'MLP 128×3 relu · Adam lr 0.005 ·
+        batch 32 · 20 epochs · seed 0', with momentum, weight decay, dropout and schedule when they apply."""
+        if self.model == "mlp":
+            model = f"MLP {'-'.join(map(str, self.hidden_sizes))} {self.activation}"
+        else:
+            model = f"CNN {'-'.join(map(str, self.cnn_channels))} + {self.cnn_hidden} {self.activation}"
+        parts = [model]
+        if self.dropout:
+            parts.append(f"dropout {self.dropout:g}")
+        optimizer = f"{OPTIMIZERS[self.optimizer].split()[0]} lr {self.lr:g}"
+        if self.optimizer == "sgd":
+            optimizer += f" momentum {self.momentum:g}"
+        if self.weight_decay:
+            optimizer += f" weight decay {self.weight_decay:g}"
+        parts.append(optimizer)
+        if self.scheduler == "step":
+            parts.append(f"StepLR every {self.step_size} × {self.gamma:g}")
+        elif self.scheduler == "cosine":
+            parts.append("cosine schedule")
+        parts += [f"batch {self.batch_size}", f"{self.epochs} epochs", f"seed {self.seed}"]
+        return " · ".join(parts)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -414,3 +414,20 @@ def test_the_doctor_names_one_cause_with_its_consequences_and_a_remedy_runs_with
     rerun_until(app, lambda a: a.session_state.run_id != first)
     assert app.session_state.compare_ids == [app.session_state.run_id, first]  # overlaid with the original
     assert app.text_input(key="lr").value == "0.1" and app.text_input(key="hidden_sizes").value.count("128") == 6
+
+
+def test_an_mnist_folder_with_fewer_images_than_asked_says_how_many_are_used(tmp_path):
+    import numpy as np
+
+    from live_training_dashboard.datasets import write_idx
+
+    rng = np.random.default_rng(0)
+    write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 255, (120, 28, 28)).astype(np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", rng.integers(0, 10, 120).astype(np.uint8))
+    app = new_app()
+    app.selectbox(key="dataset").set_value("mnist_idx").run()
+    app.text_input(key="mnist_path").set_value(str(tmp_path)).run()
+    app.number_input(key="mnist_images").set_value(60000).run()
+    assert any("The file holds 120 images: all 120 are used." in c.value for c in app.sidebar.caption)
+    app.number_input(key="mnist_images").set_value(100).run()
+    assert not any("The file holds" in c.value for c in app.sidebar.caption)

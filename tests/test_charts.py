@@ -239,3 +239,13 @@ def test_an_experiments_lesson_is_written_from_its_numbers():
     table, _ = charts.comparison_table([("a", {"lr": 0.1}, run([0.99, 0.923]))], health=["Dead ReLUs (critical)"])
     assert table.loc[0, "final val accuracy"] == pytest.approx(0.923) and table.loc[0, "best val accuracy"] == 0.99
     assert table.loc[0, "health"] == "Dead ReLUs (critical)"
+
+
+def test_log_axes_tick_powers_of_ten_and_a_constant_lr_is_not_drawn_at_zero(trained):
+    trained, _ = trained
+    figure = charts.grad_norm_chart(trained)
+    assert figure.layout.yaxis.type == "log" and figure.layout.yaxis.dtick == 1
+    assert figure.layout.yaxis.exponentformat == "e"  # 1e-3, never a bare "5" that could be 0.5 or 0.05
+    lr = charts.compare_chart([("a", trained), ("b", trained)], "lr")
+    low, high = lr.layout.yaxis.range
+    assert low == 0 and high == pytest.approx(trained.batch("lr").max() * 1.1)

@@ -113,3 +113,10 @@ def test_every_slider_allows_exactly_what_validation_accepts():
         assert field.name not in validate(base.with_changes(**{field.name: type(getattr(base, field.name))(field.low)}))
         above = field.high + (field.step or 1)
         assert field.name in validate(base.with_changes(**{field.name: type(getattr(base, field.name))(above)})), field
+
+
+def test_a_runs_summary_names_every_setting_that_shapes_training():
+    assert RunConfig().summary() == "MLP 128-128-128 relu · Adam lr 0.005 · batch 32 · 20 epochs · seed 0"
+    sgd = RunConfig(optimizer="sgd", momentum=0.9, weight_decay=1e-4, dropout=0.2, scheduler="step", step_size=5)
+    assert sgd.summary() == ("MLP 128-128-128 relu · dropout 0.2 · SGD lr 0.005 momentum 0.9 weight decay 0.0001 · "
+                             "StepLR every 5 × 0.5 · batch 32 · 20 epochs · seed 0")
