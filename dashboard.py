@@ -40,6 +40,13 @@ FIRST_DATA_REFRESH_SECONDS = 0.1
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 st.set_page_config(page_title="Live Training Dashboard", page_icon="📈", layout="wide")
+# Five metric cards share the main column: at 1024-1280 px Streamlit's fixed 2.25rem values were
+# cut to "233 / …" and "0.007…". Values scale with the window and may wrap; labels may wrap too.
+st.html("""<style>
+[data-testid="stMetricValue"] { font-size: clamp(1.05rem, 1.85vw, 2.25rem); }
+[data-testid="stMetricValue"] > div, [data-testid="stMetricLabel"] p, [data-testid="stMetricDelta"],
+[data-testid="stMetricDelta"] * { white-space: normal; overflow: visible; text-overflow: clip; overflow-wrap: anywhere; }
+</style>""")
 
 
 @st.cache_resource

@@ -531,7 +531,7 @@ def headline_metrics(snapshot: HistorySnapshot) -> list[Headline]:
         delta = None
         if len(values) > 1 and math.isfinite(values[-2]) and math.isfinite(current):
             change = current - values[-2]
-            delta = f"{change:+.1%}" if percent else f"{change:+.3g}"
+            delta = f"{change:+.1%}" if percent else f"{change:+.2g}"  # short: it must fit a card at 1024 px
         return Headline(label, text, delta, "inverse" if inverse else "normal")
 
     items.append(epoch_item("Train loss", "train_loss", inverse=True))
@@ -541,7 +541,7 @@ def headline_metrics(snapshot: HistorySnapshot) -> list[Headline]:
         recent = snapshot.batch("grad_norm")[-50:]
         earlier = snapshot.batch("grad_norm")[-100:-50]
         now = float(np.nanmean(recent))
-        delta = f"{now - float(np.nanmean(earlier)):+.3g}" if len(earlier) else None
+        delta = f"{now - float(np.nanmean(earlier)):+.2g}" if len(earlier) else None
         items.append(Headline("Grad norm (last 50)", _fmt(now, 3), delta, "off"))
     else:
         items.append(Headline("Grad norm", "–"))

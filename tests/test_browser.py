@@ -149,3 +149,31 @@ def test_a_hostile_run_name_renders_as_text_and_fetches_nothing(page, server):
     assert page.locator('img[src*="127.0.0.1:9"]').count() == 0
     assert not [url for url in requested if "127.0.0.1:9/" in url]
     no_exception(page)
+
+
+def test_no_metric_is_cut_off_at_1024_1280_or_1600_pixels(page, server):
+    expect = playwright_api.expect
+    open_with_epochs(page, server, 1000).click()  # "NNN / 1000": the widest epoch counter
+    expect(page).to_have_url(re.compile(r"\?run=[0-9a-f]{12}"), timeout=30_000)
+    url = page.url
+    expect(page.get_by_text("Val accuracy")).to_be_visible(timeout=60_000)
+    page.wait_for_timeout(2000)  # a few epochs: every card holds a value and a delta
+    for width in (1024, 1280, 1600):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.goto(url)
+        expect(page.get_by_text("Val accuracy")).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(1500)
+        # Cut off: text running past its card, or clipped (ellipsis / hidden overflow) by its own box.
+        cut = page.evaluate("""() => [...document.querySelectorAll(
+                '[data-testid="stMetricValue"] *, [data-testid="stMetricLabel"] *, [data-testid="stMetricDelta"] *')]
+            .filter(e => {
+                const card = e.closest('[data-testid="stMetric"]').getBoundingClientRect();
+                const range = document.createRange(); range.selectNodeContents(e);
+                const text = range.getBoundingClientRect();
+                const clips = ['hidden', 'clip'].includes(getComputedStyle(e).overflowX);
+                return text.right > card.right + 1 || (clips && e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1);
+            })
+            .map(e => e.textContent)""")
+        assert cut == [], (width, cut)
+    page.get_by_role("button", name="Stop").click()
+    no_exception(page)
