@@ -1,4 +1,5 @@
-"""Datasets the dashboard trains on: a 2-D spiral, procedural 28x28 digits, real MNIST IDX files.
+"""Datasets the dashboard trains on: 2-D points (spiral, circle, xor, gaussians), procedural 28x28
+digits, real MNIST IDX files.
 
 Everything is generated or read locally and deterministically from a seed; nothing is
 downloaded at run time.
@@ -61,6 +62,52 @@ def make_spiral(
     ).ravel() + rng.normal(0.0, noise, radius.shape)
     features = np.stack([radius * np.sin(theta), radius * np.cos(theta)], axis=1)
     return torch.from_numpy(features.astype(np.float32)), torch.from_numpy(arm.astype(np.int64))
+
+
+# --------------------------------------------------------------------------- TensorFlow Playground's sets
+# Two classes in about [-1, 1]^2, as in playground.tensorflow.org (its coordinates divided by 5);
+# noise: the standard deviation of a Gaussian jitter of every point, in those units.
+
+
+def _two_class_points(num_samples: int, noise: float, seed: int):
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be at least 2, got {num_samples}")
+    if not (noise >= 0 and math.isfinite(noise)):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise}")
+    return np.random.default_rng(seed), num_samples // 2, num_samples - num_samples // 2
+
+
+def _as_tensors(points: np.ndarray, labels: np.ndarray, noise: float, rng) -> tuple[torch.Tensor, torch.Tensor]:
+    points = points + rng.normal(0.0, noise, points.shape)
+    return torch.from_numpy(points.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
+
+
+def make_circle(num_samples: int = 500, noise: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A disc (class 1) inside a ring (class 0)."""
+    rng, inner, outer = _two_class_points(num_samples, noise, seed)
+    radius = np.concatenate([rng.uniform(0.0, 0.5, inner), rng.uniform(0.7, 1.0, outer)])
+    angle = rng.uniform(0.0, 2 * math.pi, num_samples)
+    points = np.stack([radius * np.sin(angle), radius * np.cos(angle)], axis=1)
+    return _as_tensors(points, np.concatenate([np.ones(inner), np.zeros(outer)]), noise, rng)
+
+
+def make_xor(num_samples: int = 500, noise: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 1 where x and y share a sign: the quadrants a single line cannot separate."""
+    rng, _, _ = _two_class_points(num_samples, noise, seed)
+    points = rng.uniform(-1.0, 1.0, (num_samples, 2))
+    points += np.sign(points) * 0.06  # a small gap along the axes, as in the Playground
+    return _as_tensors(points, (points[:, 0] * points[:, 1] >= 0).astype(np.int64), noise, rng)
+
+
+def make_gaussians(num_samples: int = 500, noise: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two Gaussian blobs around (0.4, 0.4) and (-0.4, -0.4): separable by a line."""
+    rng, first, second = _two_class_points(num_samples, noise, seed)
+    centres = np.concatenate([np.full((first, 2), 0.4), np.full((second, 2), -0.4)])
+    points = centres + rng.normal(0.0, 0.2, (num_samples, 2))
+    return _as_tensors(points, np.concatenate([np.ones(first), np.zeros(second)]), noise, rng)
+
+
+POINT_SETS = {"circle": make_circle, "xor": make_xor, "gaussians": make_gaussians}
 
 
 # --------------------------------------------------------------------------- procedural digits
@@ -332,6 +379,9 @@ def build_dataset(
     if name == "spiral":
         x, y = make_spiral(max(2, num_samples // num_classes), num_classes, noise, seed)
         classes = num_classes
+    elif name in POINT_SETS:
+        x, y = POINT_SETS[name](num_samples, noise, seed)
+        classes = 2
     elif name == "mnist_like":
         x, y = make_mnist_like(num_samples, seed, noise)
         classes = NUM_DIGIT_CLASSES
@@ -341,7 +391,7 @@ def build_dataset(
         x, y = load_mnist_idx(mnist_path, num_samples or None)
         classes = NUM_DIGIT_CLASSES
     else:
-        raise ValueError(f"Unknown dataset {name!r}: choose spiral, mnist_like or mnist_idx")
+        raise ValueError(f"Unknown dataset {name!r}: choose spiral, circle, xor, gaussians, mnist_like or mnist_idx")
     x_train, y_train, x_val, y_val = train_val_split(x, y, val_fraction, seed)
     if not 0.0 < train_fraction <= 1.0:
         raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-DATASETS = {"spiral": "Spiral (2-D)", "mnist_like": "MNIST-like (procedural digits)", "mnist_idx": "MNIST (IDX files)"}
+DATASETS = {"spiral": "Spiral (2-D)", "circle": "Circle (2-D)", "xor": "XOR (2-D)", "gaussians": "Two Gaussians (2-D)",
+            "mnist_like": "MNIST-like (procedural digits)", "mnist_idx": "MNIST (IDX files)"}
+POINT_DATASETS = ("spiral", "circle", "xor", "gaussians")  # 2-D points: MLP only, decision boundary
 MODELS = {"mlp": "MLP", "cnn": "CNN"}
 OPTIMIZERS = {"adam": "Adam", "sgd": "SGD + momentum", "adamw": "AdamW"}
 SCHEDULERS = {"none": "None", "step": "StepLR", "cosine": "CosineAnnealing"}
@@ -31,7 +33,7 @@ MAX_EPOCHS = 1000
 MAX_BATCH_SIZE = 8192
 # Bounds the sidebar's sliders and validation share (they once disagreed: 0.9 vs 0.95, 1 vs 5).
 MAX_DROPOUT = 0.9
-MAX_NOISE = {"spiral": 1.0, "mnist_like": 0.5, "mnist_idx": 0.5}  # spiral: angle jitter; digits: pixel noise
+MAX_NOISE = {"spiral": 1.0, "circle": 0.5, "xor": 0.5, "gaussians": 0.5, "mnist_like": 0.5, "mnist_idx": 0.5}  # spiral: angle jitter; digits: pixel noise
 
 
 @dataclass(frozen=True)
@@ -248,10 +250,13 @@ class Field:
 DATASET, MODEL, TRAINING = "Dataset", "Model", "Training"
 FIELDS: tuple[Field, ...] = (
     Field("dataset", "Dataset", "select", "choice", DATASET, options=DATASETS),
-    Field("num_samples", "Points", "slider", "int", DATASET, 150, 6000, step=150, applies=_when("dataset", "spiral"),
-          key="spiral_points"),
+    Field("num_samples", "Points", "slider", "int", DATASET, 150, 6000, step=150,
+          applies=_when("dataset", *POINT_DATASETS), key="spiral_points"),
     Field("noise", "Noise", "slider", "float", DATASET, 0.0, MAX_NOISE["spiral"], step=0.05,
           applies=_when("dataset", "spiral"), key="spiral_noise"),
+    Field("noise", "Noise", "slider", "float", DATASET, 0.0, MAX_NOISE["circle"], step=0.01,
+          applies=_when("dataset", "circle", "xor", "gaussians"), key="points_noise", key_defaults=(("points_noise", 0.05),),
+          help="Standard deviation of a random jitter of every point (the sets span about -1..1)"),
     Field("num_classes", "Classes (arms)", "slider", "int", DATASET, 2, 6, applies=_when("dataset", "spiral"),
           key="spiral_classes"),
     Field("num_samples", "Images", "number", "int", DATASET, 20, MAX_SAMPLES, step=1000,
@@ -336,8 +341,8 @@ def validate(config: RunConfig) -> dict[str, str]:
         _number(config.val_fraction, "Validation fraction", float, 0.05, 0.5)
     except ValueError as error:
         errors["val_fraction"] = str(error)
-    if config.model == "cnn" and config.dataset == "spiral":
-        errors["model"] = "A CNN needs images: pick MNIST-like or MNIST, or use the MLP for the spiral"
+    if config.model == "cnn" and config.dataset in POINT_DATASETS:
+        errors["model"] = f"A CNN needs images: pick MNIST-like or MNIST, or use the MLP for {DATASETS[config.dataset]}"
     if config.dataset == "mnist_idx" and not str(config.mnist_path).strip():
         errors["mnist_path"] = "Type the folder that holds train-images-idx3-ubyte(.gz) and train-labels-idx1-ubyte(.gz)"
     if not errors and config.batch_size > config.train_samples:

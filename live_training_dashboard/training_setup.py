@@ -15,7 +15,7 @@ import torch
 
 from live_training_dashboard import resource_budget
 from live_training_dashboard.datasets import IMAGE_SIZE, NUM_DIGIT_CLASSES, Dataset, TensorBatches, build_dataset, idx_shape, mnist_idx_files
-from live_training_dashboard.run_config import ConfigError, RunConfig, validate
+from live_training_dashboard.run_config import POINT_DATASETS, ConfigError, RunConfig, validate
 from neural_network import ACTIVATIONS, LayerInfo, MonitoredCNN, MonitoredMLP, MonitoredModel
 from training_monitor import TrainingMonitor
 
@@ -43,6 +43,8 @@ def data_shape(config: RunConfig) -> tuple[tuple[int, ...], int]:
     """(input shape of one sample, number of classes) of a config's dataset, without loading it."""
     if config.dataset == "spiral":
         return (2,), config.num_classes
+    if config.dataset in POINT_DATASETS:
+        return (2,), 2
     if config.dataset == "mnist_idx":
         images, _ = mnist_idx_files(config.mnist_path)
         shape = idx_shape(images)

@@ -431,3 +431,16 @@ def test_an_mnist_folder_with_fewer_images_than_asked_says_how_many_are_used(tmp
     assert any("The file holds 120 images: all 120 are used." in c.value for c in app.sidebar.caption)
     app.number_input(key="mnist_images").set_value(100).run()
     assert not any("The file holds" in c.value for c in app.sidebar.caption)
+
+
+def test_tf_playground_datasets_train_and_draw_their_boundary():
+    app = new_app()
+    app.selectbox(key="dataset").set_value("circle").run()
+    labels = [s.label for s in app.sidebar.slider]
+    assert "Points" in labels and "Noise" in labels and "Classes (arms)" not in labels
+    assert app.slider(key="points_noise").value == 0.05
+    train_in_app(app, epochs=3)
+    assert any("Circle (2-D)" in c.value for c in app.caption)
+    app.session_state["view"] = "Predictions"
+    app.run()
+    assert not app.exception and any("Decision boundary" in t for t in chart_specs(app))

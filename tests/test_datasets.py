@@ -173,3 +173,25 @@ def test_only_the_images_asked_for_are_decompressed(tmp_path):
         peaks.append(int(done.stdout.split()[-1]))
     assert peaks[1] - peaks[0] > 500_000  # KB: reading all of them costs over 0.5 GB more
     assert read_idx(tmp_path / "train-labels-idx1-ubyte.gz", max_items=7).shape == (7,)
+
+
+@pytest.mark.parametrize("name", ["circle", "xor", "gaussians"])
+def test_tf_playground_sets_are_two_balanced_classes_that_follow_their_rule(name):
+    import numpy as np
+
+    from live_training_dashboard.datasets import POINT_SETS
+
+    x, y = POINT_SETS[name](600, noise=0.0, seed=3)
+    assert x.shape == (600, 2) and x.dtype == torch.float32 and set(y.tolist()) == {0, 1}
+    assert abs(int(y.sum()) - 300) <= 150 and x.abs().max() <= 2.0
+    again, _ = POINT_SETS[name](600, noise=0.0, seed=3)
+    assert torch.equal(x, again)  # a seed gives the same points
+    radius = x.norm(dim=1).numpy()
+    if name == "circle":
+        assert radius[y.numpy() == 1].max() <= 0.5 and radius[y.numpy() == 0].min() >= 0.7
+    if name == "xor":
+        assert np.array_equal((x[:, 0] * x[:, 1] >= 0).numpy(), y.numpy().astype(bool))
+    if name == "gaussians":
+        assert x[y == 1].mean(0).tolist() == pytest.approx([0.4, 0.4], abs=0.06)
+    noisy, _ = POINT_SETS[name](600, noise=0.3, seed=3)
+    assert float((noisy - x).std()) == pytest.approx(0.3, rel=0.15)
