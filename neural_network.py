@@ -65,11 +65,22 @@ class ActivationCapture:
     (layer name, module whose output is measured, activation name); a capture registers
     forward hooks on those modules and fills captured_activations / captured_activation_grads."""
 
+    _monitored: dict[str, nn.Module]
+    _activation_of: dict[str, str | None]
     _watched: list[tuple[str, nn.Module, str | None]]
     _hook_handles: list
     monitoring_enabled: bool
     captured_activations: dict[str, torch.Tensor]
     captured_activation_grads: dict[str, torch.Tensor]
+
+    @property
+    def monitored_layers(self) -> dict[str, nn.Module]:
+        """Weighted layers by readable name, in forward order."""
+        return dict(self._monitored)
+
+    @property
+    def layer_activations(self) -> dict[str, str | None]:
+        return dict(self._activation_of)
 
     @property
     def has_hooks(self) -> bool:
@@ -140,16 +151,6 @@ class MonitoredModel(ActivationCapture, nn.Module):
         self._activation_of[name] = activation
         # The output layer has no activation: its logits are measured instead.
         self._watched.append((name, activation_module if activation_module is not None else layer, activation))
-
-    # -- what the monitor reads ----------------------------------------------------
-    @property
-    def monitored_layers(self) -> dict[str, nn.Module]:
-        """Weighted layers by readable name, in forward order."""
-        return dict(self._monitored)
-
-    @property
-    def layer_activations(self) -> dict[str, str | None]:
-        return dict(self._activation_of)
 
     # -- self-description ----------------------------------------------------------
     def parameter_count(self) -> int:
@@ -390,14 +391,6 @@ class ModuleWatcher(ActivationCapture):
             if kind is not None and last_layer is not None and self._activation_of[last_layer] is None:
                 self._activation_of[last_layer] = kind
                 self._watched.append((last_layer, module, kind))
-
-    @property
-    def monitored_layers(self) -> dict[str, nn.Module]:
-        return dict(self._monitored)
-
-    @property
-    def layer_activations(self) -> dict[str, str | None]:
-        return dict(self._activation_of)
 
     def describe(self) -> list[LayerInfo]:
         """The layers and their parameter counts, from the module tree alone (no forward pass:

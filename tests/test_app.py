@@ -339,22 +339,10 @@ def test_a_run_name_with_markdown_and_html_is_shown_as_plain_text():
 def test_a_plain_modules_run_fills_every_tab_and_says_what_was_not_measured(runs_folder):
     """A user's own nn.Module (embedding, attention, LayerNorm; F.relu inside forward)."""
     import torch
+    from test_training_monitor import TinyTransformer as Tokens
     from torch import nn
 
     from training_monitor import TrainingMonitor
-
-    class Tokens(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(20, 16)
-            self.attention = nn.MultiheadAttention(16, 2, batch_first=True)
-            self.norm = nn.LayerNorm(16)
-            self.head = nn.Linear(16, 3)
-
-        def forward(self, tokens):
-            x = self.embed(tokens)
-            x = self.norm(x + self.attention(x, x, x, need_weights=False)[0])
-            return self.head(nn.functional.relu(x).mean(1))
 
     torch.manual_seed(0)
     model = Tokens()
