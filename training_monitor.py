@@ -575,7 +575,8 @@ class TrainingMonitor:
     def _prepare_next_batch(self) -> None:
         """Before a stats batch of a user's loop: turn capture on and keep the weights to diff."""
         self._watch_weights_before = None
-        if self.step % self.stats_every == 0:
+        # Only rank 0 writes the run: the other ranks' layer statistics would never be seen.
+        if self.step % self.stats_every == 0 and (self.ranks is None or self.ranks.rank == 0):
             self._watch_weights_before = [w.detach().clone() for w in self._layer_weights]
             self.watcher.capture(True)
 

@@ -40,15 +40,15 @@ if args.mode == "broken-rank" or rank == 0:
     monitor.watch(args.runs_dir, name=args.mode, planned_epochs=3, batches_per_epoch=40, rank_handshake_seconds=3)
     if args.mode == "broken-rank" and rank == 1:
         calls = {"n": 0}
-        real = monitor._take_layer_stats
+        real = monitor._grad_norms
 
-        def fails_the_third_time(*a):
+        def fails_at_batch_30(*a):
             calls["n"] += 1
-            if calls["n"] == 3:
+            if calls["n"] == 30:
                 raise ValueError("injected monitor fault")
             return real(*a)
 
-        monitor._take_layer_stats = fails_the_third_time
+        monitor._grad_norms = fails_at_batch_30
 answers = []
 for _epoch in range(3):
     for _batch in range(40):
