@@ -186,6 +186,7 @@ if config is not None and config.dataset == "mnist_idx":
     if used is not None and used < config.num_samples:
         (error_slots.get("num_samples") or st.sidebar).caption(
             f"The file holds {used:,} images: all {used:,} are used.")
+budget: list[str] = []  # why these settings would not fit this machine (resource_budget)
 if config is not None:
     try:
         budget = budget_problems(config)
@@ -240,6 +241,8 @@ if run is None:
         else:
             st.plotly_chart(charts.architecture_diagram(preview), key="preview_architecture", config=PLOTLY_CONFIG)
             st.caption(f"Preview of **{config.label()}** on {DATASETS[config.dataset]}.")
+            for message in budget:  # said beside the preview too: the sidebar's end may be out of sight
+                st.warning(message)
     if stored := registry.runs():
         st.caption(f"{len(stored)} earlier runs are in the runs folder `{runs_dir}`: open one from "
                    "the Runs tab after a run, or pass `?run=<id>` in the URL.")

@@ -381,6 +381,7 @@ def test_settings_over_the_memory_budget_are_a_message_and_train_waits(monkeypat
     [message] = sidebar_errors(app)
     assert "over the budget of 100.0 MB" in message and "narrower layers" in message
     assert app.button(key="train").disabled
+    assert any(w.value == message for w in app.main.warning)  # beside the preview too
     app.text_input(key="hidden_sizes").set_value("128,128").run()
     assert sidebar_errors(app) == [] and not app.button(key="train").disabled
 
