@@ -823,6 +823,13 @@ class TrainingMonitor:
             squared = param_norms**2
             layer_norms = np.sqrt(squared @ self._param_layer)
             grad_norm = np.sqrt(squared.sum(1))
+        diverged_row = self._diverged_row(loss) if check else None
+        if diverged_row is not None:
+            # The history ends at the batch that diverged: the batches trained after it, before
+            # this flush noticed, are not shown, so "Diverged at batch N" and the progress agree.
+            keep = slice(0, diverged_row + 1)
+            loss, correct, batch_sizes, scored = loss[keep], correct[keep], batch_sizes[keep], scored[keep]
+            grad_norm, layer_norms, host_rows = grad_norm[keep], layer_norms[keep], host_rows[keep]
         batch_rows = np.column_stack(
             [loss, correct / batch_sizes, grad_norm, host_rows[:, 1], host_rows[:, 2], host_rows[:, 3]]
         ).astype(np.float32)
@@ -841,6 +848,16 @@ class TrainingMonitor:
         if not check:
             return True
         return self._check_divergence(loss, grad_norm)
+
+    def _diverged_row(self, loss: np.ndarray) -> int | None:
+        """The first row of a flush whose loss is NaN/Inf or over DIVERGENCE_LOSS_FACTOR x the first."""
+        first = self._first_loss
+        if first is None and len(loss) and math.isfinite(loss[0]):
+            first = float(loss[0])
+        limit = DIVERGENCE_LOSS_FACTOR * first if first is not None and first > 0 else math.inf
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~np.isfinite(loss) | (loss > limit))
+        return int(bad[0]) if len(bad) else None
 
     def _check_divergence(self, loss: np.ndarray, grad_norm: np.ndarray) -> bool:
         """Diverged = the loss became NaN/Inf or exploded. NaN/Inf gradients with a finite loss

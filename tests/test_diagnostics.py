@@ -23,8 +23,11 @@ def test_healthy_runs_with_other_seeds_raise_nothing(seed):
 
 
 def test_learning_rate_ten_is_diverged_and_only_that():
-    findings = diagnostics.diagnose(trained_snapshot(RunConfig(lr=10.0, epochs=5)))
+    snapshot = trained_snapshot(RunConfig(lr=10.0, epochs=5))
+    findings = diagnostics.diagnose(snapshot)
     assert [f.code for f in findings] == ["diverged"]
+    # The message's batch and the progress agree: the history ends at the batch that diverged.
+    assert snapshot.num_steps == findings[0].step + 1 and f"batch {findings[0].step}:" in snapshot.message
     assert findings[0].severity == diagnostics.CRITICAL and "learning rate" in findings[0].evidence
     assert findings[0].step == 1  # the batch whose loss blew past 100x the first, as the message says
 

@@ -432,7 +432,7 @@ def test_nan_weights_at_a_stats_batch_end_the_run_as_diverged_without_raising_in
     assert answers[:9] == [True] * 9 and not any(answers[16:])
     state, history = stored_state(store)
     assert state.status == DIVERGED and "Diverged at batch 10: the loss became NaN/Inf" in state.message
-    assert 10 < history.num_steps <= 16  # recorded up to the flush that found it, nothing after
+    assert history.num_steps == 11  # batches 0..10: the history ends at the batch that diverged
 
 
 def test_overflowed_gradients_with_a_finite_loss_are_counted_not_called_divergence(tmp_path):
