@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,6 +155,10 @@ def start_method() -> str:
     available = multiprocessing.get_all_start_methods()
     if chosen in ("forkserver", "spawn") and chosen in available:
         return chosen
+    if chosen:  # the server's log says why the setting is not used (the page has no place for it)
+        warnings.warn(f"{START_METHOD_VARIABLE}={chosen!r} is not used: this machine offers "
+                      f"{', '.join(m for m in ('forkserver', 'spawn') if m in available)}; choosing by itself.",
+                      RuntimeWarning, stacklevel=2)
     return "forkserver" if "forkserver" in available and not gpu_visible() else "spawn"
 
 

@@ -95,13 +95,17 @@ def budget_problems(config, layers: list[LayerShape], samples: int, available: i
     available = available_memory() if available is None else available
     budget = BUDGET_FRACTION * available
     where = f"{BUDGET_FRACTION:.0%} of the {_size(available)} available now"
+    problems = []
     fixed = os.environ.get(BUDGET_VARIABLE, "").strip()
     if fixed:
         try:
-            budget, where = float(fixed) * (1 << 20), f"set by {BUDGET_VARIABLE}"
+            megabytes = float(fixed)
         except ValueError:
-            pass  # not a number: the default budget stands
-    problems = []
+            megabytes = math.nan
+        if not (math.isfinite(megabytes) and megabytes > 0):
+            return [f"{BUDGET_VARIABLE}={fixed!r} is not a memory budget: set it to a number of megabytes "
+                    f"above 0 (e.g. 4000), or unset it for {BUDGET_FRACTION:.0%} of the available memory."]
+        budget, where = megabytes * (1 << 20), f"set by {BUDGET_VARIABLE}"
     if found.total_bytes > budget:
         parts = {"the data": found.dataset_bytes, "the model and its optimizer": found.model_bytes,
                  "one batch's activations": found.activation_bytes}

@@ -47,6 +47,13 @@ def test_a_fixed_budget_from_the_environment_wins(monkeypatch):
     assert "budget of 100.0 MB (set by DASHBOARD_MEMORY_BUDGET_MB)" in message
 
 
+@pytest.mark.parametrize("value", ["lots", "-5", "0", "nan"])
+def test_a_fixed_budget_that_is_not_a_number_of_megabytes_is_a_message(monkeypatch, value):
+    monkeypatch.setenv(resource_budget.BUDGET_VARIABLE, value)
+    [message] = budget_problems(RunConfig(), available=64 * GB)
+    assert message.startswith(f"DASHBOARD_MEMORY_BUDGET_MB={value!r} is not a memory budget")
+
+
 def test_the_worker_refuses_before_allocating(monkeypatch):
     monkeypatch.setattr(resource_budget, "available_memory", lambda: 256 << 20)
     with pytest.raises(ConfigError, match="over the budget of 64.0 MB"):

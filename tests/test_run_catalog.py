@@ -57,6 +57,9 @@ def test_where_a_gpu_is_visible_workers_are_spawned_and_still_train(tmp_path, mo
     assert launcher.start_method() == "spawn"
     monkeypatch.setenv(launcher.START_METHOD_VARIABLE, "forkserver")
     assert launcher.start_method() == "forkserver"  # the override wins
+    monkeypatch.setenv(launcher.START_METHOD_VARIABLE, "fork-please")
+    with pytest.warns(RuntimeWarning, match="'fork-please' is not used"):
+        assert launcher.start_method() == "spawn"  # a typo is said, and the machine's choice stands
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.undo()
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
