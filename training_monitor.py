@@ -847,7 +847,7 @@ class TrainingMonitor:
             return False
         if not check:
             return True
-        return self._check_divergence(loss, grad_norm)
+        return self._check_divergence(loss, grad_norm, diverged_row)
 
     def _diverged_row(self, loss: np.ndarray) -> int | None:
         """The first row of a flush whose loss is NaN/Inf or over DIVERGENCE_LOSS_FACTOR x the first."""
@@ -859,10 +859,11 @@ class TrainingMonitor:
             bad = np.flatnonzero(~np.isfinite(loss) | (loss > limit))
         return int(bad[0]) if len(bad) else None
 
-    def _check_divergence(self, loss: np.ndarray, grad_norm: np.ndarray) -> bool:
-        """Diverged = the loss became NaN/Inf or exploded. NaN/Inf gradients with a finite loss
-        are not, by themselves: AMP's GradScaler skips such steps and lowers its scale (normal
-        fp16 training). They are counted, and named when the loss fails after them."""
+    def _check_divergence(self, loss: np.ndarray, grad_norm: np.ndarray, diverged_row: int | None) -> bool:
+        """Diverged = the loss became NaN/Inf or exploded (the flush found the row: diverged_row).
+        NaN/Inf gradients with a finite loss are not, by themselves: AMP's GradScaler skips such
+        steps and lowers its scale (normal fp16 training). They are counted, and named when the
+        loss fails after them."""
         first_step = self.history.num_steps - len(loss)
         bad_grads = ~np.isfinite(grad_norm)
         if bad_grads.any():
@@ -871,25 +872,20 @@ class TrainingMonitor:
                 self._first_overflow_step = first_step + int(np.argmax(bad_grads))
         if self._first_loss is None and len(loss) and math.isfinite(loss[0]):
             self._first_loss = float(loss[0])
-        lower = "The learning rate is probably too high; lower it (e.g. by 10x) and train again."
-        bad = ~np.isfinite(loss)
-        if bad.any():
-            step = first_step + int(np.argmax(bad))
-            before = self._first_overflow_step
-            cause = f", after the gradient norm did at batch {before}" if before is not None and before < step else ""
-            self.history.set_status(DIVERGED, f"Diverged at batch {step}: the loss became NaN/Inf{cause}. {lower}")
-            return False
-        if self._first_loss is not None and self._first_loss > 0:
-            limit = DIVERGENCE_LOSS_FACTOR * self._first_loss
-            exploded = loss > limit
-            if exploded.any():
-                step = first_step + int(np.argmax(exploded))
+        if diverged_row is not None:
+            step = first_step + diverged_row
+            lower = "The learning rate is probably too high; lower it (e.g. by 10x) and train again."
+            if not math.isfinite(loss[diverged_row]):
+                before = self._first_overflow_step
+                cause = f", after the gradient norm did at batch {before}" if before is not None and before < step else ""
+                self.history.set_status(DIVERGED, f"Diverged at batch {step}: the loss became NaN/Inf{cause}. {lower}")
+            else:
                 self.history.set_status(
                     DIVERGED,
-                    f"Diverged at batch {step}: the loss reached {loss[step - first_step]:.3g}, over "
+                    f"Diverged at batch {step}: the loss reached {loss[diverged_row]:.3g}, over "
                     f"{DIVERGENCE_LOSS_FACTOR:g}x its starting value {self._first_loss:.3g}. {lower}",
                 )
-                return False
+            return False
         if len(grad_norm) and self._zero_gradient_warning is None and self.step >= 3 \
                 and not np.any(grad_norm) and np.all(loss > 0):
             self._warn_zero_gradients()

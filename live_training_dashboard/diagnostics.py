@@ -80,14 +80,18 @@ def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(values, kernel, mode="valid")
 
 
+def _first_blown_up_batch(loss: np.ndarray) -> int | None:
+    """The first batch whose loss was NaN/Inf or over the monitor's divergence limit."""
+    limit = DIVERGENCE_LOSS_FACTOR * loss[0] if len(loss) and np.isfinite(loss[0]) else np.inf
+    bad = np.flatnonzero(~np.isfinite(loss) | (loss > limit))
+    return int(bad[0]) if len(bad) else None
+
+
 def check_diverged(snapshot: HistorySnapshot) -> Finding | None:
     if snapshot.status != DIVERGED:
         return None
-    loss = snapshot.batch("loss").astype(np.float64)
-    # The first batch that was non-finite or over the monitor's divergence limit.
-    limit = DIVERGENCE_LOSS_FACTOR * loss[0] if len(loss) and np.isfinite(loss[0]) else np.inf
-    bad = np.flatnonzero(~np.isfinite(loss) | (loss > limit))
-    step = int(bad[0]) if len(bad) else max(snapshot.num_steps - 1, 0)
+    blown = _first_blown_up_batch(snapshot.batch("loss").astype(np.float64))
+    step = blown if blown is not None else max(snapshot.num_steps - 1, 0)
     return Finding(
         "diverged", CRITICAL, "Training diverged",
         "The loss blew up (NaN/Inf or far above its start): the learning rate is too high for this model.",
@@ -481,13 +485,9 @@ def divergence_story(snapshot: HistorySnapshot) -> str:
     """Which came first before a divergence: the gradient norm's rise or the loss's, with batches."""
     loss = snapshot.batch("loss").astype(np.float64)
     norms = snapshot.batch("grad_norm").astype(np.float64)
-    if len(loss) < 2:
+    loss_step = _first_blown_up_batch(loss) if len(loss) >= 2 else None
+    if loss_step is None:
         return ""
-    limit = DIVERGENCE_LOSS_FACTOR * loss[0] if np.isfinite(loss[0]) else np.inf
-    blown = np.flatnonzero(~np.isfinite(loss) | (loss > limit))
-    if not len(blown):
-        return ""
-    loss_step = int(blown[0])
     early = norms[: max(1, min(20, loss_step))]
     early = early[np.isfinite(early)]
     if not len(early) or np.median(early) <= 0:
