@@ -102,7 +102,16 @@ def _segment_statistics(tensors: Sequence[torch.Tensor], bins: int, summed: int 
     return torch.cat([low[:, None], high[:, None], sums[:, None], squares[:, None], counts.float()], dim=1)
 
 
-def _segment_statistics_host(tensors: Sequence[torch.Tensor], bins: int, summed: int,
+def _host_numbers(value, size: int) -> np.ndarray:
+    """A captured statistic (numpy array, float or tensor; None when not measured) as floats."""
+    if value is None:
+        return np.full(size, math.nan)
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.float64).reshape(size)
+
+
+def _segment_statistics_host(tensors: Sequence[torch.Tensor | np.ndarray], bins: int, summed: int,
                              histograms: bool = True) -> np.ndarray:
     """_segment_statistics for CPU tensors, in numpy: the same numbers, about 2x faster here.
 
@@ -112,7 +121,7 @@ def _segment_statistics_host(tensors: Sequence[torch.Tensor], bins: int, summed:
     """
     rows = np.zeros((len(tensors), 4 + bins))
     for index, tensor in enumerate(tensors):
-        values = tensor.detach().reshape(-1).float().numpy()
+        values = tensor if isinstance(tensor, np.ndarray) else tensor.detach().reshape(-1).float().numpy()
         low, high = float(values.min()), float(values.max())
         # float32 pairwise sums: 5x faster than float64 accumulation, ~1e-7 relative error.
         rows[index, 2] = float(values.sum()) if index < summed else 0.0
@@ -303,6 +312,7 @@ class TrainingMonitor:
             raise ValueError("the model has no trainable parameters to monitor")
         self.layer_names = tuple(layers)
         self._layer_weights = [layer_weight(layers[name]) for name in self.layer_names]
+        self._host_stats = self.device.type == "cpu"  # layer statistics in numpy (see _take_layer_stats)
         self._params = [p for p in model.parameters() if p.requires_grad]
         # Which layer each parameter belongs to, so per-parameter norms sum into per-layer norms.
         owner = {id(p): index for index, name in enumerate(self.layer_names)
@@ -440,7 +450,7 @@ class TrainingMonitor:
         weights_before = None
         if take_stats:
             capture(False)
-            weights_before = [w.detach().clone() for w in self._layer_weights]
+            weights_before = self._weights_before_step()
         grad_norms = self._grad_norms()
         optimizer.step()
         self._record(loss, logits, labels, grad_norms, weights_before)
@@ -577,7 +587,7 @@ class TrainingMonitor:
         self._watch_weights_before = None
         # Only rank 0 writes the run: the other ranks' layer statistics would never be seen.
         if self.step % self.stats_every == 0 and (self.ranks is None or self.ranks.rank == 0):
-            self._watch_weights_before = [w.detach().clone() for w in self._layer_weights]
+            self._watch_weights_before = self._weights_before_step()
             self.watcher.capture(True)
 
     def log_batch(self, loss: torch.Tensor | float, logits: torch.Tensor | None = None,
@@ -738,31 +748,41 @@ class TrainingMonitor:
         self.history.sink = None
         self._notify("on_train_end")
 
-    def _take_layer_stats(self, weights_before: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
-        """Histograms, weight/gradient/activation statistics and update ratios in one host read."""
-        weights = [w.detach() for w in self._layer_weights]
+    def _weights_before_step(self) -> list:
+        """The layers' weights before a stats batch's step, to measure the update (numpy on CPU)."""
+        if self._host_stats:
+            return [w.detach().float().numpy().copy() for w in self._layer_weights]
+        return [w.detach().clone() for w in self._layer_weights]
+
+    def _take_layer_stats(self, weights_before: list, grads: list[torch.Tensor]) -> None:
+        """Histograms, weight/gradient/activation statistics and update ratios in one host read
+        (CPU: numpy throughout, whose kernels beat torch's per-op dispatch on small layers)."""
         layers = len(self.layer_names)
-        update_norms = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, weights_before)))
-        nan = torch.full((4,), math.nan, device=self.device)
         captured = self.watcher.captured_activations
         captured_grads = self.watcher.captured_activation_grads
-        activations = torch.stack([captured.get(name, nan) for name in self.layer_names])  # (layers, 4)
-        activation_grads = torch.stack([captured_grads.get(name, nan[0]) for name in self.layer_names])
         histograms = self.history.wants_histograms()  # thinned ones are never drawn: skip computing them
-        if self.device.type == "cpu":
+        if self._host_stats:
+            weights = [w.detach().float().numpy().reshape(-1) for w in self._layer_weights]
+            with np.errstate(all="ignore"):
+                update_norms = np.array([math.sqrt(float(np.dot(d, d))) for d in
+                                         (w - before.reshape(-1) for w, before in zip(weights, weights_before))])
+            activations = np.array([_host_numbers(captured.get(name), 4) for name in self.layer_names])
+            activation_grads = np.array([_host_numbers(captured_grads.get(name), 1)[0] for name in self.layer_names])
             segments = _segment_statistics_host(weights + grads, self.histogram_bins, summed=layers, histograms=histograms)
-            combined = torch.cat([update_norms, activations.flatten(), activation_grads])
         else:
+            weights = [w.detach() for w in self._layer_weights]
+            update_norms = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, weights_before)))
+            nan = torch.full((4,), math.nan, device=self.device)
+            activations = torch.stack([captured.get(name, nan) for name in self.layer_names])  # (layers, 4)
+            activation_grads = torch.stack([captured_grads.get(name, nan[0]) for name in self.layer_names])
             combined = torch.cat([update_norms, activations.flatten(), activation_grads,
                                   _segment_statistics(weights + grads, self.histogram_bins, summed=layers).flatten()])
-        values = combined.cpu().numpy().astype(np.float64)  # the one host read of this stats batch
-
-        update_norms = values[:layers]
-        activations = values[layers : 5 * layers].reshape(layers, 4)
-        activation_grads = values[5 * layers : 6 * layers]
-        if self.device.type != "cpu":
+            values = combined.cpu().numpy().astype(np.float64)  # the one host read of this stats batch
+            update_norms = values[:layers]
+            activations = values[layers : 5 * layers].reshape(layers, 4)
+            activation_grads = values[5 * layers : 6 * layers]
             segments = values[6 * layers :].reshape(2 * layers, 4 + self.histogram_bins)
-        sizes = np.array([w.numel() for w in weights], dtype=np.float64)
+        sizes = np.array([w.numel() for w in self._layer_weights], dtype=np.float64)
         weight_sum, weight_squares = segments[:layers, 2], segments[:layers, 3]
         weight_mean = weight_sum / sizes
         weight_var = np.maximum(weight_squares - sizes * weight_mean**2, 0.0) / np.maximum(sizes - 1, 1)

@@ -1,8 +1,17 @@
+import math
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from neural_network import ACTIVATIONS, MonitoredCNN, MonitoredMLP, _activation_statistics
+from neural_network import (
+    ACTIVATIONS,
+    MonitoredCNN,
+    MonitoredMLP,
+    _activation_statistics_device,
+    _activation_statistics_host,
+)
 
 
 def test_mlp_names_layers_and_describes_itself():
@@ -84,16 +93,35 @@ def test_capture_measures_activations_and_their_gradients_only_when_asked():
     assert not model.has_hooks
 
 
-def test_dead_units_and_saturation_are_counted_per_unit():
+@pytest.mark.parametrize("statistics", [_activation_statistics_host, _activation_statistics_device])
+def test_dead_units_and_saturation_are_counted_per_unit(statistics):
     relu_out = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 2.0, 0.5, 0.0]])  # units 0 and 3 never fire
-    assert _activation_statistics(relu_out, "relu")[2].item() == pytest.approx(0.5)
+    assert statistics(relu_out, "relu")[2].item() == pytest.approx(0.5)
     conv_out = torch.zeros(2, 4, 3, 3)
     conv_out[1, 2, 0, 0] = 1.0  # only channel 2 ever fires
-    assert _activation_statistics(conv_out, "relu")[2].item() == pytest.approx(0.75)
+    assert statistics(conv_out, "relu")[2].item() == pytest.approx(0.75)
     tanh_out = torch.tensor([[0.99, 0.0], [-0.999, 0.5]])
-    assert _activation_statistics(tanh_out, "tanh")[3].item() == pytest.approx(0.5)
+    assert statistics(tanh_out, "tanh")[3].item() == pytest.approx(0.5)
     sigmoid_out = torch.tensor([[0.001, 0.5, 0.99, 0.6]])
-    assert _activation_statistics(sigmoid_out, "sigmoid")[3].item() == pytest.approx(0.5)
+    assert statistics(sigmoid_out, "sigmoid")[3].item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("activation", [*ACTIVATIONS, None])
+@pytest.mark.parametrize("shape", [(32, 64), (8, 6, 5, 5), (7,)])
+def test_numpy_and_torch_activation_statistics_agree(activation, shape):
+    """CPU captures use numpy; GPU ones torch. Both must give the same numbers, NaN/Inf included."""
+    generator = torch.Generator().manual_seed(len(shape))
+    values = torch.randn(shape, generator=generator) * 3
+    if activation in ("relu", "leaky_relu"):
+        values = values.clamp_min(0) if activation == "relu" else torch.where(values > 0, values, values * 0.01)
+    elif activation in ("tanh", "sigmoid"):
+        values = values.tanh() if activation == "tanh" else values.sigmoid()
+    cases = [values, values.clone().index_put_((torch.tensor([0]),), torch.tensor(math.nan)),
+             values.clone().index_put_((torch.tensor([0]),), torch.tensor(math.inf)), values[:0]]
+    for case in cases:
+        host = _activation_statistics_host(case, activation)
+        device = _activation_statistics_device(case, activation).numpy()
+        assert np.allclose(host, device, rtol=1e-4, atol=1e-6, equal_nan=True), (case.shape, host, device)
 
 
 def test_removed_hooks_leave_a_plain_model():

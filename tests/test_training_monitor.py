@@ -253,9 +253,11 @@ class TinyTransformer(nn.Module):
 
 def test_every_module_with_parameters_is_a_layer_and_wrappers_do_not_rename_them():
     torch.manual_seed(0)
-    model = TinyTransformer()
-    wrapped = nn.DataParallel(model)  # on a CPU it just calls the module; DDP unwraps the same way
-    monitor = TrainingMonitor(wrapped, torch.optim.Adam(model.parameters(), 1e-2), device="cpu", stats_every=1)
+    # DataParallel wants the module on its first GPU where one is visible; on a CPU it just calls it.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = TinyTransformer().to(device)
+    wrapped = nn.DataParallel(model)  # DDP unwraps the same way
+    monitor = TrainingMonitor(wrapped, torch.optim.Adam(model.parameters(), 1e-2), device=device, stats_every=1)
     assert monitor.layer_names == ("embed", "attention", "attention.out_proj", "norm", "head")
     tokens, labels = torch.randint(0, 20, (32, 5)), torch.randint(0, 3, (32,))
     assert monitor.fit([(tokens, labels)], None, epochs=3) == FINISHED
