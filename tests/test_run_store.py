@@ -274,3 +274,43 @@ def test_rank_speeds_in_status_are_validated_not_trusted():
     for hostile in ("fast", [1, "x"], [float("inf")], [-1], [True, 2], [1e400], list(range(5000))):
         assert RunState.parse({**base, "rank_speeds": hostile}).rank_speeds == ()
     assert RunState.parse(base).rank_speeds == ()  # a run from one process says nothing
+
+
+def test_weight_snapshot_files_round_trip_every_dtype_and_shape():
+    state = {
+        "fc.weight": torch.randn(3, 4), "half": torch.randn(5).half(), "brain": torch.randn(2, 2).bfloat16(),
+        "steps": torch.tensor(7), "mask": torch.tensor([True, False]), "empty": torch.zeros(0, 3),
+        "transposed": torch.randn(4, 3).t(),  # not contiguous
+    }
+    copy = run_store.decode_tensors(run_store.encode_tensors(state))
+    assert list(copy) == list(state)
+    for name, tensor in state.items():
+        assert copy[name].dtype == tensor.dtype and copy[name].shape == tensor.shape and torch.equal(copy[name], tensor)
+    copy["fc.weight"].add_(1)  # the loaded tensors own writable memory
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda data: b"PK" + data[2:],  # not this format
+    lambda data: data[:12] + (10**9).to_bytes(8, "little") + data[20:],  # header longer than the file
+    lambda data: data.replace(b'"nbytes":48', b'"nbytes":4800'),  # extent past the end
+    lambda data: data.replace(b'"shape":[3,4]', b'"shape":[3,5]'),  # shape disagrees with the bytes
+    lambda data: data.replace(b'"float32"', b'"object1"'),  # not a tensor dtype
+    lambda data: data.replace(b'"shape":[3,4]', b'"shape":[3,-4]'),
+    lambda data: data[:40],  # cut short
+])
+def test_corrupt_weight_snapshots_are_a_store_error_not_a_crash(corrupt):
+    data = run_store.encode_tensors({"fc.weight": torch.randn(3, 4)})
+    with pytest.raises(StoreError):
+        run_store.decode_tensors(corrupt(data))
+
+
+def test_snapshots_saved_with_torch_save_by_earlier_versions_still_load(tmp_path):
+    store = RunStore(tmp_path)
+    monitor, _, _ = trained(store, RunConfig(epochs=2, stats_every=5))
+    folder = Path(store.path("0123456789ab", run_store.WEIGHTS))
+    first = sorted(folder.glob(f"*{run_store.SNAPSHOT_SUFFIX}"))[0]
+    state = run_store.decode_tensors(first.read_bytes())
+    first.unlink()
+    torch.save(state, folder / f"{first.stem}.pt")  # how the snapshot was written before
+    step, loaded = store.load_weights("0123456789ab", int(first.stem))
+    assert step == int(first.stem) and all(torch.equal(loaded[k], v) for k, v in state.items())
