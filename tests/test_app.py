@@ -433,3 +433,14 @@ def test_tf_playground_datasets_train_and_draw_their_boundary():
     app.session_state["view"] = "Predictions"
     app.run()
     assert not app.exception and any("Decision boundary" in t for t in chart_specs(app))
+
+
+def test_image_datasets_start_from_their_own_learning_rate_and_epochs_and_each_keeps_what_was_typed():
+    app = new_app()
+    assert app.text_input(key="lr").value == "0.005" and app.number_input(key="epochs").value == 20
+    app.text_input(key="lr").set_value("0.02").run()
+    app.selectbox(key="dataset").set_value("mnist_like").run()
+    assert not app.exception and sidebar_errors(app) == []
+    assert app.text_input(key="lr_images").value == "0.001" and app.number_input(key="epochs_images").value == 10
+    app.selectbox(key="dataset").set_value("spiral").run()
+    assert app.text_input(key="lr").value == "0.02"  # what was typed for the points is still there
