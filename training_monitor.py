@@ -96,7 +96,11 @@ def _segment_statistics(tensors: Sequence[torch.Tensor], bins: int, summed: int 
         .add_(i * bins).masked_fill_(~f, dropped)
         for i, (tensor, f) in enumerate(zip(tensors, finite))
     ])
-    counts = torch.bincount(bin_index, minlength=dropped + 1)[:dropped].view(len(tensors), bins)
+    # index_add_, not bincount: CUDA's bincount reads the largest index back to the host, a stall
+    # of the whole pipeline every stats batch.
+    counts = torch.zeros(dropped + 1, dtype=torch.long, device=bin_index.device)
+    counts.index_add_(0, bin_index, torch.ones(1, dtype=torch.long, device=bin_index.device).expand(len(bin_index)))
+    counts = counts[:dropped].view(len(tensors), bins)
     nothing_finite = torch.isinf(low)
     low, high = low.masked_fill(nothing_finite, math.nan), high.masked_fill(nothing_finite, math.nan)
     return torch.cat([low[:, None], high[:, None], sums[:, None], squares[:, None], counts.float()], dim=1)
@@ -335,6 +339,7 @@ class TrainingMonitor:
         self._pending_labels: list[torch.Tensor] = []
         self._pending_logit_elements = 0
         self._pending_host_rows: list[tuple] = []  # (batch size, lr, epoch progress, seconds, scored)
+        self._pending_stats: list[tuple[int, torch.Tensor]] = []  # a device's stats batches, read at the flush
         self._pending = 0
         self._last_flush = 0.0
         self._first_loss: float | None = None
@@ -567,6 +572,25 @@ class TrainingMonitor:
         """A CPU copy of the model's state_dict: the store writes it while training goes on."""
         return {k: v.detach().to("cpu", copy=True) for k, v in unwrap_model(self.model).state_dict().items()}
 
+    def _weights_for_writer(self) -> tuple[dict, Callable | None]:
+        """(CPU copies of the state_dict, a wait for them or None) for a weight snapshot. From a GPU
+        the copies run asynchronously into pinned memory and the writer thread waits for them, so
+        the training thread never waits for the device here."""
+        state = unwrap_model(self.model).state_dict()
+        if not any(v.is_cuda for v in state.values()):
+            return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}, None
+        copies = {}
+        for name, value in state.items():
+            value = value.detach()
+            if value.is_cuda:
+                copies[name] = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+                copies[name].copy_(value, non_blocking=True)
+            else:
+                copies[name] = value.to("cpu", copy=True)
+        copied = torch.cuda.Event()
+        copied.record(torch.cuda.current_stream(self.device))
+        return copies, copied.synchronize
+
     def _fail_writing(self, reason: str) -> None:
         self.history.set_status(FAILED, f"Failed: could not write the run: {reason}")
 
@@ -755,8 +779,11 @@ class TrainingMonitor:
         return [w.detach().clone() for w in self._layer_weights]
 
     def _take_layer_stats(self, weights_before: list, grads: list[torch.Tensor]) -> None:
-        """Histograms, weight/gradient/activation statistics and update ratios in one host read
-        (CPU: numpy throughout, whose kernels beat torch's per-op dispatch on small layers)."""
+        """Histograms, weight/gradient/activation statistics and update ratios of this batch.
+
+        CPU: numpy throughout (its kernels beat torch's per-op dispatch on small layers), into the
+        history at once. Other devices: computed there into one tensor that the next flush reads,
+        which waits for the device anyway; a read here would stall the host every stats batch."""
         layers = len(self.layer_names)
         captured = self.watcher.captured_activations
         captured_grads = self.watcher.captured_activation_grads
@@ -769,19 +796,33 @@ class TrainingMonitor:
             activations = np.array([_host_numbers(captured.get(name), 4) for name in self.layer_names])
             activation_grads = np.array([_host_numbers(captured_grads.get(name), 1)[0] for name in self.layer_names])
             segments = _segment_statistics_host(weights + grads, self.histogram_bins, summed=layers, histograms=histograms)
+            self._append_layer_stats(self.step, update_norms, activations, activation_grads, segments, histograms)
         else:
             weights = [w.detach() for w in self._layer_weights]
             update_norms = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, weights_before)))
             nan = torch.full((4,), math.nan, device=self.device)
             activations = torch.stack([captured.get(name, nan) for name in self.layer_names])  # (layers, 4)
             activation_grads = torch.stack([captured_grads.get(name, nan[0]) for name in self.layer_names])
-            combined = torch.cat([update_norms, activations.flatten(), activation_grads,
-                                  _segment_statistics(weights + grads, self.histogram_bins, summed=layers).flatten()])
-            values = combined.cpu().numpy().astype(np.float64)  # the one host read of this stats batch
-            update_norms = values[:layers]
-            activations = values[layers : 5 * layers].reshape(layers, 4)
-            activation_grads = values[5 * layers : 6 * layers]
-            segments = values[6 * layers :].reshape(2 * layers, 4 + self.histogram_bins)
+            self._pending_stats.append((self.step, torch.cat([
+                update_norms, activations.flatten(), activation_grads,
+                _segment_statistics(weights + grads, self.histogram_bins, summed=layers).flatten()])))
+        if self.writer is not None and self.writer.wants_weights(self._parameter_bytes):
+            self.writer.on_weights(self.step, *self._weights_for_writer())
+
+    def _read_pending_stats(self) -> None:
+        """The device's stats batches since the last flush, into the history (one read each)."""
+        pending, self._pending_stats = self._pending_stats, []
+        layers = len(self.layer_names)
+        for step, combined in pending:
+            values = combined.cpu().numpy().astype(np.float64)
+            self._append_layer_stats(
+                step, values[:layers], values[layers : 5 * layers].reshape(layers, 4), values[5 * layers : 6 * layers],
+                values[6 * layers :].reshape(2 * layers, 4 + self.histogram_bins), True)
+
+    def _append_layer_stats(self, step: int, update_norms: np.ndarray, activations: np.ndarray,
+                            activation_grads: np.ndarray, segments: np.ndarray, histograms: bool) -> None:
+        """segments: (2 x layers, 4 + bins) of weights then gradients: low, high, sum, sum of squares, counts."""
+        layers = len(self.layer_names)
         sizes = np.array([w.numel() for w in self._layer_weights], dtype=np.float64)
         weight_sum, weight_squares = segments[:layers, 2], segments[:layers, 3]
         weight_mean = weight_sum / sizes
@@ -798,14 +839,14 @@ class TrainingMonitor:
         ]).astype(np.float32)
         weight = (segments[:layers, 4:].astype(np.float32), segments[:layers, :2].astype(np.float32)) if histograms else None
         grad = (segments[layers:, 4:].astype(np.float32), segments[layers:, :2].astype(np.float32)) if histograms else None
-        self.history.append_layer_stats(self.step, stats, weight, grad)
-        if self.writer is not None and self.writer.wants_weights(self._parameter_bytes):
-            self.writer.on_weights(self.step, self._weights_on_host())
+        self.history.append_layer_stats(step, stats, weight, grad)
 
     def _flush(self, check: bool = True) -> bool:
         """Move buffered per-batch numbers into the history; False if the run diverged."""
         pending = self._pending
         self._last_flush = time.perf_counter()
+        if self._pending_stats:
+            self._read_pending_stats()
         if pending == 0:
             return True
         hits = [(torch.cat(self._pending_logits).argmax(1) == torch.cat(self._pending_labels)).float()] \

@@ -587,7 +587,7 @@ class RunWriter:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pending: dict[str, list] = {}
-        self._pending_weights: dict[int, dict] = {}  # step -> state_dict, not written yet
+        self._pending_weights: dict[int, tuple] = {}  # step -> (state_dict, wait for its copy), not written yet
         self._dropped_weights: list[int] = []  # written snapshots that thinning dropped
         self._state = RunState(Status.RUNNING, "", planned_epochs, batches_per_epoch, 0, time.time(), os.getpid())
         self._state_dirty = True
@@ -655,13 +655,14 @@ class RunWriter:
         self._stats_seen += 1
         return due
 
-    def on_weights(self, step: int, state: dict) -> None:
-        """`state`: a CPU copy of the model's state_dict, taken on the training thread.
+    def on_weights(self, step: int, state: dict, ready=None) -> None:
+        """`state`: a CPU copy of the model's state_dict, taken on the training thread; `ready`, if
+        given, waits until the copy is complete (an asynchronous copy from a GPU).
 
         Thinning is decided here, as snapshots arrive, so the kept steps stay evenly spaced
         however late the writer thread gets to them."""
         with self._lock:
-            self._pending_weights[step] = state
+            self._pending_weights[step] = (state, ready)
             self._snapshot_steps.append(step)
             if len(self._snapshot_steps) >= MAX_WEIGHT_SNAPSHOTS:  # thin evenly: drop every other one
                 dropped, self._snapshot_steps = self._snapshot_steps[1::2], self._snapshot_steps[::2]
@@ -713,7 +714,9 @@ class RunWriter:
         with self._lock:
             pending, self._pending_weights = self._pending_weights, {}
             dropped, self._dropped_weights = self._dropped_weights, []
-        for step, state in pending.items():
+        for step, (state, ready) in pending.items():
+            if ready is not None:
+                ready()
             self.store.write_bytes(self.store.path(self.run_id, WEIGHTS, f"{step:010d}{SNAPSHOT_SUFFIX}"),
                                    encode_tensors(state))
         for old in dropped:

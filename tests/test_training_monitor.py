@@ -321,6 +321,41 @@ def test_host_and_device_segment_statistics_agree():
     assert host[:, 4:].sum(1).tolist() == [t.numel() for t in tensors]
 
 
+def test_the_device_path_defers_its_stats_to_the_flush_and_records_what_the_host_path_does(tmp_path, monkeypatch):
+    """On a GPU the stats batches are computed in torch and read at the next flush; run that path
+    on the CPU (as a GPU would take it) beside the numpy one: same steps, same numbers."""
+    import neural_network
+    from live_training_dashboard.run_store import RunStore
+
+    snapshots = []
+    for host in (True, False):
+        if not host:  # the hooks measure as they do on a GPU
+            monkeypatch.setattr(neural_network, "_activation_statistics", neural_network._activation_statistics_device)
+            monkeypatch.setattr(neural_network, "_norm", torch.linalg.vector_norm)
+        torch.manual_seed(0)
+        model = MonitoredMLP(2, [16, 16], 3)
+        monitor = TrainingMonitor(model, torch.optim.Adam(model.parameters(), 1e-2), device="cpu", stats_every=3)
+        monitor._host_stats = host
+        x, y = make_spiral(300, 3, 0.2, 0)
+        monitor.watch(RunStore(tmp_path / str(host)), planned_epochs=3, batches_per_epoch=10)
+        for _ in range(3):
+            for start in range(0, 300, 30):
+                logits = model(x[start:start + 30])
+                loss = nn.functional.cross_entropy(logits, y[start:start + 30])
+                monitor.optimizer.zero_grad()
+                loss.backward()
+                monitor.optimizer.step()
+                assert monitor.log_batch(loss, logits, y[start:start + 30])
+            monitor.log_epoch()
+        monitor.finish()
+        snapshots.append(monitor.history.snapshot())
+    numpy_path, torch_path = snapshots
+    assert np.array_equal(numpy_path.stats_steps, torch_path.stats_steps) and len(numpy_path.stats_steps) == 10
+    assert np.allclose(numpy_path.layer_stats, torch_path.layer_stats, rtol=1e-4, atol=1e-6, equal_nan=True)
+    assert np.array_equal(numpy_path.weight_histograms.counts, torch_path.weight_histograms.counts)
+    assert np.array_equal(numpy_path.grad_histograms.counts, torch_path.grad_histograms.counts)
+
+
 def test_segment_statistics_leave_nan_and_inf_out_of_ranges_and_histograms():
     """An AMP step that overflowed or a diverging run hands the monitor NaN/Inf gradients."""
     from training_monitor import _segment_statistics, _segment_statistics_host
