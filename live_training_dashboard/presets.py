@@ -57,7 +57,7 @@ PRESETS: dict[str, Preset] = {
             "scheduler", "4 · Scheduler effects",
             "The same GELU MLP trained twice with Adam at lr 0.03: once with a constant learning rate, once with "
             "CosineAnnealing down to zero.",
-            "Compare the per-batch loss: at a constant, high LR it bounces and plateaus; the cosine schedule "
+            "Compare the per-batch loss: at a constant, high LR it keeps bouncing (often on a plateau); the cosine schedule "
             "shrinks the steps and the loss settles much lower. Look at the LR schedule chart of each run.",
             (("constant lr", RunConfig(lr=0.03, epochs=30, activation="gelu")),
              ("cosine", RunConfig(lr=0.03, epochs=30, activation="gelu", scheduler="cosine"))),
