@@ -318,20 +318,79 @@ def health_panel(current, findings: list, snapshot, active: bool) -> None:
         st.caption(f"The doctor could not check: {'; '.join(missing)}.")
 
 
+# Chart settings as TensorBoard users know them. Only the open tab is drawn, and Streamlit forgets
+# a widget's value when it is not drawn, so each value is also kept under "kept_<key>".
+CHART_SETTINGS = {"smoothing": 0.9, "x_axis": "epoch", "y_scale": "auto", "ignore_outliers": False,
+                  "hist_mode": "heatmap", "hist_scale": "layer"}
+X_AXIS_LABELS = {"step": "Step", "epoch": "Epoch", "time": "Time"}
+Y_SCALE_LABELS = {"auto": "Auto", "linear": "Linear", "log": "Log"}
+
+
+def chart_setting(key: str):
+    return st.session_state.get(f"kept_{key}", CHART_SETTINGS[key])
+
+
+def keep_setting(key: str) -> None:
+    st.session_state[f"kept_{key}"] = st.session_state[key]
+
+
+def setting_widget(widget, label: str, key: str, **kwargs):
+    """A chart-setting widget that shows the kept value, wherever it was last changed."""
+    st.session_state[key] = chart_setting(key)
+    return widget(label, key=key, on_change=keep_setting, args=(key,), **kwargs)
+
+
+def chart_options() -> charts.ChartOptions:
+    return charts.ChartOptions(smoothing=float(chart_setting("smoothing")), x_axis=chart_setting("x_axis"),
+                               y_scale=chart_setting("y_scale"), ignore_outliers=bool(chart_setting("ignore_outliers")))
+
+
+def curve_settings() -> None:
+    smoothing, x_axis, y_scale, outliers = st.columns([3, 3, 3, 2], vertical_alignment="center")
+    with smoothing:
+        setting_widget(st.slider, "Smoothing", "smoothing", min_value=0.0, max_value=0.99, step=0.01,
+                       help="TensorBoard's smoothing: a debiased exponential moving average of the per-batch "
+                            "series (0 = raw only). Runs compared in the Runs tab use it too.")
+    with x_axis:
+        setting_widget(st.radio, "X axis", "x_axis", options=list(X_AXIS_LABELS), format_func=X_AXIS_LABELS.get,
+                       horizontal=True, help="Step: batches trained. Time: seconds since the run started (relative wall time).")
+    with y_scale:
+        setting_widget(st.radio, "Y axis", "y_scale", options=list(Y_SCALE_LABELS), format_func=Y_SCALE_LABELS.get,
+                       horizontal=True, help="Auto: losses and the learning rate linear, gradient norms log.")
+    with outliers:
+        setting_widget(st.checkbox, "Ignore outliers", "ignore_outliers",
+                       help="Scale the y-axis to the 5th-95th percentile of what is drawn, so one early spike "
+                            "does not flatten the rest.")
+
+
 def curves_tab(snapshot, findings) -> None:
+    curve_settings()
     left, right = st.columns(2)
     keys = ("loss_chart", "accuracy_chart", "batch_loss_chart", "grad_norm_chart", "lr_chart")
-    for index, (figure, key) in enumerate(zip(charts.training_curves_figures(snapshot, findings), keys)):
+    for index, (figure, key) in enumerate(zip(charts.training_curves_figures(snapshot, findings, chart_options()),
+                                              keys)):
         (left if index % 2 == 0 else right).plotly_chart(figure, key=key, config=PLOTLY_CONFIG)
 
 
 def distributions_tab(snapshot) -> None:
+    mode_column, scale_column = st.columns(2)
+    with mode_column:
+        setting_widget(st.radio, "Histograms", "hist_mode", options=list(charts.HISTOGRAM_MODES), horizontal=True,
+                       format_func={"heatmap": "Heatmap", "offset": "Offset (ridgeline)"}.get,
+                       help="Heatmap: colour = share of values at each step. Offset: one histogram per step "
+                            "stacked, the newest in front (TensorBoard's offset view).")
+    with scale_column:
+        setting_widget(st.radio, "Scale", "hist_scale", options=list(charts.HISTOGRAM_SCALES), horizontal=True,
+                       format_func={"layer": "Per layer", "shared": "Shared, log |value|"}.get,
+                       help="Per layer: each layer on its own value range. Shared: every layer on one log10 "
+                            "|value| axis, so a 1000x gap between layers' gradients is three decades apart.")
+    mode, scale = chart_setting("hist_mode"), chart_setting("hist_scale")
     left, right = st.columns(2)
-    left.plotly_chart(charts.histogram_heatmaps(snapshot, "grad", columns=1), key="grad_hist_chart", config=PLOTLY_CONFIG)
-    left.plotly_chart(charts.latest_histograms(snapshot, "grad"), key="grad_latest_chart", config=PLOTLY_CONFIG)
-    right.plotly_chart(charts.histogram_heatmaps(snapshot, "weight", columns=1), key="weight_hist_chart",
-                       config=PLOTLY_CONFIG)
-    right.plotly_chart(charts.latest_histograms(snapshot, "weight"), key="weight_latest_chart", config=PLOTLY_CONFIG)
+    for column, kind in ((left, "grad"), (right, "weight")):
+        column.plotly_chart(charts.histogram_heatmaps(snapshot, kind, columns=1, mode=mode, scale=scale),
+                            key=f"{kind}_hist_chart", config=PLOTLY_CONFIG)
+        column.plotly_chart(charts.latest_histograms(snapshot, kind, scale=scale), key=f"{kind}_latest_chart",
+                            config=PLOTLY_CONFIG)
 
 
 def model_tab(current, snapshot, findings) -> None:
@@ -433,7 +492,7 @@ def runs_tab(current) -> None:
         pairs = [(label, snap) for label, _, snap in entries]
         left, right = st.columns(2)
         for index, metric in enumerate(("loss", "accuracy", "grad_norm", "lr")):
-            (left if index % 2 == 0 else right).plotly_chart(charts.compare_chart(pairs, metric),
+            (left if index % 2 == 0 else right).plotly_chart(charts.compare_chart(pairs, metric, chart_options()),
                                                              key=f"compare_{metric}", config=PLOTLY_CONFIG)
         table, differing = charts.comparison_table([(label, r.config_dict, snap) for label, r, snap in entries],
                                                    health=[run_health(r, snap) for _, r, snap in entries])
@@ -538,9 +597,11 @@ def live_panels() -> None:
             if lesson := charts.experiment_lesson(pairs):
                 st.markdown(f"**What this experiment showed:** {charts.escape_markdown(lesson)}")
             left, right = st.columns(2)
-            left.plotly_chart(charts.compare_chart(pairs, "loss"), key="experiment_loss", config=PLOTLY_CONFIG)
-            right.plotly_chart(charts.compare_chart(pairs, "accuracy"), key="experiment_accuracy", config=PLOTLY_CONFIG)
-            left.plotly_chart(charts.compare_chart(pairs, "batch_loss"), key="experiment_batch_loss",
+            options = chart_options()
+            left.plotly_chart(charts.compare_chart(pairs, "loss", options), key="experiment_loss", config=PLOTLY_CONFIG)
+            right.plotly_chart(charts.compare_chart(pairs, "accuracy", options), key="experiment_accuracy",
+                               config=PLOTLY_CONFIG)
+            left.plotly_chart(charts.compare_chart(pairs, "batch_loss", options), key="experiment_batch_loss",
                               config=PLOTLY_CONFIG)
             table, differing = charts.comparison_table([(label, r.config_dict, snap) for label, r, snap in entries],
                                                        health=[run_health(r, snap) for _, r, snap in entries])

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
 
 from live_training_dashboard.history import LAYER_STATS, HistorySnapshot
 from neural_network import LayerInfo
@@ -56,39 +57,93 @@ def downsample_minmax(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS
     return np.asarray(x)[keep], y[keep]
 
 
-def moving_average(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing mean over `window` points (shorter at the start), NaN-safe."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) == 0:
-        return values
-    window = max(1, min(int(window), len(values)))
-    finite = np.where(np.isfinite(values), values, 0.0)
-    counts = np.cumsum(np.isfinite(values).astype(np.float64))
-    sums = np.cumsum(finite)
-    sums[window:] = sums[window:] - sums[:-window]
-    counts[window:] = counts[window:] - counts[:-window]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / counts, np.nan)
-
-
-def moving_average_at(values: np.ndarray, window: int, points: np.ndarray) -> np.ndarray:
-    """moving_average(values, window) at the indices `points` only: a (points, window) gather
-    instead of a pass over every row, so a smoothed line of a 1M-batch run costs ~1 ms."""
-    values = np.asarray(values)
-    window = max(1, min(int(window), len(values)))
-    rows = points[:, None] - np.arange(window)[None, :]
-    taken = values[np.maximum(rows, 0)].astype(np.float64)
-    valid = (rows >= 0) & np.isfinite(taken)
-    counts = valid.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, np.where(valid, taken, 0.0).sum(1) / counts, np.nan)
-
-
 def display_points(count: int, max_points: int = MAX_POINTS) -> np.ndarray:
     """Evenly spaced indices (first and last included) for drawing a smooth line of `count` rows."""
     if count <= max_points:
         return np.arange(count)
     return np.unique(np.linspace(0, count - 1, max_points).astype(np.int64))
+
+
+X_AXES = {"step": "step (batches trained)", "epoch": "epoch", "time": "time since start (s)"}
+Y_SCALES = ("auto", "linear", "log")
+
+
+@dataclass(frozen=True)
+class ChartOptions:
+    """How the curves are drawn, chosen as in TensorBoard.
+
+    smoothing: TensorBoard's debiased exponential moving average weight (0 draws the raw series
+    only); x_axis: one of X_AXES; y_scale: "auto" (losses and the LR linear, gradient norms log),
+    "linear" or "log" for every value chart; ignore_outliers: the y-range spans the 5th-95th
+    percentile of what is drawn (a first-batch loss of 40 no longer flattens the rest)."""
+
+    smoothing: float = 0.9
+    x_axis: str = "epoch"
+    y_scale: str = "auto"
+    ignore_outliers: bool = False
+
+    def __post_init__(self):
+        if not (isinstance(self.smoothing, (int, float)) and 0 <= self.smoothing < 1):
+            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing!r}")
+        if self.x_axis not in X_AXES:
+            raise ValueError(f"x_axis must be one of {', '.join(X_AXES)}, got {self.x_axis!r}")
+        if self.y_scale not in Y_SCALES:
+            raise ValueError(f"y_scale must be one of {', '.join(Y_SCALES)}, got {self.y_scale!r}")
+
+    def log_y(self, default: bool) -> bool:
+        return default if self.y_scale == "auto" else self.y_scale == "log"
+
+
+DEFAULT_OPTIONS = ChartOptions()
+
+
+def _discounted_sums(values: np.ndarray, weight: float) -> np.ndarray:
+    """s_t = weight * s_(t-1) + values_t, s_(-1) = 0, vectorised: each block is a cumulative sum of
+    values_k / weight**k rescaled, with blocks short enough that weight**-block stays below 1e200."""
+    out = np.empty(len(values))
+    block = max(1, int(200 / -math.log10(weight)))
+    powers = weight ** np.arange(min(block, len(values)) + 1, dtype=np.float64)
+    carry = 0.0
+    for start in range(0, len(values), block):
+        chunk = values[start:start + block]
+        m = len(chunk)
+        sums = np.cumsum(chunk / powers[:m]) * powers[:m] + carry * powers[1:m + 1]
+        out[start:start + m] = sums
+        carry = sums[-1]
+    return out
+
+
+def smooth_ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: last = last * w + (1 - w) * v, shown as last / (1 - w**count), i.e.
+    the mean of the series so far weighted by w**age. A non-finite value is left out of the mean
+    and drawn as a gap (NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    if weight <= 0 or len(values) == 0:
+        return np.where(finite, values, np.nan)
+    sums = _discounted_sums(np.where(finite, values, 0.0), weight)
+    weights = _discounted_sums(finite.astype(np.float64), weight)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(finite, sums / weights, np.nan)
+
+
+def smooth_ema_at(values: np.ndarray, weight: float, points: np.ndarray) -> np.ndarray:
+    """smooth_ema(values, weight)[points], from the last few hundred values before each point when
+    that is cheaper than a pass over all of them (weights older than that are below 1e-7)."""
+    values = np.asarray(values)
+    if weight <= 0:
+        return np.where(np.isfinite(values[points]), values[points], np.nan).astype(np.float64)
+    reach = int(math.ceil(-7 / math.log10(weight)))
+    if len(points) * reach >= len(values):
+        return smooth_ema(values, weight)[points]
+    rows = points[:, None] - np.arange(reach)[None, :]
+    taken = values[np.maximum(rows, 0)].astype(np.float64)
+    valid = (rows >= 0) & np.isfinite(taken)
+    decay = weight ** np.arange(reach, dtype=np.float64)
+    sums = np.where(valid, taken, 0.0) @ decay
+    weights = valid @ decay
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(np.isfinite(values[points]) & (weights > 0), sums / weights, np.nan)
 
 
 class SeriesEnvelope:
@@ -168,13 +223,35 @@ def envelope_points(snapshot: HistorySnapshot, name: str, values: np.ndarray) ->
         return envelope.indices(values)
 
 
-def _batch_lines(snapshot: HistorySnapshot, name: str, values: np.ndarray, window: int):
-    """(x, y) of the raw series' envelope and (x, y) of its moving average, for drawing."""
-    x = snapshot.batch("epoch_progress")
+def _batch_x(snapshot: HistorySnapshot, x_axis: str) -> np.ndarray:
+    """x of every batch row on the chosen axis: batches trained, epochs (fractional) or seconds."""
+    if x_axis == "step":
+        return np.arange(1, snapshot.num_steps + 1, dtype=np.float64)
+    return snapshot.batch("seconds" if x_axis == "time" else "epoch_progress")
+
+
+def _epoch_x(snapshot: HistorySnapshot, x_axis: str) -> np.ndarray:
+    """x of every epoch row: the step or the time at which the epoch ended, or its number."""
+    return snapshot.epoch({"step": "end_step", "time": "seconds"}.get(x_axis, "epoch"))
+
+
+def _epochs_to_x(snapshot: HistorySnapshot, x_axis: str, epochs: np.ndarray) -> np.ndarray:
+    """Positions given in epochs (the doctor's markers) on the chosen axis."""
+    epochs = np.asarray(epochs, dtype=np.float64)
+    if x_axis == "epoch" or snapshot.num_steps == 0:
+        return epochs
+    return np.interp(epochs, snapshot.batch("epoch_progress").astype(np.float64), _batch_x(snapshot, x_axis))
+
+
+def _batch_lines(snapshot: HistorySnapshot, name: str, values: np.ndarray, options: ChartOptions):
+    """(x, y) of the raw series' envelope and (x, y) of its smoothed line (None without smoothing)."""
+    x = _batch_x(snapshot, options.x_axis)
     raw = envelope_points(snapshot, name, values)
-    smooth = display_points(len(values))
+    if options.smoothing <= 0:
+        return (x[raw], values[raw].astype(np.float32)), None
+    points = display_points(len(values))
     return ((x[raw], values[raw].astype(np.float32)),
-            (x[smooth], moving_average_at(values, window, smooth).astype(np.float32)))
+            (x[points], smooth_ema_at(values, options.smoothing, points).astype(np.float32)))
 
 
 def _epoch_points(snapshot: HistorySnapshot) -> np.ndarray:
@@ -207,97 +284,145 @@ def _empty_note(figure: go.Figure, text: str) -> go.Figure:
     return figure
 
 
-def _markers(figure: go.Figure, markers) -> go.Figure:
-    """Vertical lines where the training doctor saw something: markers = [(x, label, color)]."""
-    for x, label, color in markers or ():
-        figure.add_vline(x=x, line_dash="dot", line_color=color, annotation_text=label, annotation_font_color=color)
+def _markers(figure: go.Figure, markers, snapshot: HistorySnapshot | None = None, x_axis: str = "epoch") -> go.Figure:
+    """Vertical lines where the training doctor saw something: markers = [(epoch, label, color)],
+    placed on the chart's x-axis."""
+    markers = list(markers or ())
+    if not markers:
+        return figure
+    xs = _epochs_to_x(snapshot, x_axis, [m[0] for m in markers]) if snapshot is not None else [m[0] for m in markers]
+    for x, (_, label, color) in zip(xs, markers):
+        figure.add_vline(x=float(x), line_dash="dot", line_color=color, annotation_text=label,
+                         annotation_font_color=color)
+    return figure
+
+
+# Ignore outliers: the y-range spans these percentiles of what is drawn, padded by this share.
+OUTLIER_PERCENTILES = (5, 95)
+OUTLIER_PADDING = 0.1
+
+
+def outlier_free_range(values: list[np.ndarray], log: bool) -> list[float] | None:
+    """A y-range ([low, high], in log10 units on a log axis) around the 5th-95th percentile of
+    `values`' finite (on a log axis: positive) numbers, or None when there are none."""
+    pooled = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in values]) if values else np.empty(0)
+    pooled = pooled[np.isfinite(pooled) & ((pooled > 0) if log else True)]
+    if len(pooled) == 0:
+        return None
+    if log:
+        pooled = np.log10(pooled)
+    low, high = np.percentile(pooled, OUTLIER_PERCENTILES)
+    span = high - low
+    if span <= 0:  # a constant series: a band around it
+        span = 1.0 if log or high == 0 else abs(high)
+    return [float(low - OUTLIER_PADDING * span), float(high + OUTLIER_PADDING * span)]
+
+
+def _scale_y(figure: go.Figure, options: ChartOptions, log: bool) -> go.Figure:
+    """Ignore outliers: set the y-range from the figure's own lines (every point drawn counts)."""
+    if options.ignore_outliers:
+        span = outlier_free_range([np.asarray(t.y, dtype=np.float64) for t in figure.data if t.y is not None], log)
+        if span is not None:
+            figure.update_yaxes(range=span)
     return figure
 
 
 # --------------------------------------------------------------------------- epoch curves
 
 
-def epoch_metric_chart(snapshot: HistorySnapshot, metric: str, markers=None) -> go.Figure:
+def epoch_metric_chart(snapshot: HistorySnapshot, metric: str, markers=None,
+                       options: ChartOptions = DEFAULT_OPTIONS) -> go.Figure:
     """Train vs validation `metric` ("loss" or "accuracy") per epoch."""
     title = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch"}[metric]
-    figure = _figure(title, "epoch", metric)
+    log = metric == "loss" and options.log_y(False)
+    figure = _figure(title, X_AXES[options.x_axis], metric, log_y=log)
     rows = _epoch_points(snapshot)
     if len(rows) == 0:
         return _empty_note(figure, "appears after the first epoch")
-    epochs = snapshot.epoch("epoch")[rows].astype(np.float32)
+    x = _epoch_x(snapshot, options.x_axis)[rows].astype(np.float32)
     for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
-        figure.add_trace(go.Scatter(x=epochs, y=snapshot.epoch(f"{split}_{metric}")[rows].astype(np.float32),
+        figure.add_trace(go.Scatter(x=x, y=snapshot.epoch(f"{split}_{metric}")[rows].astype(np.float32),
                                     name=split, mode="lines+markers" if len(rows) <= 100 else "lines",
                                     line={"color": color}))
     if metric == "accuracy":
         figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
-    return _markers(figure, markers)
+    else:
+        _scale_y(figure, options, log)
+    return _markers(figure, markers, snapshot, options.x_axis)
 
 
-def batch_loss_chart(snapshot: HistorySnapshot, window: int = 50, markers=None) -> go.Figure:
-    figure = _figure("Loss per batch", "epoch", "loss")
+def batch_loss_chart(snapshot: HistorySnapshot, markers=None, options: ChartOptions = DEFAULT_OPTIONS) -> go.Figure:
+    log = options.log_y(False)
+    figure = _figure("Loss per batch", X_AXES[options.x_axis], "loss", log_y=log)
     if snapshot.num_steps == 0:
         return _empty_note(figure, "waiting for the first batch")
-    (px, py), (mx, my) = _batch_lines(snapshot, "loss", snapshot.batch("loss"), window)
+    (px, py), smoothed = _batch_lines(snapshot, "loss", snapshot.batch("loss"), options)
     figure.add_trace(go.Scatter(x=px, y=py, name="batch loss", mode="lines",
-                                  line={"color": "rgba(31,119,180,0.35)", "width": 1}))
-    figure.add_trace(go.Scatter(x=mx, y=my, name=f"moving average ({window})", mode="lines",
-                                  line={"color": TRAIN_COLOR, "width": 2}))
+                                line={"color": "rgba(31,119,180,0.35)" if smoothed else TRAIN_COLOR, "width": 1}))
+    if smoothed is not None:
+        figure.add_trace(go.Scatter(x=smoothed[0], y=smoothed[1], name=f"smoothed ({options.smoothing:g})",
+                                    mode="lines", line={"color": TRAIN_COLOR, "width": 2}))
+    _scale_y(figure, options, log)
     skipped = np.flatnonzero(~np.isfinite(snapshot.batch("grad_norm")) & np.isfinite(snapshot.batch("loss")))
     if len(skipped):  # AMP's skipped steps (NaN/Inf gradients, finite loss), at most MAX_POINTS of them
         skipped = skipped[display_points(len(skipped))]
-        figure.add_trace(go.Scatter(x=snapshot.batch("epoch_progress")[skipped], y=snapshot.batch("loss")[skipped],
+        figure.add_trace(go.Scatter(x=_batch_x(snapshot, options.x_axis)[skipped], y=snapshot.batch("loss")[skipped],
                                     name="step skipped (NaN/Inf gradients)", mode="markers",
                                     marker={"symbol": "x", "color": MARKER_COLORS["warning"], "size": 7}))
-    return _markers(figure, markers)
+    return _markers(figure, markers, snapshot, options.x_axis)
 
 
-def grad_norm_chart(snapshot: HistorySnapshot, window: int = 20, markers=None) -> go.Figure:
-    """Global norm per batch (faint) and smoothed; each layer's norm smoothed, on a log axis."""
-    figure = _figure("Gradient norm (global and per layer)", "epoch", "L2 norm", log_y=True)
+def grad_norm_chart(snapshot: HistorySnapshot, markers=None, options: ChartOptions = DEFAULT_OPTIONS) -> go.Figure:
+    """Global norm per batch (faint) and smoothed; each layer's norm smoothed (log axis by default)."""
+    log = options.log_y(True)
+    figure = _figure("Gradient norm (global and per layer)", X_AXES[options.x_axis], "L2 norm", log_y=log)
     if snapshot.num_steps == 0:
         return _empty_note(figure, "waiting for the first batch")
-    x = snapshot.batch("epoch_progress")
-    (gx, gy), (sx, sy) = _batch_lines(snapshot, "grad_norm", snapshot.batch("grad_norm"), window)
+    x = _batch_x(snapshot, options.x_axis)
+    (gx, gy), smoothed = _batch_lines(snapshot, "grad_norm", snapshot.batch("grad_norm"), options)
     figure.add_trace(go.Scatter(x=gx, y=gy, name="global (per batch)", mode="lines",
-                                  line={"color": "rgba(0,0,0,0.2)", "width": 1}))
-    figure.add_trace(go.Scatter(x=sx, y=sy, name=f"global (avg {window})", mode="lines",
-                                  line={"color": "black", "width": 2}))
-    smooth = display_points(snapshot.num_steps)
+                                line={"color": "rgba(0,0,0,0.2)" if smoothed else "black", "width": 1}))
+    if smoothed is not None:
+        figure.add_trace(go.Scatter(x=smoothed[0], y=smoothed[1], name=f"global (smoothed {options.smoothing:g})",
+                                    mode="lines", line={"color": "black", "width": 2}))
+    points = display_points(snapshot.num_steps)
     for index, name in enumerate(snapshot.layer_names):
-        lx = x[smooth]
-        ly = moving_average_at(snapshot.layer_grad_norms[:, index], window, smooth).astype(np.float32)
-        figure.add_trace(go.Scatter(x=lx, y=ly, name=name, mode="lines",
-                                      line={"color": LAYER_COLORS[index % len(LAYER_COLORS)], "width": 1.5}))
-    return _markers(figure, markers)
+        ly = smooth_ema_at(snapshot.layer_grad_norms[:, index], options.smoothing, points).astype(np.float32)
+        figure.add_trace(go.Scatter(x=x[points], y=ly, name=name, mode="lines",
+                                    line={"color": LAYER_COLORS[index % len(LAYER_COLORS)], "width": 1.5}))
+    _scale_y(figure, options, log)
+    return _markers(figure, markers, snapshot, options.x_axis)
 
 
-def lr_chart(snapshot: HistorySnapshot) -> go.Figure:
-    figure = _figure("Learning rate schedule", "epoch", "learning rate")
+def lr_chart(snapshot: HistorySnapshot, options: ChartOptions = DEFAULT_OPTIONS) -> go.Figure:
+    log = options.log_y(False)
+    figure = _figure("Learning rate schedule", X_AXES[options.x_axis], "learning rate", log_y=log)
     if snapshot.num_steps == 0:
         return _empty_note(figure, "waiting for the first batch")
     rows = envelope_points(snapshot, "lr", snapshot.batch("lr"))
-    x, y = snapshot.batch("epoch_progress")[rows], snapshot.batch("lr")[rows]
+    x, y = _batch_x(snapshot, options.x_axis)[rows], snapshot.batch("lr")[rows]
     figure.add_trace(go.Scatter(x=x, y=y, name="lr", mode="lines", line={"color": "#2ca02c"}))
-    top = float(np.nanmax(y)) if np.isfinite(y).any() else 1.0
-    # Plotly pads a constant line to ±1 around it; anchor at zero so the value reads right.
-    figure.update_yaxes(exponentformat="e", range=[0, top * 1.1 if top > 0 else 1.0])
+    if not log:
+        top = float(np.nanmax(y)) if np.isfinite(y).any() else 1.0
+        # Plotly pads a constant line to ±1 around it; anchor at zero so the value reads right.
+        figure.update_yaxes(exponentformat="e", range=[0, top * 1.1 if top > 0 else 1.0])
     return figure
 
 
 def doctor_markers(findings: list, chart: str) -> list:
-    """(x, label, colour) of each finding the doctor placed on `chart` at a known epoch."""
+    """(epoch, label, colour) of each finding the doctor placed on `chart` at a known epoch."""
     return [(f.epoch, f.title, MARKER_COLORS[f.severity]) for f in findings if f.chart == chart and f.epoch is not None]
 
 
-def training_curves_figures(snapshot: HistorySnapshot, findings: list) -> list[go.Figure]:
+def training_curves_figures(snapshot: HistorySnapshot, findings: list,
+                            options: ChartOptions = DEFAULT_OPTIONS) -> list[go.Figure]:
     """The Training-curves tab: loss and accuracy per epoch, batch loss, gradient norms, LR."""
     return [
-        epoch_metric_chart(snapshot, "loss", doctor_markers(findings, "loss")),
-        epoch_metric_chart(snapshot, "accuracy", doctor_markers(findings, "accuracy")),
-        batch_loss_chart(snapshot, markers=doctor_markers(findings, "batch_loss")),
-        grad_norm_chart(snapshot, markers=doctor_markers(findings, "grad_norm")),
-        lr_chart(snapshot),
+        epoch_metric_chart(snapshot, "loss", doctor_markers(findings, "loss"), options),
+        epoch_metric_chart(snapshot, "accuracy", doctor_markers(findings, "accuracy"), options),
+        batch_loss_chart(snapshot, doctor_markers(findings, "batch_loss"), options),
+        grad_norm_chart(snapshot, doctor_markers(findings, "grad_norm"), options),
+        lr_chart(snapshot, options),
     ]
 
 
@@ -358,65 +483,224 @@ def _thin(count: int, limit: int) -> np.ndarray:
     return np.unique(np.linspace(0, count - 1, limit).round().astype(np.int64))
 
 
-def histogram_heatmaps(snapshot: HistorySnapshot, kind: str, layers: list[int] | None = None, columns: int = 2) -> go.Figure:
-    """One heatmap per layer: x = training step, y = value, colour = share of the layer's values."""
+HISTOGRAM_MODES = ("heatmap", "offset")
+HISTOGRAM_SCALES = ("layer", "shared")
+# The shared log-magnitude axis spans at most this many decades below the largest value.
+MAGNITUDE_DECADES = 12
+# Offset (ridgeline) mode draws at most this many histograms per layer.
+MAX_RIDGES = 24
+SHARE_TICKS = {-4: "0.01%", -3: "0.1%", -2: "1%", -1: "10%", 0: "100%"}
+
+
+def log_magnitudes(counts: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """(T, bins, 2): each bin's interval of log10 |value|. A bin can't tell magnitudes below half its
+    width apart, so a bin around 0 starts there; an all-zero histogram gives -inf (drawn in the
+    lowest row), a range that isn't finite NaN (left out)."""
+    bins = counts.shape[-1]
+    low, high = ranges[..., :1].astype(np.float64), ranges[..., 1:].astype(np.float64)
+    width = (high - low) / bins
+    left = low + np.arange(bins) * width
+    right = left + width
+    straddles = (left < 0) & (right > 0)
+    small = np.where(straddles, width / 2, np.minimum(np.abs(left), np.abs(right)))
+    large = np.maximum(np.abs(left), np.abs(right))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.stack([np.log10(np.maximum(small, width / 2)), np.log10(large)], axis=-1)
+
+
+def _occupied_magnitudes(counts: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """log_magnitudes of the bins that hold values (NaN elsewhere): what an axis must show."""
+    return np.where(counts[..., None] > 0, log_magnitudes(counts, ranges), np.nan)
+
+
+def magnitude_edges(magnitudes: list[np.ndarray], rows: int = 60) -> np.ndarray:
+    """A grid of log10 |value| shared by every layer: from the largest magnitude down to the
+    smallest, at most MAGNITUDE_DECADES below it."""
+    pooled = np.concatenate([m.ravel() for m in magnitudes]) if magnitudes else np.empty(0)
+    pooled = pooled[np.isfinite(pooled)]
+    if len(pooled) == 0:
+        return np.linspace(-1, 1, rows + 1)
+    high = float(pooled.max())
+    low = max(float(pooled.min()), high - MAGNITUDE_DECADES)
+    if high - low < 1:  # at least one decade, centred on the values
+        low, high = (low + high) / 2 - 0.5, (low + high) / 2 + 0.5
+    return np.linspace(low, high, rows + 1)
+
+
+def magnitude_histograms(counts: np.ndarray, ranges: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """T histograms (counts (T, bins) over ranges (T, 2)) as shares of log10 |value| on `edges`:
+    (rows, T), each column summing to 1 (0 where a histogram has nothing finite). Each bin's count
+    is spread evenly over its interval of log10 |value|, so a histogram of 30 bins draws a smooth
+    curve on 60 rows instead of a comb."""
+    snapshots, bins = counts.shape
+    rows = len(edges) - 1
+    intervals = log_magnitudes(counts, ranges)
+    valid = ~np.isnan(intervals).any(-1) & np.isfinite(ranges).all(1)[:, None]
+    start = np.clip(np.where(valid, intervals[..., 0], edges[0]), edges[0], edges[-1])
+    end = np.clip(np.where(valid, intervals[..., 1], edges[0]), edges[0], edges[-1])
+    weights = np.where(valid, counts, 0).astype(np.float64)
+    # Overlap of every bin's interval with every row, as a share of the interval (T, bins, rows).
+    overlap = np.clip(np.minimum(end[..., None], edges[1:]) - np.maximum(start[..., None], edges[:-1]), 0, None)
+    length = end - start
+    share = np.divide(overlap, length[..., None], out=np.zeros_like(overlap), where=length[..., None] > 0)
+    # A point interval (all values equal, or clipped to one end) lands in the row that holds it.
+    point = length <= 0
+    if point.any():
+        row = np.clip(np.searchsorted(edges, start, side="right") - 1, 0, rows - 1)
+        share[point] = 0.0
+        share[point, row[point]] = 1.0
+    grid = np.einsum("tb,tbr->rt", weights, share)
+    totals = grid.sum(0, keepdims=True)
+    return np.divide(grid, totals, out=np.zeros_like(grid), where=totals > 0)
+
+
+def _log_ticks(edges: np.ndarray) -> dict:
+    """Axis ticks for log10 values: at whole decades, written 1e-3."""
+    decades = np.arange(math.ceil(edges[0]), math.floor(edges[-1]) + 1)
+    step = max(1, math.ceil(len(decades) / 8))
+    decades = decades[::step]
+    return {"tickvals": decades.tolist(), "ticktext": [f"1e{int(d)}" for d in decades]}
+
+
+def _layer_grids(series, layers: list[int], shown: np.ndarray, kind: str, scale: str):
+    """Per layer: (bin centres, shares (rows, len(shown))) on its own value range ("layer"), or on
+    one log10 |value| grid for every layer ("shared")."""
+    if scale == "shared":
+        edges = magnitude_edges([_occupied_magnitudes(series.counts[shown, layer], series.ranges[shown, layer])
+                                 for layer in layers])
+        centres = (edges[:-1] + edges[1:]) / 2
+        return [(centres, magnitude_histograms(series.counts[shown, layer], series.ranges[shown, layer], edges))
+                for layer in layers], edges
+    grids = []
+    for layer in layers:
+        edges, fractions = rebin_histograms(series.counts[shown, layer], series.ranges[shown, layer],
+                                            robust=kind == "grad")
+        grids.append(((edges[:-1] + edges[1:]) / 2, fractions))
+    return grids, None
+
+
+def histogram_heatmaps(snapshot: HistorySnapshot, kind: str, layers: list[int] | None = None, columns: int = 2,
+                       mode: str = "heatmap", scale: str = "layer") -> go.Figure:
+    """One panel per layer over training steps. mode "heatmap": x = step, y = value, colour = share
+    of the layer's values; "offset": one histogram per step stacked like TensorBoard's offset view
+    (newest in front). scale "layer": each layer on its own value range; "shared": every layer on
+    one log10 |value| axis, so a 1000x gap between layers shows as three decades."""
+    if mode not in HISTOGRAM_MODES or scale not in HISTOGRAM_SCALES:
+        raise ValueError(f"mode must be one of {HISTOGRAM_MODES} and scale one of {HISTOGRAM_SCALES}")
     series = snapshot.weight_histograms if kind == "weight" else snapshot.grad_histograms
     label = "Weight" if kind == "weight" else "Gradient"
     layers = list(range(len(snapshot.layer_names))) if layers is None else layers
     columns = max(1, min(columns, len(layers)))
     rows = math.ceil(len(layers) / columns)
+    how = "|value| on one log scale" if scale == "shared" else "per layer"
     figure = go.Figure()
     figure.update_layout(
-        title={"text": f"{label} distributions over time (per layer)", "x": 0.01, "font": {"size": 14}},
-        height=max(CHART_HEIGHT, 230 * rows), margin={"l": 50, "r": 10, "t": 50, "b": 30}, uirevision=UI_REVISION,
+        title={"text": f"{label} distributions over time ({how})", "x": 0.01, "font": {"size": 14}},
+        height=max(CHART_HEIGHT, 230 * rows), margin={"l": 50, "r": 60, "t": 50, "b": 30}, uirevision=UI_REVISION,
+        showlegend=False,
     )
     if len(series.steps) == 0:
         return _empty_note(figure, f"the first {kind} histogram appears after the first batch")
+    shown = _thin(len(series.steps), MAX_HEATMAP_COLUMNS if mode == "heatmap" else MAX_RIDGES)
+    steps = series.steps[shown]
+    grids, edges = _layer_grids(series, layers, shown, kind, scale)
+    value_title = "log10 |value|" if scale == "shared" else "value"
+    if mode == "heatmap":
+        figure.update_layout(coloraxis={
+            "colorscale": "Viridis", "cmin": math.log10(MIN_VISIBLE_SHARE), "cmax": 0,
+            "colorbar": {"title": {"text": "share", "side": "right"}, "thickness": 12, "len": 0.9,
+                         "tickvals": list(SHARE_TICKS), "ticktext": list(SHARE_TICKS.values())}})
+    else:
+        figure.update_layout(coloraxis={
+            "colorscale": "Viridis", "cmin": float(steps[0]), "cmax": float(steps[-1]) if len(steps) > 1 else float(steps[0]) + 1,
+            "colorbar": {"title": {"text": "step", "side": "right"}, "thickness": 12, "len": 0.9}})
     gap = 0.08
-    for position, layer in enumerate(layers):
+    for position, (layer, (centres, fractions)) in enumerate(zip(layers, grids)):
         r, c = divmod(position, columns)
         axis = "" if position == 0 else str(position + 1)
         x0 = c / columns + (gap / 2 if c else 0)
         x1 = (c + 1) / columns - (gap / 2 if c + 1 < columns else 0)
         y1 = 1 - r / rows - (0.06 if r else 0)
         y0 = 1 - (r + 1) / rows + 0.06
-        shown = _thin(len(series.steps), MAX_HEATMAP_COLUMNS)
-        edges, fractions = rebin_histograms(series.counts[shown, layer], series.ranges[shown, layer],
-                                            robust=kind == "grad")
-        centres = (edges[:-1] + edges[1:]) / 2
-        # Log colour: the tails of a distribution matter as much as its peak.
-        log_share = np.log10(np.maximum(fractions, MIN_VISIBLE_SHARE)).astype(np.float32)
-        figure.add_trace(go.Heatmap(
-            x=series.steps[shown], y=centres, z=log_share, customdata=fractions.astype(np.float32), xaxis=f"x{axis}", yaxis=f"y{axis}",
-            colorscale="Viridis", showscale=False, zmin=math.log10(MIN_VISIBLE_SHARE), zmax=0,
-            hovertemplate="step %{x}<br>value %{y:.3g}<br>share %{customdata:.2%}<extra>"
-            + snapshot.layer_names[layer] + "</extra>",
-        ))
+        name = escape_plotly(snapshot.layer_names[layer])
+        if mode == "heatmap":
+            # Log colour: the tails of a distribution matter as much as its peak.
+            log_share = np.log10(np.maximum(fractions, MIN_VISIBLE_SHARE)).astype(np.float32)
+            figure.add_trace(go.Heatmap(
+                x=steps, y=centres.astype(np.float32), z=log_share, customdata=fractions.astype(np.float32),
+                xaxis=f"x{axis}", yaxis=f"y{axis}", coloraxis="coloraxis",
+                hovertemplate=f"step %{{x}}<br>{value_title} %{{y:.3g}}<br>share %{{customdata:.2%}}<extra>{name}</extra>",
+            ))
+            x_axis = {"title": {"text": "step", "standoff": 2}}
+            y_axis = {"title": {"text": value_title, "standoff": 2}} if position == 0 else {}
+            if edges is not None:
+                y_axis.update(range=[float(edges[0]), float(edges[-1])], **_log_ticks(edges))
+        else:
+            _ridges(figure, steps, centres, fractions, axis, name, value_title)
+            x_axis = {"title": {"text": value_title, "standoff": 2}}
+            if edges is not None:
+                x_axis.update(range=[float(edges[0]), float(edges[-1])], **_log_ticks(edges))
+            y_axis = {"autorange": "reversed", "title": {"text": "step", "standoff": 2}}
         figure.update_layout({
-            f"xaxis{axis}": {"domain": [x0, x1], "anchor": f"y{axis}", "title": {"text": "step", "standoff": 2}},
-            f"yaxis{axis}": {"domain": [max(y0, 0), y1], "anchor": f"x{axis}"},
+            f"xaxis{axis}": {"domain": [x0, x1], "anchor": f"y{axis}", **x_axis},
+            f"yaxis{axis}": {"domain": [max(y0, 0), y1], "anchor": f"x{axis}", **y_axis},
         })
-        figure.add_annotation(text=f"<b>{snapshot.layer_names[layer]}</b>", x=x0, y=y1, xref="paper", yref="paper",
+        figure.add_annotation(text=f"<b>{name}</b>", x=x0, y=y1, xref="paper", yref="paper",
                               xanchor="left", yanchor="bottom", showarrow=False)
     return figure
 
 
-def latest_histograms(snapshot: HistorySnapshot, kind: str) -> go.Figure:
-    """The most recent histogram of each layer, as outlines on one chart (readable exact shape)."""
+def _ridges(figure: go.Figure, steps: np.ndarray, centres: np.ndarray, fractions: np.ndarray, axis: str,
+            name: str, value_title: str) -> None:
+    """TensorBoard's offset view on one panel: a filled outline per step, each on its step's line
+    (steps grow downwards, the newest in front), the tallest peak three rows high."""
+    spacing = float(np.median(np.diff(steps))) if len(steps) > 1 else 1.0
+    height = 3 * spacing / max(float(fractions.max()), 1e-12)
+    colors = sample_colorscale("Viridis", list((steps - steps[0]) / max(float(steps[-1] - steps[0]), 1e-12)))
+    for index, step in enumerate(steps):
+        top = step - height * fractions[:, index]
+        figure.add_trace(go.Scatter(
+            x=np.concatenate([centres, centres[::-1]]).astype(np.float32),
+            y=np.concatenate([top, np.full(len(centres), step)]).astype(np.float32),
+            fill="toself", fillcolor="rgba(255,255,255,0.85)", mode="lines", line={"color": colors[index], "width": 1.2},
+            xaxis=f"x{axis}", yaxis=f"y{axis}", customdata=np.concatenate([fractions[:, index], fractions[::-1, index]]),
+            hovertemplate=f"step {int(step)}<br>{value_title} %{{x:.3g}}<br>share %{{customdata:.2%}}<extra>{name}</extra>",
+        ))
+    # Carries the step colour bar (the outlines' colours are fixed, a colour axis needs a trace).
+    figure.add_trace(go.Scatter(x=[centres[0], centres[0]], y=[steps[0], steps[-1]], mode="markers",
+                                marker={"color": [float(steps[0]), float(steps[-1])], "coloraxis": "coloraxis",
+                                        "opacity": 0, "size": 1},
+                                xaxis=f"x{axis}", yaxis=f"y{axis}", hoverinfo="skip"))
+
+
+def latest_histograms(snapshot: HistorySnapshot, kind: str, scale: str = "layer") -> go.Figure:
+    """The most recent histogram of each layer as outlines on one chart. scale "layer": on the value
+    axis; "shared": on log10 |value|, where layers of very different sizes all keep their shape."""
     series = snapshot.weight_histograms if kind == "weight" else snapshot.grad_histograms
     label = "weights" if kind == "weight" else "gradients"
-    figure = _figure(f"Latest {label} histogram", "value", "share of values")
+    figure = _figure(f"Latest {label} histogram", "log10 |value|" if scale == "shared" else "value",
+                     "share of values")
     figure.update_layout(hovermode="closest")
     if len(series.steps) == 0:
         return _empty_note(figure, "no histogram yet")
     figure.update_layout(title={"text": f"Latest {label} histogram (step {int(series.steps[-1])})"})
+    last = [len(series.steps) - 1]
+    if scale == "shared":
+        edges = magnitude_edges([_occupied_magnitudes(series.counts[last, i], series.ranges[last, i])
+                                 for i in range(len(snapshot.layer_names))])
+        figure.update_xaxes(range=[float(edges[0]), float(edges[-1])], **_log_ticks(edges))
     for index, name in enumerate(snapshot.layer_names):
-        counts = series.counts[-1, index]
-        edges = series.edges(len(series.steps) - 1, index)
-        share = counts / max(counts.sum(), 1)
-        figure.add_trace(go.Scatter(x=(edges[:-1] + edges[1:]) / 2, y=share, name=name, mode="lines",
+        if scale == "shared":
+            x, share = (edges[:-1] + edges[1:]) / 2, magnitude_histograms(series.counts[last, index],
+                                                                            series.ranges[last, index], edges)[:, 0]
+        else:
+            counts = series.counts[-1, index]
+            bin_edges = series.edges(len(series.steps) - 1, index)
+            x, share = (bin_edges[:-1] + bin_edges[1:]) / 2, counts / max(counts.sum(), 1)
+        figure.add_trace(go.Scatter(x=x, y=share, name=escape_plotly(name), mode="lines",
                                     line={"shape": "hvh", "color": LAYER_COLORS[index % len(LAYER_COLORS)]}))
     return figure
+
 
 
 # --------------------------------------------------------------------------- the model
@@ -692,19 +976,23 @@ def short_labels(names: list[str]) -> list[str]:
     return [escape_plotly(" · ".join(parts[common:])) for parts in split]
 
 
-def compare_chart(entries: list[tuple[str, HistorySnapshot]], metric: str) -> go.Figure:
-    """Overlay runs in distinct colours: metric is loss, accuracy, grad_norm or lr."""
+def compare_chart(entries: list[tuple[str, HistorySnapshot]], metric: str,
+                  options: ChartOptions = DEFAULT_OPTIONS) -> go.Figure:
+    """Overlay runs in distinct colours: metric is loss, accuracy, batch_loss, grad_norm or lr.
+    Per-batch series are drawn smoothed as options say (raw when smoothing is 0)."""
+    smoothing = f"smoothed {options.smoothing:g}" if options.smoothing > 0 else "raw"
     titles = {"loss": ("Loss per epoch (solid train, dashed val)", "loss"),
               "accuracy": ("Validation accuracy per epoch", "accuracy"),
-              "batch_loss": ("Loss per batch (moving average of 50)", "loss"),
-              "grad_norm": ("Gradient norm (moving average)", "L2 norm"),
+              "batch_loss": (f"Loss per batch ({smoothing})", "loss"),
+              "grad_norm": (f"Gradient norm ({smoothing})", "L2 norm"),
               "lr": ("Learning rate", "learning rate")}
     title, y_title = titles[metric]
-    figure = _figure(title, "epoch", y_title, height=COMPARE_HEIGHT, log_y=metric == "grad_norm")
+    log = metric != "accuracy" and options.log_y(metric == "grad_norm")
+    figure = _figure(title, X_AXES[options.x_axis], y_title, height=COMPARE_HEIGHT, log_y=log)
     figure.update_layout(legend={"y": -0.22, "font": {"size": 11}}, margin={"b": 60})
     for index, (label, snapshot) in enumerate(entries):
         color = LAYER_COLORS[index % len(LAYER_COLORS)]
-        epochs = snapshot.epoch("epoch")
+        epochs = _epoch_x(snapshot, options.x_axis)
         if metric == "loss":
             figure.add_trace(go.Scatter(x=epochs, y=snapshot.epoch("train_loss"), name=f"{label} · train",
                                         legendgroup=label, mode="lines", line={"color": color}))
@@ -716,15 +1004,20 @@ def compare_chart(entries: list[tuple[str, HistorySnapshot]], metric: str) -> go
             figure.update_yaxes(tickformat=".0%")
         elif snapshot.num_steps:
             values = snapshot.batch("loss" if metric == "batch_loss" else metric)
-            if metric in ("grad_norm", "batch_loss"):
-                values = moving_average(values, 20 if metric == "grad_norm" else 50)
-            x, y = downsample_minmax(snapshot.batch("epoch_progress"), values)
+            x = _batch_x(snapshot, options.x_axis)
+            if metric != "lr" and options.smoothing > 0:
+                points = display_points(len(values))
+                x, y = x[points], smooth_ema_at(values, options.smoothing, points).astype(np.float32)
+            else:
+                x, y = downsample_minmax(x, values)
             figure.add_trace(go.Scatter(x=x, y=y, name=label, mode="lines", line={"color": color}))
-    if metric == "lr" and entries:
+    if metric == "lr" and entries and not log:
         # A constant LR would sit in the middle of Plotly's -1..1 padding and read as 0: start at 0.
         tops = [float(np.nanmax(snap.batch("lr"))) for _, snap in entries if snap.num_steps]
         top = max(tops) if tops and np.isfinite(max(tops)) else 1.0
         figure.update_yaxes(exponentformat="e", range=[0, top * 1.1 if top > 0 else 1.0])
+    elif metric != "accuracy":
+        _scale_y(figure, options, log)
     if not entries:
         _empty_note(figure, "select runs to compare")
     return figure

@@ -444,3 +444,38 @@ def test_image_datasets_start_from_their_own_learning_rate_and_epochs_and_each_k
     assert app.text_input(key="lr_images").value == "0.001" and app.number_input(key="epochs_images").value == 10
     app.selectbox(key="dataset").set_value("spiral").run()
     assert app.text_input(key="lr").value == "0.02"  # what was typed for the points is still there
+
+
+def test_tensorboard_chart_settings_change_the_charts_and_survive_a_tab_switch():
+    app = new_app()
+    train_in_app(app, 2)
+    batch = chart_specs(app)["Loss per batch"]
+    assert [t["name"] for t in batch["data"]] == ["batch loss", "smoothed (0.9)"]
+    app.slider(key="smoothing").set_value(0.95).run()
+    smoothed = chart_specs(app)["Loss per batch"]["data"][1]
+    assert smoothed["name"] == "smoothed (0.95)" and smoothed["y"] != batch["data"][1]["y"]
+    app.slider(key="smoothing").set_value(0.0).run()
+    assert [t["name"] for t in chart_specs(app)["Loss per batch"]["data"]] == ["batch loss"]
+    assert chart_specs(app)["Loss per epoch"]["layout"]["yaxis"]["type"] == "linear"
+    app.radio(key="y_scale").set_value("log").run()
+    app.radio(key="x_axis").set_value("step").run()
+    app.checkbox(key="ignore_outliers").check().run()
+    specs = chart_specs(app)
+    assert specs["Loss per epoch"]["layout"]["yaxis"]["type"] == "log"
+    assert specs["Loss per batch"]["layout"]["xaxis"]["title"]["text"].startswith("step")
+    assert len(specs["Loss per batch"]["layout"]["yaxis"]["range"]) == 2  # set from the bulk of the values
+    # Distributions: offset mode on the shared log scale; then back, and every choice is still there
+    app.session_state["view"] = "Distributions"
+    app.run()
+    app.radio(key="hist_mode").set_value("offset").run()
+    app.radio(key="hist_scale").set_value("shared").run()
+    assert not app.exception, [e.value for e in app.exception]
+    titles = list(chart_specs(app))
+    assert any(t.startswith("Gradient distributions over time (|value| on one log scale)") for t in titles), titles
+    app.session_state["view"] = "Training curves"
+    app.run()
+    assert app.slider(key="smoothing").value == 0.0 and app.radio(key="y_scale").value == "log"
+    assert chart_specs(app)["Loss per epoch"]["layout"]["yaxis"]["type"] == "log"
+    app.session_state["view"] = "Distributions"
+    app.run()
+    assert app.radio(key="hist_mode").value == "offset"

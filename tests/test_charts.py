@@ -36,11 +36,37 @@ def test_downsampling_keeps_a_diverged_tail_visible():
     assert np.isnan(dy).any() and dx.max() >= 9_000
 
 
-def test_moving_average_matches_a_direct_computation():
-    values = np.array([1.0, 3.0, 5.0, np.nan, 7.0])
-    assert charts.moving_average(values, 2).tolist()[:3] == [1.0, 2.0, 4.0]
-    assert charts.moving_average(values, 2)[3] == 5.0  # NaN skipped
-    assert charts.moving_average(values, 2)[4] == 7.0
+def tensorboard_smoothing(values, weight):
+    """TensorBoard's own loop (vz_line_chart's resmoothDataset), non-finite values passed through."""
+    last, count, out = 0.0, 0, []
+    for value in values:
+        if not math.isfinite(value):
+            out.append(math.nan)
+            continue
+        last = last * weight + (1 - weight) * value
+        count += 1
+        out.append(last / (1 - weight ** count))
+    return np.array(out)
+
+
+def test_smoothing_is_tensorboards_debiased_moving_average():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=30_000).cumsum() * 0.01 + 3
+    for weight in (0.0, 0.3, 0.6, 0.9, 0.99):
+        assert np.allclose(charts.smooth_ema(values, weight), tensorboard_smoothing(values, weight), rtol=1e-12)
+    points = charts.display_points(len(values), 700)
+    for weight in (0.3, 0.6, 0.9):  # read at points from the last few hundred values: same numbers
+        assert np.allclose(charts.smooth_ema_at(values, weight, points), tensorboard_smoothing(values, weight)[points],
+                           rtol=1e-6)
+    assert charts.smooth_ema([2.0, 4.0], 0.5).tolist() == [2.0, pytest.approx(10 / 3)]  # (2 + 2 * 4) / 3: not pulled to 0
+    with_gap = charts.smooth_ema([1.0, np.nan, 1.0], 0.9)
+    assert np.isnan(with_gap[1]) and with_gap[2] == pytest.approx(1.0)  # a NaN batch is a gap, not a pull
+
+
+def test_chart_options_reject_what_they_cannot_draw():
+    for bad in ({"smoothing": 1.0}, {"smoothing": -0.1}, {"x_axis": "wall"}, {"y_scale": "symlog"}):
+        with pytest.raises(ValueError):
+            charts.ChartOptions(**bad)
 
 
 def test_rebinning_conserves_counts_and_leaves_no_gaps():
@@ -149,15 +175,85 @@ def test_an_envelope_updated_as_a_series_grows_keeps_every_spike_and_stays_bound
     assert 99_000 in envelope.indices(other)
 
 
-def test_moving_average_at_points_equals_the_full_moving_average_there():
-    rng = np.random.default_rng(2)
-    values = rng.random(10_000)
-    values[[5, 400, 401]] = np.nan
-    points = charts.display_points(len(values), 700)
-    assert len(points) <= 700 and points[0] == 0 and points[-1] == len(values) - 1
-    for window in (1, 7, 50):
-        assert np.allclose(charts.moving_average_at(values, window, points), charts.moving_average(values, window)[points],
-                           equal_nan=True)
+def test_smoothing_x_axis_log_scale_and_outliers_change_what_is_drawn(trained):
+    snapshot, _ = trained
+    raw = charts.batch_loss_chart(snapshot, options=charts.ChartOptions(smoothing=0))
+    assert [t.name for t in raw.data] == ["batch loss"]
+    smoothed = charts.batch_loss_chart(snapshot, options=charts.ChartOptions(smoothing=0.9))
+    line = smoothed.data[1]
+    assert line.name == "smoothed (0.9)"
+    assert np.allclose(line.y, tensorboard_smoothing(snapshot.batch("loss").astype(np.float64), 0.9), rtol=1e-5)
+    # x axis: batches trained, relative seconds, epochs
+    steps = charts.batch_loss_chart(snapshot, options=charts.ChartOptions(x_axis="step"))
+    assert steps.data[0].x.tolist() == list(range(1, snapshot.num_steps + 1))
+    assert steps.layout.xaxis.title.text.startswith("step")
+    timed = charts.epoch_metric_chart(snapshot, "loss", options=charts.ChartOptions(x_axis="time"))
+    assert np.allclose(timed.data[0].x, snapshot.epoch("seconds"))
+    # the doctor's markers move with the axis: epoch 2 is where the second epoch's last batch was
+    marked = charts.batch_loss_chart(snapshot, markers=[(2.0, "here", "red")], options=charts.ChartOptions(x_axis="step"))
+    assert marked.layout.shapes[0].x0 == pytest.approx(snapshot.epoch("end_step")[1])
+    # y scale: auto keeps losses linear and gradient norms log; log and linear apply to every value chart
+    assert charts.batch_loss_chart(snapshot).layout.yaxis.type == "linear"
+    assert charts.grad_norm_chart(snapshot).layout.yaxis.type == "log"
+    log = charts.ChartOptions(y_scale="log")
+    assert {f.layout.yaxis.type for f in (charts.batch_loss_chart(snapshot, options=log), charts.lr_chart(snapshot, log),
+                                          charts.epoch_metric_chart(snapshot, "loss", options=log))} == {"log"}
+    assert charts.grad_norm_chart(snapshot, options=charts.ChartOptions(y_scale="linear")).layout.yaxis.type == "linear"
+    assert charts.epoch_metric_chart(snapshot, "accuracy", options=log).layout.yaxis.type == "linear"
+
+
+def test_ignoring_outliers_scales_the_y_axis_to_the_bulk_of_the_values():
+    from live_training_dashboard.history import BATCH_COLUMNS, History
+
+    history = History(("fc1",), 8)
+    rows = np.zeros((500, len(BATCH_COLUMNS)), np.float32)
+    rows[:, BATCH_COLUMNS.index("loss")] = np.linspace(1.0, 0.5, 500)
+    rows[3, BATCH_COLUMNS.index("loss")] = 40.0  # one early spike
+    rows[:, BATCH_COLUMNS.index("grad_norm")] = 1.0
+    rows[:, BATCH_COLUMNS.index("epoch_progress")] = np.arange(1, 501) / 100
+    history.append_batches(rows, np.ones((500, 1), np.float32))
+    snapshot = history.snapshot()
+    assert charts.batch_loss_chart(snapshot).layout.yaxis.range is None  # Plotly's own: 0.5 .. 40
+    low, high = charts.batch_loss_chart(snapshot, options=charts.ChartOptions(ignore_outliers=True)).layout.yaxis.range
+    assert 0.4 < low < 0.6 and 0.9 < high < 1.2  # the spike is left out, the whole decline is in
+    low, high = charts.batch_loss_chart(
+        snapshot, options=charts.ChartOptions(ignore_outliers=True, y_scale="log")).layout.yaxis.range
+    assert math.log10(0.4) < low < math.log10(0.6) and math.log10(0.9) < high < math.log10(1.2)  # log10 units
+
+
+def test_histograms_in_offset_mode_and_on_a_shared_log_scale_show_the_gap_between_layers():
+    """Gradient-flow lesson: fc1's gradients are ~1000x smaller than fc2's. Per layer, both panels
+    look alike; on the shared log |value| axis their peaks sit three decades apart."""
+    from live_training_dashboard.history import LAYER_STATS, History
+
+    history = History(("fc1", "fc2"), 16)
+    rng = np.random.default_rng(0)
+    for step in range(0, 200, 10):
+        counts, ranges = [], []
+        for scale in (1e-5, 1e-2):
+            values = rng.normal(0, scale, 4000)
+            hist, edges = np.histogram(values, 16)
+            counts.append(hist)
+            ranges.append((edges[0], edges[-1]))
+        data = (np.array(counts, np.float32), np.array(ranges, np.float32))
+        history.append_layer_stats(step, np.zeros((2, len(LAYER_STATS)), np.float32), data, data)
+    snapshot = history.snapshot()
+    per_layer = charts.histogram_heatmaps(snapshot, "grad")
+    assert per_layer.layout.coloraxis.colorbar.title.text == "share"  # a colour bar, in shares
+    shared = charts.histogram_heatmaps(snapshot, "grad", scale="shared")
+    peaks = [float(np.asarray(t.y)[np.asarray(t.customdata)[:, -1].argmax()]) for t in shared.data]
+    assert 2.5 < peaks[1] - peaks[0] < 3.5, peaks  # log10 |value|: three decades apart
+    assert shared.layout.yaxis.range == shared.layout.yaxis2.range  # one axis for both layers
+    assert "1e-5" in shared.layout.yaxis.ticktext or "1e-6" in shared.layout.yaxis.ticktext
+    offset = charts.histogram_heatmaps(snapshot, "grad", mode="offset")
+    ridges = [t for t in offset.data if t.fill == "toself"]
+    assert len(ridges) == 2 * len(snapshot.grad_histograms.steps)  # one outline per step and layer (20 <= 24)
+    assert offset.layout.coloraxis.colorbar.title.text == "step" and offset.layout.yaxis.autorange == "reversed"
+    latest = charts.latest_histograms(snapshot, "grad", scale="shared")
+    tops = [float(np.asarray(t.x)[np.asarray(t.y).argmax()]) for t in latest.data]
+    assert 2.5 < tops[1] - tops[0] < 3.5
+    with pytest.raises(ValueError):
+        charts.histogram_heatmaps(snapshot, "grad", mode="violin")
 
 
 def test_names_with_markdown_html_or_image_syntax_stay_plain_text():
@@ -203,8 +299,13 @@ def test_every_chart_and_the_doctor_take_a_history_with_nan_and_inf_gradients(tm
         warnings.simplefilter("error")  # no RuntimeWarning from NaN/Inf either
         findings = diagnose(snapshot)
         figures = charts.training_curves_figures(snapshot, findings)
-        figures += [charts.histogram_heatmaps(snapshot, "weight"), charts.histogram_heatmaps(snapshot, "grad"),
-                    charts.latest_histograms(snapshot, "weight"), charts.latest_histograms(snapshot, "grad")]
+        figures += charts.training_curves_figures(snapshot, findings, charts.ChartOptions(
+            smoothing=0.95, x_axis="time", y_scale="log", ignore_outliers=True))
+        for mode in charts.HISTOGRAM_MODES:
+            for scale in charts.HISTOGRAM_SCALES:
+                figures += [charts.histogram_heatmaps(snapshot, kind, mode=mode, scale=scale) for kind in ("weight", "grad")]
+        figures += [charts.latest_histograms(snapshot, kind, scale) for kind in ("weight", "grad")
+                    for scale in charts.HISTOGRAM_SCALES]
         charts.headline_metrics(snapshot)
         charts.training_progress(snapshot)
     for figure in figures:
