@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-import time
 
 import numpy as np
 import streamlit as st
@@ -457,11 +456,13 @@ def confirm_delete(run_id: str) -> None:
         st.query_params.pop("run", None)
 
 
-def rename(run_id: str) -> None:
+def label(run_id: str, what: str) -> None:
+    """Callback of the name, tags and notes fields: store the change or say what is wrong."""
+    value = st.session_state.get(f"{what}_{run_id}")
     try:
-        registry.rename(run_id, st.session_state.get(f"name_{run_id}", ""))
+        registry.label(run_id, **{what: value if value is not None else ""})
     except ValueError as error:
-        st.session_state.rename_error = str(error)
+        st.session_state.label_error = str(error)
 
 
 def open_chosen_run() -> None:
@@ -476,15 +477,52 @@ def open_chosen_run() -> None:
         st.session_state.opened_another_run = True
 
 
+def compare_ticked_rows() -> None:
+    """The runs table's callback: the rows ticked there are the runs compared."""
+    ids = st.session_state.get("runs_table_ids", [])
+    rows = st.session_state.runs_table.selection.rows
+    st.session_state.compare_ids = [ids[i] for i in rows if 0 <= i < len(ids)]
+
+
+FILTER_HELP = ("Words match any cell (name, tags, notes, settings). Compare a column with = != > < >= <=, "
+               "spaces in its name written as _: `lr<0.01`, `optimizer=sgd`, `best_val_accuracy>=0.95`, `tags=baseline`.")
+
+
+def runs_table_section(all_runs):
+    """W&B's runs table: every run with its settings and final numbers, filtered, sortable (click a
+    column), rows ticked to compare. Returns the whole table for the comparison below."""
+    st.subheader("All runs")
+    entries = [{"id": r.run_id, "name": r.name, "tags": r.tags, "notes": r.notes, "status": r.status,
+                "source": r.source, "created_at": r.created_at, "config": r.config_dict, "metrics": r.final_metrics()}
+               for r in reversed(all_runs)]
+    table, _ = charts.runs_table(entries)
+    query = st.text_input("Filter runs", key="runs_filter", help=FILTER_HELP,
+                          placeholder="e.g. optimizer=sgd lr<0.01 best_val_accuracy>=0.9")
+    shown, problems = charts.filter_runs(table, query)
+    for problem in problems:
+        st.warning(problem)
+    st.session_state.runs_table_ids = shown["id"].tolist()
+    st.dataframe(shown, key="runs_table", on_select=compare_ticked_rows, selection_mode="multi-row", hide_index=True,
+                 width="stretch", column_config={
+                     "final val accuracy": st.column_config.NumberColumn(format="%.4f"),
+                     "best val accuracy": st.column_config.NumberColumn(format="%.4f"),
+                     "final train loss": st.column_config.NumberColumn(format="%.4g"),
+                     "final val loss": st.column_config.NumberColumn(format="%.4g")})
+    st.caption(f"{len(shown)} of {len(table)} runs. Click a column's name to sort by it; tick rows to compare them "
+               "below.")
+    return table
+
+
 def runs_tab(current) -> None:
     all_runs = registry.runs()
     for warning in registry.scan_warnings + current.problems:
         st.warning(warning)
+    table = runs_table_section(all_runs)
     names = {r.run_id: f"{r.name} · {r.run_id[:6]}" for r in all_runs}
+    # compare_ids is the one truth (presets, "Try:", the runs table and this field all set it).
+    st.session_state.compare_select = [i for i in st.session_state.get("compare_ids", []) if i in names]
     chosen = st.multiselect("Compare runs", list(names), format_func=names.get, key="compare_select",
-                            default=[i for i in st.session_state.get("compare_ids", []) if i in names])
-    if chosen != st.session_state.get("compare_ids"):
-        st.session_state.compare_ids = chosen
+                            on_change=lambda: st.session_state.update(compare_ids=st.session_state.compare_select))
     labels = charts.short_labels([names[i] for i in chosen])
     entries = [(label, registry.get(i)) for label, i in zip(labels, chosen)]
     entries = [(label, r, snap) for label, r in entries if r is not None and (snap := r.snapshot()) is not None]
@@ -494,19 +532,31 @@ def runs_tab(current) -> None:
         for index, metric in enumerate(("loss", "accuracy", "grad_norm", "lr")):
             (left if index % 2 == 0 else right).plotly_chart(charts.compare_chart(pairs, metric, chart_options()),
                                                              key=f"compare_{metric}", config=PLOTLY_CONFIG)
-        table, differing = charts.comparison_table([(label, r.config_dict, snap) for label, r, snap in entries],
-                                                   health=[run_health(r, snap) for _, r, snap in entries])
-        st.dataframe(table.style.set_properties(subset=differing, **{"background-color": "#fff3cd"}),
+        compared = table[table["id"].isin([r.run_id for _, r, _ in entries])]
+        settings = sorted({key for _, r, _ in entries for key in r.config_dict})
+        st.plotly_chart(charts.parallel_coordinates_chart(compared, settings), key="compare_parallel",
+                        config=PLOTLY_CONFIG)
+        comparison, differing = charts.comparison_table([(label, r.config_dict, snap) for label, r, snap in entries],
+                                                        health=[run_health(r, snap) for _, r, snap in entries])
+        st.dataframe(comparison.style.set_properties(subset=differing, **{"background-color": "#fff3cd"}),
                      hide_index=True, width="stretch", key="compare_table")
         st.caption("Highlighted: settings that differ between the selected runs.")
 
     st.subheader("This run")
-    st.text_input("Name", current.name, key=f"name_{current.run_id}", on_change=rename, args=(current.run_id,))
-    if "rename_error" in st.session_state:
-        st.error(st.session_state.pop("rename_error"))
+    known_tags = sorted({tag for r in all_runs for tag in r.tags})
+    name_column, tags_column = st.columns(2)
+    name_column.text_input("Name", current.name, key=f"name_{current.run_id}", on_change=label,
+                           args=(current.run_id, "name"))
+    tags_column.multiselect("Tags", known_tags, default=list(current.tags), key=f"tags_{current.run_id}",
+                            accept_new_options=True, on_change=label, args=(current.run_id, "tags"),
+                            placeholder="type a tag and press Enter", help="Short labels to filter and group runs by.")
+    st.text_area("Notes", current.notes, key=f"notes_{current.run_id}", on_change=label, args=(current.run_id, "notes"),
+                 max_chars=run_store.MAX_NOTES_LENGTH, placeholder="What you tried and what you saw (saved with the run).")
+    if "label_error" in st.session_state:
+        st.error(st.session_state.pop("label_error"))
     columns = st.columns(3)
-    meta = {"run_id": current.run_id, "name": current.name, "created_at": current.created_at,
-            "source": current.source, "config": current.config_dict}
+    meta = {"run_id": current.run_id, "name": current.name, "notes": current.notes, "tags": list(current.tags),
+            "created_at": current.created_at, "source": current.source, "config": current.config_dict}
     # Callables: the files are built when clicked, from the newest history, not at every refresh.
     columns[0].download_button("History as CSV (zip)", lambda: run_store.export_csv_zip(current.snapshot(), current.name),
                                file_name=f"run-{current.run_id}.zip", mime="application/zip", key="export_csv")
@@ -525,12 +575,6 @@ def runs_tab(current) -> None:
         st.error(st.session_state.pop("delete_error"))
     st.caption(f"Saved in `{current.folder}` (settings, history, weight snapshots, and the final weights once "
                "training ends).")
-    st.subheader("All runs")
-    st.dataframe(
-        {"name": [r.name for r in reversed(all_runs)], "id": [r.run_id for r in reversed(all_runs)],
-         "source": [r.source for r in reversed(all_runs)],
-         "started": [time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)) for r in reversed(all_runs)]},
-        hide_index=True, width="stretch", key="all_runs")
     open_runs = {r.run_id: names[r.run_id] for r in reversed(all_runs)}
     st.selectbox("Open another run", ["", *open_runs], format_func=lambda i: open_runs.get(i, "—"), key="open_run",
                  on_change=open_chosen_run)
@@ -558,7 +602,11 @@ def live_panels() -> None:
 
     source = "your script" if current.source == "script" else DATASETS.get(current.config_dict.get("dataset"), "")
     st.caption(f"Run `{current.run_id}` · **{charts.escape_markdown(current.name)}** · {source}" + (
-        f" · {current.config.summary()}" if current.config else "") + (f" · on {charts.escape_markdown(current.device)}" if current.device else ""))
+        f" · {current.config.summary()}" if current.config else "") + (
+        f" · on {charts.escape_markdown(current.device)}" if current.device else "") + (
+        " · tags: " + ", ".join(charts.escape_markdown(tag) for tag in current.tags) if current.tags else ""))
+    if current.notes:
+        st.caption("Notes: " + charts.escape_markdown(current.notes).replace("\n", "  \n"))
     if len(members) > 1:
         st.caption("Experiment: " + " → ".join(f"**{charts.escape_markdown(r.name)}** ({r.status})" for r in members))
     if active and config is not None and current.config is not None and config != current.config:

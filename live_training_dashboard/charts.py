@@ -8,6 +8,8 @@ spike stays visible), and every figure has a fixed height so the page does not j
 from __future__ import annotations
 
 import math
+import re
+import shlex
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -1039,15 +1041,10 @@ def comparison_table(entries: list[tuple[str, dict, HistorySnapshot]],
         for key in differing:
             value = config.get(key)
             row[key] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
-        has_epochs = len(snapshot.epochs) > 0
         row["status"] = snapshot.status
-        row["epochs"] = len(snapshot.epochs)
-        row["final train loss"] = snapshot.epoch("train_loss")[-1] if has_epochs else math.nan
-        row["final val loss"] = snapshot.epoch("val_loss")[-1] if has_epochs else math.nan
-        accuracy = snapshot.epoch("val_accuracy")
-        measured = has_epochs and np.isfinite(accuracy).any()
-        row["final val accuracy"] = accuracy[-1] if has_epochs else math.nan
-        row["best val accuracy"] = np.nanmax(accuracy) if measured else math.nan
+        metrics = snapshot.final_metrics()
+        del metrics["batches"]
+        row.update(metrics)
         if health is not None:
             row["health"] = health[len(rows)]
         rows.append(row)
@@ -1080,3 +1077,142 @@ def experiment_lesson(entries: list[tuple[str, HistorySnapshot]]) -> str:
             text += f", and ended at {acc[-1]:.1%} after a best of {np.nanmax(acc):.1%}"
         parts.append(text)
     return "; ".join(parts) + "."
+
+
+# --------------------------------------------------------------------------- the runs table (W&B habits)
+
+
+RUN_METRIC_COLUMNS = ("epochs trained", "final train loss", "final val loss", "final val accuracy", "best val accuracy")
+
+
+def _cell(value):
+    """A setting as one table cell: lists joined, everything else as it is."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return value
+
+
+def runs_table(entries: list[dict]) -> tuple[pd.DataFrame, list[str]]:
+    """One row per run with every setting and its final and best numbers, W&B's runs table.
+
+    entries: dicts with id, name, tags, notes, status, source, created_at, config (dict) and
+    metrics (HistorySnapshot.final_metrics). Returns the table and its setting columns, those that
+    differ between runs first (the ones worth sorting and plotting)."""
+    configs = [entry.get("config") or {} for entry in entries]
+    keys = sorted({k for config in configs for k in config})
+    differing = [k for k in keys if len({json_key(config.get(k)) for config in configs}) > 1]
+    settings = differing + [k for k in keys if k not in differing]
+    rows = []
+    for entry, config in zip(entries, configs):
+        row = {"name": entry["name"], "tags": ", ".join(entry.get("tags", ())), "status": str(entry["status"]),
+               "source": entry.get("source", ""),
+               "started": pd.Timestamp(entry["created_at"], unit="s").strftime("%Y-%m-%d %H:%M")}
+        metrics = entry.get("metrics") or {}
+        row.update({column: metrics.get(column, math.nan) for column in RUN_METRIC_COLUMNS})
+        row.update({key: _cell(config.get(key)) for key in settings})
+        row["notes"] = entry.get("notes", "")
+        row["id"] = entry["id"]
+        rows.append(row)
+    columns = ["name", "tags", "status", "source", "started", *RUN_METRIC_COLUMNS, *settings, "notes", "id"]
+    return pd.DataFrame(rows, columns=columns), settings
+
+
+_FILTER_TERM = re.compile(r"^(?P<column>[^<>=!]+?)(?P<op>>=|<=|!=|=|>|<)(?P<value>.+)$")
+
+
+def _column_named(table: pd.DataFrame, name: str) -> str | None:
+    wanted = name.strip().lower().replace("_", " ")
+    return next((c for c in table.columns if c.lower().replace("_", " ") == wanted), None)
+
+
+def filter_runs(table: pd.DataFrame, query: str) -> tuple[pd.DataFrame, list[str]]:
+    """Rows of `table` matching every term of `query`; and what could not be understood.
+
+    A term is either text found (any case) in any cell of the row (name, tags, notes, settings), or
+    `column<op>value` with op one of = != > < >= <=, the column named with spaces or underscores:
+    `lr<0.01`, `optimizer=sgd`, `best_val_accuracy>=0.95`, `tags=baseline`."""
+    try:
+        terms = shlex.split(query)
+    except ValueError:
+        terms = query.split()
+    keep = np.ones(len(table), dtype=bool)
+    problems = []
+    text = table.astype(str).apply(lambda column: column.str.lower())
+    for term in terms:
+        match = _FILTER_TERM.match(term)
+        if match is None:
+            needle = term.lower()
+            keep &= np.logical_or.reduce([text[c].str.contains(needle, regex=False).to_numpy() for c in text.columns])
+            continue
+        column = _column_named(table, match["column"])
+        op, value = match["op"], match["value"].strip()
+        if column is None:
+            problems.append(f"No column '{match['column']}' (filter term '{term}')")
+            continue
+        cells = table[column]
+        if column == "tags" and op in ("=", "!="):
+            wanted = value.lower()
+            has = np.array([wanted in [t.strip().lower() for t in str(tags).split(",")] for tags in cells], dtype=bool)
+            keep &= has if op == "=" else ~has
+            continue
+        numbers = pd.to_numeric(cells, errors="coerce")
+        try:
+            target = float(value)
+        except ValueError:
+            target = None
+        if target is not None and numbers.notna().any():
+            compare = {"=": numbers == target, "!=": numbers != target, ">": numbers > target, "<": numbers < target,
+                       ">=": numbers >= target, "<=": numbers <= target}[op]
+            keep &= compare.fillna(False).to_numpy(dtype=bool)
+        elif op in ("=", "!="):
+            equal = cells.astype(str).str.lower() == value.lower()
+            keep &= (equal if op == "=" else ~equal).to_numpy()
+        else:
+            problems.append(f"'{term}': {column} holds text, compare it with = or !=")
+    return table[keep], problems
+
+
+def parallel_coordinates_chart(table: pd.DataFrame, settings: list[str],
+                               target: str = "final val accuracy") -> go.Figure:
+    """W&B's parallel coordinates: one line per run through the settings that differ between the
+    runs to `target`, coloured by it. Numbers spanning 100x or more (learning rates) get a log10
+    axis; text settings one tick per value. Runs without a value for `target` are left out (said
+    in the title)."""
+    figure = go.Figure()
+    figure.update_layout(height=COMPARE_HEIGHT, margin={"l": 60, "r": 60, "t": 80, "b": 30},
+                         title={"text": f"Settings → {target}", "x": 0.01, "font": {"size": 14}})
+    measured = table[pd.to_numeric(table[target], errors="coerce").notna()] if target in table else table.iloc[:0]
+    left_out = len(table) - len(measured)
+    if left_out:
+        figure.update_layout(title={"text": f"Settings → {target} ({left_out} run{'s' if left_out > 1 else ''} "
+                                            "without it left out)"})
+    if len(measured) < 2:
+        return _empty_note(figure, f"select two or more runs with a {target} to compare their settings")
+    dimensions = []
+    for column in settings:
+        if column not in measured or measured[column].astype(str).nunique() < 2:
+            continue  # the same for every run: nothing to tell apart
+        values = measured[column]
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.notna().all() and not values.map(lambda v: isinstance(v, bool)).any():
+            numbers = numbers.astype(float)
+            if (numbers > 0).all() and numbers.max() >= 100 * numbers.min():
+                dimensions.append({"label": f"{column} (log10)", "values": np.log10(numbers).tolist()})
+            else:
+                dimensions.append({"label": column, "values": numbers.tolist()})
+        else:
+            labels = values.astype(str)
+            categories = sorted(labels.unique())
+            dimensions.append({"label": escape_plotly(column), "values": [categories.index(v) for v in labels],
+                               "tickvals": list(range(len(categories))),
+                               "ticktext": [escape_plotly(c[:24]) for c in categories]})
+    scores = pd.to_numeric(measured[target]).astype(float)
+    dimensions.append({"label": target, "values": scores.tolist(),
+                       **({"range": [0, 1]} if "accuracy" in target else {})})
+    figure.add_trace(go.Parcoords(
+        dimensions=dimensions,
+        line={"color": scores.tolist(), "colorscale": "Viridis", "showscale": True,
+              "colorbar": {"title": {"text": target.replace(" ", "<br>")}, "thickness": 12},
+              **({"cmin": 0, "cmax": 1} if "accuracy" in target else {})},
+    ))
+    return figure

@@ -8,6 +8,7 @@ and slicing: rows below that count are never written again.
 
 from __future__ import annotations
 
+import math
 import threading
 import uuid
 from collections.abc import Sequence
@@ -142,6 +143,21 @@ class HistorySnapshot:
     def layer_stat(self, stat: str) -> np.ndarray:
         """(snapshots, layers) series of one of LAYER_STATS."""
         return self.layer_stats[:, :, LAYER_STATS.index(stat)]
+
+    def final_metrics(self) -> dict[str, float]:
+        """What a runs table shows of a run: epochs and batches done, the last epoch's losses, the
+        final and the best validation accuracy (a run can end far below its best)."""
+        has_epochs = len(self.epochs) > 0
+        accuracy = self.epoch("val_accuracy")
+        measured = has_epochs and bool(np.isfinite(accuracy).any())
+        return {
+            "epochs trained": len(self.epochs),
+            "batches": self.num_steps,
+            "final train loss": float(self.epoch("train_loss")[-1]) if has_epochs else math.nan,
+            "final val loss": float(self.epoch("val_loss")[-1]) if has_epochs else math.nan,
+            "final val accuracy": float(accuracy[-1]) if has_epochs else math.nan,
+            "best val accuracy": float(np.nanmax(accuracy)) if measured else math.nan,
+        }
 
     def batch_frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.batches, columns=list(BATCH_COLUMNS))

@@ -15,7 +15,16 @@ import time
 
 from live_training_dashboard.history import FAILED, IDLE, PREPARING, QUEUED, RUNNING, STOPPED, HistorySnapshot, Status
 from live_training_dashboard.run_config import ConfigError, RunConfig, validate
-from live_training_dashboard.run_store import HEARTBEAT_TIMEOUT_SECONDS, RunReader, RunStore, StoreError, check_run_id, clean_name, new_run_id
+from live_training_dashboard.run_store import (
+    HEARTBEAT_TIMEOUT_SECONDS,
+    Labels,
+    RunReader,
+    RunStore,
+    StoreError,
+    check_run_id,
+    clean_name,
+    new_run_id,
+)
 from neural_network import LayerInfo
 
 # One page render asks a run for its state and snapshot several times: the store is read once.
@@ -49,7 +58,8 @@ class Run:
         self.catalog, self.run_id, self.launched = catalog, run_id, launched
         self._meta = meta
         self._reader: RunReader | None = None
-        self._name: str | None = None
+        self._labels: Labels | None = None
+        self._final_metrics: dict | None = None
         self._last_poll = 0.0
         self._lock = threading.Lock()  # guards the reader and the inspection model
         self._inspection: tuple | None = None  # (model, step loaded)
@@ -69,13 +79,37 @@ class Run:
         return self._meta
 
     @property
-    def name(self) -> str:
-        if self._name is None:
+    def labels(self) -> Labels:
+        """Name, notes and tags (read once; edits through the catalog keep them current)."""
+        if self._labels is None:
             meta = self._read_meta()
             if meta is None:
-                return self.launched.name if self.launched else self.run_id
-            self._name = self.store.read_name(self.run_id, meta)
-        return self._name
+                return Labels(self.launched.name if self.launched else self.run_id)
+            self._labels = self.store.read_labels(self.run_id, meta)
+        return self._labels
+
+    @property
+    def name(self) -> str:
+        return self.labels.name
+
+    @property
+    def notes(self) -> str:
+        return self.labels.notes
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.labels.tags
+
+    def final_metrics(self) -> dict[str, float]:
+        """HistorySnapshot.final_metrics, kept once the run has ended (the runs table shows every
+        run; an ended one is read once, not at every refresh)."""
+        if self._final_metrics is not None:
+            return self._final_metrics
+        snapshot = self.snapshot()
+        metrics = snapshot.final_metrics() if snapshot is not None else {}
+        if snapshot is not None and snapshot.status.ended:
+            self._final_metrics = metrics
+        return metrics
 
     @property
     def created_at(self) -> float:
@@ -360,14 +394,19 @@ class RunCatalog:
             run.stop()
 
     def rename(self, run_id: str, name: str) -> None:
+        self.label(run_id, name=name)
+
+    def label(self, run_id: str, *, name: str | None = None, notes: str | None = None, tags=None) -> None:
+        """Rename a run, or change its notes or tags (ValueError with what is wrong)."""
         run = self.get(run_id)
         if run is None:
             raise ValueError(f"No run {run_id}")
-        name = clean_name(name)
-        if run._read_meta() is None:
-            raise ValueError("This run has not started yet; rename it once it trains")
-        self.store.rename(run_id, name)
-        run._name = name
+        if name is not None:
+            clean_name(name)  # say what is wrong with the name before anything else
+        meta = run._read_meta()
+        if meta is None:
+            raise ValueError("This run has not started yet; label it once it trains")
+        run._labels = self.store.write_labels(run_id, meta, name=name, notes=notes, tags=tags)
 
     def delete(self, run_id: str) -> None:
         """Forget a run and remove its folder. Refuses a run that is still training."""

@@ -2,7 +2,7 @@
 memory:// in tests, s3:// or any other fsspec URL).
 
     <runs>/<run id>/run.json            what the run is: settings, layers, architecture (written once)
-    <runs>/<run id>/labels.json         the display name (rewritten by a rename)
+    <runs>/<run id>/labels.json         the display name, notes and tags (rewritten when edited)
     <runs>/<run id>/status.json         status, message, progress and a heartbeat (small, overwritten)
     <runs>/<run id>/control.json        what the page asks of the writer (stop); written by the page
     <runs>/<run id>/chunks/NNNNNNNN.npz history written since the previous piece (immutable)
@@ -86,6 +86,41 @@ def clean_name(name: str) -> str:
     if len(text) > MAX_NAME_LENGTH:
         raise ValueError(f"A run name can have at most {MAX_NAME_LENGTH} characters")
     return text
+
+
+MAX_NOTES_LENGTH = 2000
+MAX_TAGS, MAX_TAG_LENGTH = 20, 40
+
+
+def clean_notes(notes: str) -> str:
+    """Free text about a run: printable characters and line breaks, at most MAX_NOTES_LENGTH."""
+    text = "".join(ch for ch in str(notes) if ch.isprintable() or ch == "\n").strip()
+    if len(text) > MAX_NOTES_LENGTH:
+        raise ValueError(f"Notes can have at most {MAX_NOTES_LENGTH:,} characters (these have {len(text):,})")
+    return text
+
+
+def clean_tags(tags) -> tuple[str, ...]:
+    """Short one-line labels, in the order given, without repeats or empty ones."""
+    cleaned = []
+    for tag in tags:
+        text = " ".join("".join(ch for ch in str(tag) if ch.isprintable()).split())
+        if len(text) > MAX_TAG_LENGTH:
+            raise ValueError(f"A tag can have at most {MAX_TAG_LENGTH} characters: {text[:MAX_TAG_LENGTH]}…")
+        if text and text not in cleaned:
+            cleaned.append(text)
+    if len(cleaned) > MAX_TAGS:
+        raise ValueError(f"A run can have at most {MAX_TAGS} tags")
+    return tuple(cleaned)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What a person wrote about a run: its name, notes and tags (labels.json)."""
+
+    name: str
+    notes: str = ""
+    tags: tuple[str, ...] = ()
 
 
 def check_run_id(run_id) -> str:
@@ -439,18 +474,43 @@ class RunStore:
         except (OSError, ValueError) as error:
             raise StoreError(f"unreadable run.json ({error})") from None
 
-    def read_name(self, run_id: str, meta: dict) -> str:
+    def read_labels(self, run_id: str, meta: dict) -> Labels:
+        """The run's name, notes and tags; each part that is missing or unreadable falls back on its
+        own (the name to the one it was created with)."""
         try:
-            labels = self.read_json(self.path(run_id, LABELS_FILE), 64 << 10)
-            return clean_name(_text(labels.get("name", ""), "name", MAX_NAME_LENGTH * 4)) if isinstance(labels, dict) \
-                else meta["name"]
+            stored = self.read_json(self.path(run_id, LABELS_FILE), 64 << 10)
         except (OSError, ValueError):
-            return meta["name"]
+            stored = {}
+        stored = stored if isinstance(stored, dict) else {}
+        parts = {"name": meta["name"], "notes": "", "tags": ()}
+        readers = {"name": lambda v: clean_name(_text(v, "name", MAX_NAME_LENGTH * 4)),
+                   "notes": lambda v: clean_notes(_text(v, "notes", MAX_NOTES_LENGTH * 2)),
+                   "tags": lambda v: clean_tags(_text(t, "tag", MAX_TAG_LENGTH * 2) for t in v[: MAX_TAGS * 2])
+                   if isinstance(v, list) else (),}
+        for key, read in readers.items():
+            if key in stored:
+                try:
+                    parts[key] = read(stored[key])
+                except ValueError:
+                    pass
+        return Labels(**parts)
+
+    def read_name(self, run_id: str, meta: dict) -> str:
+        return self.read_labels(run_id, meta).name
+
+    def write_labels(self, run_id: str, meta: dict, *, name: str | None = None, notes: str | None = None,
+                     tags=None) -> Labels:
+        """Change some of the run's labels, keeping the others; returns them all as stored."""
+        labels = self.read_labels(run_id, meta)
+        labels = Labels(clean_name(name) if name is not None else labels.name,
+                        clean_notes(notes) if notes is not None else labels.notes,
+                        clean_tags(tags) if tags is not None else labels.tags)
+        self.write_json(self.path(run_id, LABELS_FILE),
+                        {"name": labels.name, "notes": labels.notes, "tags": list(labels.tags)})
+        return labels
 
     def rename(self, run_id: str, name: str) -> str:
-        name = clean_name(name)
-        self.write_json(self.path(run_id, LABELS_FILE), {"name": name})
-        return name
+        return self.write_labels(run_id, self.read_meta(run_id), name=name).name
 
     def read_state(self, run_id: str) -> RunState:
         try:

@@ -176,7 +176,7 @@ def test_learning_rate_preset_runs_three_runs_and_overlays_them():
     assert runs_per_chart["Loss per epoch"] == 6  # train and val for each run
     names = [trace["name"] for trace in specs["Validation accuracy per epoch"]["data"]]
     assert [n.split(" · ")[0] for n in names] == ["lr 0.001", "lr 0.01", "lr 0.1"]
-    [table] = [d.value for d in app.dataframe if "status" in d.value.columns]  # the Runs tab's, not the experiment's
+    [table] = [d.value for d in app.dataframe if "health" in d.value.columns and "status" in d.value.columns]
     assert list(table["lr"]) == [0.001, 0.01, 0.1] and "hidden_sizes" not in table.columns
     assert {"final val accuracy", "best val accuracy", "health"} <= set(table.columns)
     # The doctor names the lesson on the last run (lr 0.1). Not its severity: 90-94% of units
@@ -479,3 +479,42 @@ def test_tensorboard_chart_settings_change_the_charts_and_survive_a_tab_switch()
     app.session_state["view"] = "Distributions"
     app.run()
     assert app.radio(key="hist_mode").value == "offset"
+
+
+def test_runs_table_filters_runs_and_tags_notes_and_parallel_coordinates_work(runs_folder):
+    from live_training_dashboard.run_store import RunStore
+
+    app = new_app()
+    app.text_input(key="lr").set_value("0.002").run()
+    first = train_in_app(app, 1)
+    app.text_input(key="lr").set_value("0.02").run()
+    second = train_in_app(app, 1)
+    app.session_state["view"] = "Runs"
+    app.run()
+    hostile = "![x](http://host/y)"
+    app.multiselect(key=f"tags_{second}").set_value(["sweep", hostile]).run()
+    app.text_area(key=f"notes_{second}").set_value("0.02 learned fastest\n<b>not bold</b>").run()
+    assert not app.exception, [e.value for e in app.exception]
+    store = RunStore(runs_folder)
+    labels = store.read_labels(second, store.read_meta(second))
+    assert labels.tags == ("sweep", hostile) and labels.notes == "0.02 learned fastest\n<b>not bold</b>"
+    captions = " ".join(c.value for c in app.caption)
+    assert "tags: sweep, \\!\\[x\\]\\(http\\://host/y\\)" in captions and "\\<b\\>not bold\\</b\\>" in captions
+
+    def runs_table():
+        [table] = [d.value for d in app.dataframe if "best val accuracy" in d.value.columns and "id" in d.value.columns]
+        return table
+
+    assert {first, second} <= set(runs_table()["id"])
+    assert runs_table().set_index("id").loc[second, "tags"] == f"sweep, {hostile}"
+    app.text_input(key="runs_filter").set_value("tags=sweep").run()
+    assert runs_table()["id"].tolist() == [second]
+    app.text_input(key="runs_filter").set_value(f"lr<0.01 id={first}").run()
+    assert runs_table()["id"].tolist() == [first]
+    app.text_input(key="runs_filter").set_value("no_such_column>3").run()
+    assert any("No column 'no_such_column'" in w.value for w in app.warning)
+
+    app.multiselect(key="compare_select").set_value([first, second]).run()
+    parallel = chart_specs(app)["Settings → final val accuracy"]
+    dimensions = {d["label"]: d["values"] for d in parallel["data"][0]["dimensions"]}
+    assert sorted(dimensions["lr"]) == [0.002, 0.02] and "final val accuracy" in dimensions

@@ -350,3 +350,57 @@ def test_log_axes_tick_powers_of_ten_and_a_constant_lr_is_not_drawn_at_zero(trai
     lr = charts.compare_chart([("a", trained), ("b", trained)], "lr")
     low, high = lr.layout.yaxis.range
     assert low == 0 and high == pytest.approx(trained.batch("lr").max() * 1.1)
+
+
+def runs_for_table():
+    from live_training_dashboard.history import Status
+
+    def entry(run_id, name, lr, optimizer, best, tags=(), notes=""):
+        return {"id": run_id, "name": name, "tags": tags, "notes": notes, "status": Status.FINISHED, "source": "dashboard",
+                "created_at": 1.7e9, "config": {"lr": lr, "optimizer": optimizer, "hidden_sizes": [128, 128], "seed": 0},
+                "metrics": {"epochs trained": 20, "final train loss": 0.1, "final val loss": 0.2, "final val accuracy": best - 0.01,
+                            "best val accuracy": best}}
+
+    return [entry("a" * 12, "adam fast", 0.01, "adam", 0.99, ("baseline",)),
+            entry("b" * 12, "adam slow", 0.0001, "adam", 0.80, ("lr sweep",), "too slow"),
+            entry("c" * 12, "sgd", 0.1, "sgd", math.nan)]
+
+
+def test_the_runs_table_has_every_setting_and_filters_like_wandb():
+    table, settings = charts.runs_table(runs_for_table())
+    assert settings[:2] == ["lr", "optimizer"]  # the settings that differ first
+    assert {"hidden_sizes", "seed", "best val accuracy", "final val accuracy", "tags", "notes", "id"} <= set(table.columns)
+    assert table.loc[0, "hidden_sizes"] == "128,128" and table.loc[1, "tags"] == "lr sweep"
+
+    def names(query):
+        shown, problems = charts.filter_runs(table, query)
+        return shown["name"].tolist(), problems
+
+    assert names("") == (["adam fast", "adam slow", "sgd"], [])
+    assert names("ADAM") == (["adam fast", "adam slow"], [])  # text in any cell, any case
+    assert names("slow")[0] == ["adam slow"] and names("too")[0] == ["adam slow"]  # names and notes
+    assert names("lr<0.05")[0] == ["adam fast", "adam slow"]
+    assert names("optimizer=adam lr>=0.001")[0] == ["adam fast"]
+    assert names("best_val_accuracy>0.9")[0] == ["adam fast"]  # NaN never passes a comparison
+    assert names("tags=baseline")[0] == ["adam fast"] and names("tags!=baseline")[0] == ["adam slow", "sgd"]
+    assert names('"lr sweep"')[0] == ["adam slow"]
+    shown, problems = names("nosuch>1")
+    assert shown == ["adam fast", "adam slow", "sgd"] and "No column 'nosuch'" in problems[0]
+    assert "holds text" in names("optimizer>adam")[1][0]
+
+
+def test_parallel_coordinates_draw_what_differs_against_the_result():
+    table, settings = charts.runs_table(runs_for_table())
+    figure = charts.parallel_coordinates_chart(table, settings, "best val accuracy")
+    [parcoords] = figure.data
+    labels = [d.label for d in parcoords.dimensions]
+    assert labels == ["lr (log10)", "best val accuracy"]  # without the sgd run (no accuracy) both are adam
+    assert "1 run without it left out" in figure.layout.title.text
+    both = charts.parallel_coordinates_chart(table, settings, "final val loss")
+    labels = [d.label for d in both.data[0].dimensions]
+    assert labels == ["lr (log10)", "optimizer", "final val loss"]  # 1e-4 .. 0.1: a log axis
+    lr = both.data[0].dimensions[0]
+    assert np.allclose(lr.values, np.log10([0.01, 0.0001, 0.1]))
+    optimizer = both.data[0].dimensions[1]
+    assert list(optimizer.ticktext) == ["adam", "sgd"] and list(optimizer.values) == [0, 0, 1]
+    assert charts.parallel_coordinates_chart(table.iloc[:1], settings).layout.annotations  # one run: a note

@@ -314,3 +314,28 @@ def test_snapshots_saved_with_torch_save_by_earlier_versions_still_load(tmp_path
     torch.save(state, folder / f"{first.stem}.pt")  # how the snapshot was written before
     step, loaded = store.load_weights("0123456789ab", int(first.stem))
     assert step == int(first.stem) and all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_labels_keep_name_notes_and_tags_and_each_bad_part_falls_back_alone(tmp_path):
+    from live_training_dashboard.run_store import LABELS_FILE, MAX_NOTES_LENGTH, Labels
+
+    store = RunStore(tmp_path)
+    writer = store.create_run(name="first", config={}, layer_names=("fc1",), source="script")
+    run_id = writer.run_id
+    writer.close()
+    meta = store.read_meta(run_id)
+    assert store.read_labels(run_id, meta) == Labels("first")
+    store.write_labels(run_id, meta, notes="tried lr 0.1\nloss exploded", tags=["baseline", " lr sweep ", "baseline", ""])
+    store.rename(run_id, "renamed")  # a rename keeps the notes and tags
+    assert store.read_labels(run_id, meta) == Labels("renamed", "tried lr 0.1\nloss exploded", ("baseline", "lr sweep"))
+    for bad in ({"notes": "x" * (MAX_NOTES_LENGTH + 1)}, {"tags": ["t" * 41]}, {"tags": [str(i) for i in range(21)]},
+                {"name": "  "}):
+        with pytest.raises(ValueError):
+            store.write_labels(run_id, meta, **bad)
+    assert store.read_labels(run_id, meta).name == "renamed"  # nothing was written by a refused change
+    # a hand-edited file: the readable parts are kept, the others fall back one by one
+    (tmp_path / run_id / LABELS_FILE).write_text('{"name": 5, "notes": "ok\\u0007", "tags": ["a", 3, "b\\nc"]}')
+    labels = store.read_labels(run_id, meta)
+    assert labels.name == "first" and labels.notes == "ok" and labels.tags == ()
+    (tmp_path / run_id / LABELS_FILE).write_text('{"tags": ["a", "b\\nc"]}')
+    assert store.read_labels(run_id, meta).tags == ("a", "bc")
