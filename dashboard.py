@@ -444,6 +444,16 @@ def predictions_tab(current) -> None:
                        config=PLOTLY_CONFIG)
 
 
+def system_tab(current, snapshot) -> None:
+    st.plotly_chart(charts.system_metrics_chart(snapshot), key="system_chart", config=PLOTLY_CONFIG)
+    if len(snapshot.system):
+        memory = snapshot.system_metric("memory_mb")
+        peak = f"{np.nanmax(memory):,.0f} MB" if np.isfinite(memory).any() else "not measured"
+        st.caption(f"Sampled by the monitor in the training process{' on ' + charts.escape_markdown(current.device) if current.device else ''}"
+                   f" about once a second ({len(snapshot.system):,} samples). Peak process memory {peak}. CPU % counts "
+                   "every thread, so several busy threads read above 100.")
+
+
 def confirm_delete(run_id: str) -> None:
     try:
         registry.delete(run_id)
@@ -655,10 +665,11 @@ def live_panels() -> None:
                                                        health=[run_health(r, snap) for _, r, snap in entries])
             right.dataframe(table.drop(columns=["status"]), hide_index=True, key="experiment_table")
 
-    tabs = st.tabs(["Training curves", "Distributions", "Model", "Predictions", "Runs"], key="view", on_change="rerun")
+    tabs = st.tabs(["Training curves", "Distributions", "Model", "Predictions", "System", "Runs"], key="view",
+                   on_change="rerun")
     renderers = (lambda: curves_tab(snapshot, findings), lambda: distributions_tab(snapshot),
                  lambda: model_tab(current, snapshot, findings), lambda: predictions_tab(current),
-                 lambda: runs_tab(current))
+                 lambda: system_tab(current, snapshot), lambda: runs_tab(current))
     for tab, render in zip(tabs, renderers):
         if tab.open:  # only the tab on screen is computed and sent
             with tab:

@@ -14,6 +14,7 @@ I/O. The dashboard's worker process and a user's own script take that same path.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 import warnings
@@ -47,6 +48,8 @@ from neural_network import ModuleWatcher, MonitoredModel, layer_weight, unwrap_m
 FLUSH_ROWS = 256
 STACK_ROWS = 32  # per-batch numbers are stacked into the flush buffer in blocks of this many
 FLUSH_SECONDS = 0.2
+# System metrics (CPU, memory, GPU memory, speed) at most this often.
+SYSTEM_SECONDS = 1.0
 # Logits wait for the flush to be scored; this caps the memory they hold (64 MB of float32).
 MAX_PENDING_LOGIT_ELEMENTS = 1 << 24
 DEFAULT_STATS_EVERY = 20
@@ -270,6 +273,15 @@ class WatchedRun:
         return False  # the exception goes on to the user's code: the monitor never swallows it
 
 
+def _resident_megabytes() -> float:
+    """This process's resident memory (Linux's /proc; NaN where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError, AttributeError):
+        return math.nan
+
+
 class TrainingMonitor:
     """Trains `model` with `optimizer` and records its History.
 
@@ -355,6 +367,7 @@ class TrainingMonitor:
         self.step = 0
         self.epoch = 0
         self._started_at = 0.0
+        self._system_at, self._system_cpu, self._system_step = 0.0, 0.0, 0
         self._epoch_totals = np.zeros(4)
         self.writer = None  # a run_store.RunWriter while watch() records into a runs folder
         self._watching = False
@@ -596,6 +609,7 @@ class TrainingMonitor:
 
     def _begin(self, message: str) -> None:
         self._started_at = self._last_flush = time.perf_counter()
+        self._system_at, self._system_cpu, self._system_step = self._started_at, time.process_time(), 0
         self._epoch_totals = np.zeros(4)
         self.history.set_status(RUNNING, message)
 
@@ -758,6 +772,8 @@ class TrainingMonitor:
         """Whatever ended the run: stop capturing, write the rest, close the store, tell callbacks."""
         if self.writer is not None and self.writer.error is None:
             self._flush(check=False)
+        if self.step > self._system_step:  # the last stretch, however short: every run has a sample
+            self._sample_system(time.perf_counter(), force=True)
         if self.status == RUNNING:
             if self._stop_event.is_set():
                 self.history.set_status(STOPPED, self._stop_message.format(steps=self.step))
@@ -841,10 +857,23 @@ class TrainingMonitor:
         grad = (segments[layers:, 4:].astype(np.float32), segments[layers:, :2].astype(np.float32)) if histograms else None
         self.history.append_layer_stats(step, stats, weight, grad)
 
+    def _sample_system(self, now: float, force: bool = False) -> None:
+        """A row of SYSTEM_COLUMNS about once a second, rarer as the run grows (every elapsed/1000 s:
+        ~1,000 rows per run plus 1,000 per e-fold of its length). Host counters only, no device sync."""
+        wall = now - self._system_at
+        if wall <= 0 or (not force and wall < max(SYSTEM_SECONDS, (now - self._started_at) / 1000)):
+            return
+        cpu = time.process_time()
+        gpu = torch.cuda.memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else math.nan
+        self.history.append_system([now - self._started_at, self.step, 100 * (cpu - self._system_cpu) / wall,
+                                    _resident_megabytes(), gpu, (self.step - self._system_step) / wall])
+        self._system_at, self._system_cpu, self._system_step = now, cpu, self.step
+
     def _flush(self, check: bool = True) -> bool:
         """Move buffered per-batch numbers into the history; False if the run diverged."""
         pending = self._pending
         self._last_flush = time.perf_counter()
+        self._sample_system(self._last_flush)
         if self._pending_stats:
             self._read_pending_stats()
         if pending == 0:

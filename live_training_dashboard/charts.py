@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
 
 from live_training_dashboard.history import LAYER_STATS, HistorySnapshot
 from neural_network import LayerInfo
@@ -1215,4 +1216,39 @@ def parallel_coordinates_chart(table: pd.DataFrame, settings: list[str],
               "colorbar": {"title": {"text": target.replace(" ", "<br>")}, "thickness": 12},
               **({"cmin": 0, "cmax": 1} if "accuracy" in target else {})},
     ))
+    return figure
+
+
+# --------------------------------------------------------------------------- system metrics
+
+
+SYSTEM_PANELS = (("cpu_percent", "CPU % (100 = one core)"), ("memory_mb", "Process memory (MB)"),
+                 ("gpu_memory_mb", "GPU memory allocated (MB)"), ("batches_per_second", "Batches / s"))
+
+
+def system_metrics_chart(snapshot: HistorySnapshot) -> go.Figure:
+    """W&B's system panel for the training process: CPU, resident memory, GPU memory (on CUDA) and
+    speed over the run's time, as the monitor sampled them (about once a second)."""
+    figure = make_subplots(rows=2, cols=2, subplot_titles=[title for _, title in SYSTEM_PANELS],
+                           horizontal_spacing=0.1, vertical_spacing=0.2)
+    figure.update_layout(height=460, margin={"l": 50, "r": 10, "t": 60, "b": 40}, showlegend=False,
+                         uirevision=UI_REVISION, title={"text": "System (the training process)", "x": 0.01,
+                                                        "font": {"size": 14}})
+    if len(snapshot.system) == 0:
+        return _empty_note(figure, "the first sample comes a second into training (runs written before this "
+                                   "version have none)")
+    seconds = snapshot.system_metric("seconds")
+    for index, (column, title) in enumerate(SYSTEM_PANELS):
+        row, col = divmod(index, 2)
+        values = snapshot.system_metric(column)
+        if not np.isfinite(values).any():
+            figure.add_annotation(text="not measured here" if column != "gpu_memory_mb" else "no GPU in this run",
+                                  showarrow=False, font={"color": "gray"}, row=row + 1, col=col + 1,
+                                  x=0.5, y=0.5, xref="x domain", yref="y domain")
+            continue
+        figure.add_trace(go.Scatter(x=seconds, y=values, mode="lines+markers" if len(values) < 60 else "lines",
+                                    name=title, line={"color": LAYER_COLORS[index]}, marker={"size": 4}),
+                         row=row + 1, col=col + 1)
+        figure.update_yaxes(rangemode="tozero", row=row + 1, col=col + 1)
+        figure.update_xaxes(title_text="time since start (s)" if row == 1 else None, row=row + 1, col=col + 1)
     return figure

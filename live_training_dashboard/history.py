@@ -12,7 +12,7 @@ import math
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
@@ -21,6 +21,10 @@ import pandas as pd
 # Per-batch series, one float32 column each.
 BATCH_COLUMNS = ("loss", "accuracy", "grad_norm", "lr", "epoch_progress", "seconds")
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds", "end_step")
+# System metrics of the training process, sampled about once a second (W&B's system panel):
+# seconds since the start, batches done, CPU % of one core (above 100 with several threads),
+# resident memory, GPU memory allocated by torch (NaN without a GPU), batches/s since the last.
+SYSTEM_COLUMNS = ("seconds", "step", "cpu_percent", "memory_mb", "gpu_memory_mb", "batches_per_second")
 # Per-layer numbers taken every stats_every batches.
 LAYER_STATS = (
     "weight_mean",
@@ -126,6 +130,7 @@ class HistorySnapshot:
     message: str
     planned_epochs: int
     batches_per_epoch: int
+    system: np.ndarray = field(default_factory=lambda: np.zeros((0, len(SYSTEM_COLUMNS))))  # (samples, columns)
     # Which History this is a view of: rows below num_steps never change for one id, so charts
     # may keep summaries of them between refreshes.
     history_id: str = ""
@@ -139,6 +144,9 @@ class HistorySnapshot:
 
     def epoch(self, column: str) -> np.ndarray:
         return self.epochs[:, EPOCH_COLUMNS.index(column)]
+
+    def system_metric(self, column: str) -> np.ndarray:
+        return self.system[:, SYSTEM_COLUMNS.index(column)]
 
     def layer_stat(self, stat: str) -> np.ndarray:
         """(snapshots, layers) series of one of LAYER_STATS."""
@@ -201,6 +209,7 @@ class History:
         self._epochs = _Rows(len(EPOCH_COLUMNS), dtype=np.float64, capacity=16)
         self._stats_steps = _Rows(1, dtype=np.int64, capacity=64)
         self._layer_stats = _Rows(layers * len(LAYER_STATS), capacity=64)
+        self._system = _Rows(len(SYSTEM_COLUMNS), dtype=np.float64, capacity=64)
         # Histogram snapshots live in lists that are replaced, never edited, when thinned.
         self._histogram_steps: list[int] = []
         self._weight_histograms: list[tuple[np.ndarray, np.ndarray]] = []
@@ -228,6 +237,14 @@ class History:
             self._epochs.append(row)
         if self.sink is not None:
             self.sink.on_epoch(row[0])
+
+    def append_system(self, row: np.ndarray) -> None:
+        """One sample of SYSTEM_COLUMNS."""
+        row = np.asarray(row, dtype=np.float64).reshape(1, len(SYSTEM_COLUMNS))
+        with self._lock:
+            self._system.append(row)
+        if self.sink is not None:
+            self.sink.on_system(row[0])
 
     def wants_histograms(self) -> bool:
         """Whether the next append_layer_stats will keep histograms: a producer can skip them."""
@@ -287,6 +304,7 @@ class History:
                 message=self.message,
                 planned_epochs=self.planned_epochs,
                 batches_per_epoch=self.batches_per_epoch,
+                system=self._system.view(self._system.count),
                 history_id=self.id,
             )
 
@@ -295,7 +313,7 @@ class History:
         histogram_bytes = sum(c.nbytes + r.nbytes for c, r in self._weight_histograms + self._grad_histograms)
         return (
             self._batches.nbytes + self._layer_grad_norms.nbytes + self._epochs.nbytes
-            + self._stats_steps.nbytes + self._layer_stats.nbytes + histogram_bytes
+            + self._stats_steps.nbytes + self._layer_stats.nbytes + self._system.nbytes + histogram_bytes
         )
 
 

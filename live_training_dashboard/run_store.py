@@ -39,6 +39,7 @@ from live_training_dashboard.history import (
     DEFAULT_HISTOGRAM_BINS,
     EPOCH_COLUMNS,
     LAYER_STATS,
+    SYSTEM_COLUMNS,
     History,
     HistorySnapshot,
     Status,
@@ -333,6 +334,7 @@ def apply_piece(history: History, arrays: dict[str, np.ndarray]) -> None:
         raise StoreError("a histogram has no layer statistics at its step")
     if epochs is not None and len(epochs) and not (np.isfinite(epochs[:, 0]).all() and (np.abs(epochs[:, 0]) <= 10**7).all()):
         raise StoreError("epoch numbers are not finite")
+    system = _numeric(arrays, "system", (len(SYSTEM_COLUMNS),), np.float64)
 
     if batches is not None:
         history.append_batches(batches, norms)
@@ -345,6 +347,8 @@ def apply_piece(history: History, arrays: dict[str, np.ndarray]) -> None:
             weight = (histograms[0][h], histograms[1][h]) if h is not None else None
             grad = (histograms[2][h], histograms[3][h]) if h is not None else None
             history.append_layer_stats(int(step), stats[index], weight, grad)
+    for row in system if system is not None else ():
+        history.append_system(row)
 
 
 def snapshot_arrays(snapshot: HistorySnapshot) -> dict[str, np.ndarray]:
@@ -354,7 +358,7 @@ def snapshot_arrays(snapshot: HistorySnapshot) -> dict[str, np.ndarray]:
         "batches": snapshot.batches, "layer_grad_norms": snapshot.layer_grad_norms, "epochs": snapshot.epochs,
         "stats_steps": snapshot.stats_steps, "layer_stats": snapshot.layer_stats,
         "histogram_steps": weights.steps, "weight_counts": weights.counts, "weight_ranges": weights.ranges,
-        "grad_counts": grads.counts, "grad_ranges": grads.ranges,
+        "grad_counts": grads.counts, "grad_ranges": grads.ranges, "system": snapshot.system,
     }
 
 
@@ -694,6 +698,9 @@ class RunWriter:
                                    (*weight_histograms, *grad_histograms)):
                 arrays[name] = array[None]
         self._add(**arrays)  # one lock: a piece never holds stats without their histograms
+
+    def on_system(self, row: np.ndarray) -> None:
+        self._add(system=row[None])
 
     def on_status(self, status, message: str, planned_epochs: int, batches_per_epoch: int) -> None:
         with self._lock:

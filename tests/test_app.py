@@ -87,6 +87,11 @@ def test_a_short_run_through_the_train_button_fills_every_panel():
     assert float(metrics(app)["Val accuracy"].rstrip("%")) > 50
     assert len(app.get("plotly_chart")) == 5  # the Training curves tab
     assert not app.button(key="train").disabled and app.button(key="stop").disabled
+    app.session_state["view"] = "System"
+    app.run()
+    system = chart_specs(app)["System (the training process)"]  # sampled in the worker, read from its store
+    assert {t["name"] for t in system["data"]} >= {"CPU % (100 = one core)", "Process memory (MB)", "Batches / s"}
+    assert any("Peak process memory" in c.value for c in app.caption)
 
 
 def test_stop_ends_the_run_and_keeps_what_was_trained():
@@ -363,7 +368,7 @@ def test_a_plain_modules_run_fills_every_tab_and_says_what_was_not_measured(runs
     assert not app.exception
     panel = " ".join(m.value for m in [*app.success, *app.caption])
     assert "dead ReLUs (no ReLU modules seen)" in panel  # never an "all clear" for what was not measured
-    for view in ("Distributions", "Model", "Predictions", "Runs"):
+    for view in ("Distributions", "Model", "Predictions", "System", "Runs"):
         app.session_state["view"] = view
         app.run()
         assert not app.exception, (view, [e.value for e in app.exception])

@@ -404,3 +404,16 @@ def test_parallel_coordinates_draw_what_differs_against_the_result():
     optimizer = both.data[0].dimensions[1]
     assert list(optimizer.ticktext) == ["adam", "sgd"] and list(optimizer.values) == [0, 0, 1]
     assert charts.parallel_coordinates_chart(table.iloc[:1], settings).layout.annotations  # one run: a note
+
+
+def test_the_system_panel_draws_what_was_sampled_and_says_what_was_not():
+    from live_training_dashboard.history import History
+
+    history = History(("fc1",))
+    assert charts.system_metrics_chart(history.snapshot()).layout.annotations[-1].text.startswith("the first sample")
+    for second in range(1, 6):
+        history.append_system([second, 100 * second, 95.0, 300.0 + second, np.nan, 100.0])
+    figure = charts.system_metrics_chart(history.snapshot())
+    assert [t.name for t in figure.data] == ["CPU % (100 = one core)", "Process memory (MB)", "Batches / s"]
+    assert list(figure.data[1].y) == [301.0, 302.0, 303.0, 304.0, 305.0] and list(figure.data[0].x) == [1, 2, 3, 4, 5]
+    assert any(a.text == "no GPU in this run" for a in figure.layout.annotations)

@@ -264,6 +264,11 @@ def test_history_pieces_validate_against_the_history_they_join():
     with pytest.raises(StoreError):
         run_store.apply_piece(history, {"batches": np.ones((2, 6)), "layer_grad_norms": np.ones((2, 3))})
     assert history.num_steps == 2  # a refused piece adds nothing
+    with pytest.raises(StoreError):  # system samples have their six columns
+        run_store.apply_piece(history, {**good_piece(1), "system": np.ones((1, 5))})
+    assert history.num_steps == 2
+    run_store.apply_piece(history, {"system": np.array([[1.0, 10, 95.0, 300.0, np.nan, 50.0]])})
+    assert history.snapshot().system_metric("memory_mb").tolist() == [300.0]
 
 
 def test_rank_speeds_in_status_are_validated_not_trusted():

@@ -1,6 +1,7 @@
 import math
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -591,3 +592,39 @@ def test_thinned_out_histograms_are_not_computed_and_kept_ones_are_whole():
     assert len(snap.stats_steps) == 36 and len(snap.weight_histograms.steps) <= 4
     assert calls.count(True) < 12  # histograms computed only when the history would keep them
     assert (snap.weight_histograms.counts.sum(-1) == [[32, 48]]).all()  # fc1 16x2, fc2 3x16: every weight counted
+
+
+def test_the_process_cpu_memory_and_speed_are_sampled_about_once_a_second_and_stored(tmp_path, monkeypatch):
+    import training_monitor
+    from live_training_dashboard.run_store import RunReader, RunStore
+
+    monkeypatch.setattr(training_monitor, "SYSTEM_SECONDS", 0.05)  # a short run gets several samples
+    torch.manual_seed(0)
+    model = MonitoredMLP(2, [32], 3)
+    monitor = TrainingMonitor(model, torch.optim.Adam(model.parameters(), 1e-2), device="cpu")
+    x, y = make_spiral(600, 3, 0.2, 0)
+    store = RunStore(tmp_path)
+    run = monitor.watch(store, planned_epochs=3, batches_per_epoch=20)
+    for _ in range(3):
+        for start in range(0, 600, 30):
+            logits = model(x[start:start + 30])
+            loss = nn.functional.cross_entropy(logits, y[start:start + 30])
+            monitor.optimizer.zero_grad()
+            loss.backward()
+            monitor.optimizer.step()
+            monitor.log_batch(loss, logits, y[start:start + 30])
+            time.sleep(0.005)  # ~0.3 s of training
+        monitor.log_epoch()
+    monitor.finish()
+    system = monitor.history.snapshot()
+    assert len(system.system) >= 3
+    steps = system.system_metric("step")
+    assert np.all(np.diff(steps) > 0) and steps[-1] == 60  # the last sample is taken at the end
+    assert np.all(np.diff(system.system_metric("seconds")) > 0)
+    assert (system.system_metric("batches_per_second") > 0).all() and (system.system_metric("cpu_percent") >= 0).all()
+    assert np.isnan(system.system_metric("gpu_memory_mb")).all()  # no GPU in this run
+    if Path("/proc/self/statm").exists():
+        assert (system.system_metric("memory_mb") > 10).all()
+    reader = RunReader.open(store, Path(run.folder).name)
+    reader.poll()
+    assert np.array_equal(reader.history.snapshot().system, system.system, equal_nan=True)
