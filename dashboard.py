@@ -345,17 +345,18 @@ def chart_options() -> charts.ChartOptions:
 
 
 def curve_settings() -> None:
-    smoothing, x_axis, y_scale, outliers = st.columns([3, 3, 3, 2], vertical_alignment="center")
+    # Select boxes, not radios: four controls side by side must fit a 1024 px window untruncated.
+    smoothing, x_axis, y_scale, outliers = st.columns([3, 2, 2, 3], vertical_alignment="bottom")
     with smoothing:
         setting_widget(st.slider, "Smoothing", "smoothing", min_value=0.0, max_value=0.99, step=0.01,
                        help="TensorBoard's smoothing: a debiased exponential moving average of the per-batch "
                             "series (0 = raw only). Runs compared in the Runs tab use it too.")
     with x_axis:
-        setting_widget(st.radio, "X axis", "x_axis", options=list(X_AXIS_LABELS), format_func=X_AXIS_LABELS.get,
-                       horizontal=True, help="Step: batches trained. Time: seconds since the run started (relative wall time).")
+        setting_widget(st.selectbox, "X axis", "x_axis", options=list(X_AXIS_LABELS), format_func=X_AXIS_LABELS.get,
+                       help="Step: batches trained. Time: seconds since the run started (relative wall time).")
     with y_scale:
-        setting_widget(st.radio, "Y axis", "y_scale", options=list(Y_SCALE_LABELS), format_func=Y_SCALE_LABELS.get,
-                       horizontal=True, help="Auto: losses and the learning rate linear, gradient norms log.")
+        setting_widget(st.selectbox, "Y axis", "y_scale", options=list(Y_SCALE_LABELS), format_func=Y_SCALE_LABELS.get,
+                       help="Auto: losses and the learning rate linear, gradient norms log.")
     with outliers:
         setting_widget(st.checkbox, "Ignore outliers", "ignore_outliers",
                        help="Scale the y-axis to the 5th-95th percentile of what is drawn, so one early spike "

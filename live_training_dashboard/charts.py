@@ -1242,9 +1242,13 @@ def system_metrics_chart(snapshot: HistorySnapshot) -> go.Figure:
         row, col = divmod(index, 2)
         values = snapshot.system_metric(column)
         if not np.isfinite(values).any():
+            # In paper coordinates at the panel's centre: Plotly.js drops "x3 domain" refs of an
+            # axis without traces back to data coordinates of the first panel.
+            axis = "" if index == 0 else str(index + 1)
+            x_domain, y_domain = figure.layout[f"xaxis{axis}"].domain, figure.layout[f"yaxis{axis}"].domain
             figure.add_annotation(text="not measured here" if column != "gpu_memory_mb" else "no GPU in this run",
-                                  showarrow=False, font={"color": "gray"}, row=row + 1, col=col + 1,
-                                  x=0.5, y=0.5, xref="x domain", yref="y domain")
+                                  showarrow=False, font={"color": "gray"}, xref="paper", yref="paper",
+                                  x=sum(x_domain) / 2, y=sum(y_domain) / 2)
             continue
         figure.add_trace(go.Scatter(x=seconds, y=values, mode="lines+markers" if len(values) < 60 else "lines",
                                     name=title, line={"color": LAYER_COLORS[index]}, marker={"size": 4}),

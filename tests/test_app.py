@@ -462,8 +462,8 @@ def test_tensorboard_chart_settings_change_the_charts_and_survive_a_tab_switch()
     app.slider(key="smoothing").set_value(0.0).run()
     assert [t["name"] for t in chart_specs(app)["Loss per batch"]["data"]] == ["batch loss"]
     assert chart_specs(app)["Loss per epoch"]["layout"]["yaxis"]["type"] == "linear"
-    app.radio(key="y_scale").set_value("log").run()
-    app.radio(key="x_axis").set_value("step").run()
+    app.selectbox(key="y_scale").set_value("log").run()
+    app.selectbox(key="x_axis").set_value("step").run()
     app.checkbox(key="ignore_outliers").check().run()
     specs = chart_specs(app)
     assert specs["Loss per epoch"]["layout"]["yaxis"]["type"] == "log"
@@ -479,7 +479,7 @@ def test_tensorboard_chart_settings_change_the_charts_and_survive_a_tab_switch()
     assert any(t.startswith("Gradient distributions over time (|value| on one log scale)") for t in titles), titles
     app.session_state["view"] = "Training curves"
     app.run()
-    assert app.slider(key="smoothing").value == 0.0 and app.radio(key="y_scale").value == "log"
+    assert app.slider(key="smoothing").value == 0.0 and app.selectbox(key="y_scale").value == "log"
     assert chart_specs(app)["Loss per epoch"]["layout"]["yaxis"]["type"] == "log"
     app.session_state["view"] = "Distributions"
     app.run()
