@@ -363,12 +363,12 @@ def curve_settings() -> None:
                             "does not flatten the rest.")
 
 
-def curves_tab(snapshot, findings) -> None:
+def curves_tab(snapshot, findings, replay_of=None) -> None:
     curve_settings()
     left, right = st.columns(2)
     keys = ("loss_chart", "accuracy_chart", "batch_loss_chart", "grad_norm_chart", "lr_chart")
-    for index, (figure, key) in enumerate(zip(charts.training_curves_figures(snapshot, findings, chart_options()),
-                                              keys)):
+    figures = charts.training_curves_figures(snapshot, findings, chart_options(), replay_of)
+    for index, (figure, key) in enumerate(zip(figures, keys)):
         (left if index % 2 == 0 else right).plotly_chart(figure, key=key, config=PLOTLY_CONFIG)
 
 
@@ -416,8 +416,9 @@ def model_tab(current, snapshot, findings) -> None:
                "relative to the weights (healthy near 1e-3). health = check: the health panel names this layer.")
 
 
-def predictions_tab(current) -> None:
-    model, step = current.inspection_model()
+def predictions_tab(current, replay_step: int | None = None) -> None:
+    # Replayed: the weights stored at or before the replayed batch (batch k is stored as step k - 1).
+    model, step = current.inspection_model(None if replay_step is None else replay_step - 1)
     if model is None:
         st.info(step)
         return
@@ -593,8 +594,57 @@ def runs_tab(current) -> None:
         st.rerun(scope="app")  # the whole page shows the chosen run: its settings, caption, charts
 
 
-@st.fragment(run_every=(FIRST_DATA_REFRESH_SECONDS if waiting_for_data else REFRESH_SECONDS) if active and not paused
-             else None)
+# Replay: 100 frames per run at 1x, one every REPLAY_FRAME_SECONDS (5 frames/s: 20 s for a run).
+REPLAY_FRAME_SECONDS = 0.2
+REPLAY_FRAMES = 100
+REPLAY_SPEEDS = {"0.5×": 0.5, "1×": 1.0, "2×": 2.0, "4×": 4.0}
+
+
+def toggle_replay_play(last_step: int) -> None:
+    playing = not st.session_state.get("replay_playing", False)
+    st.session_state.replay_playing = playing
+    if playing and st.session_state.get("replay_step", last_step) >= last_step:
+        st.session_state.replay_step = 1  # from the start again
+        st.session_state.replay_at_end = False
+    st.session_state.needs_app_rerun = True  # the refresh timer changes with it
+
+
+def replay_controls(snapshot) -> int | None:
+    """The step scrubber. None: the run as it stands (live). A step: every panel as it was after that
+    many batches. At the newest step it follows a training run; moved back, it stays."""
+    last = snapshot.num_steps
+    switch, slider, play, speed = st.columns([2, 7, 2, 2], vertical_alignment="bottom")
+    on = switch.toggle("Replay", key="replay_on", disabled=last < 2,
+                       help="Scrub or play the run from its first batch: curves, distributions, layer statistics, "
+                            "predictions (from the weights stored along the way) and the doctor's findings as they "
+                            "stood then.")
+    if not on or last < 2:
+        if st.session_state.pop("replay_playing", False):
+            st.session_state.needs_app_rerun = True
+        return None
+    step = int(st.session_state.get("replay_step", last))
+    moved = step != st.session_state.get("replay_shown")  # the slider was moved since the last draw
+    if st.session_state.get("replay_at_end", True) and not moved:
+        step = last  # it sat at the newest batch: follow the training
+    if st.session_state.get("replay_playing"):
+        step += max(1, round(last / REPLAY_FRAMES * REPLAY_SPEEDS.get(st.session_state.get("replay_speed"), 1.0)))
+        if step >= last:
+            step = last
+            st.session_state.replay_playing = False
+            st.session_state.needs_app_rerun = True  # stop the frame timer
+    st.session_state.replay_step = min(max(step, 1), last)
+    slider.slider("Step (batches trained)", 1, last, key="replay_step")
+    st.session_state.replay_shown = st.session_state.replay_step
+    st.session_state.replay_at_end = st.session_state.replay_step >= last and not st.session_state.get("replay_playing")
+    playing = st.session_state.get("replay_playing", False)
+    play.button("Pause" if playing else "Play", key="replay_play", icon=":material/pause:" if playing else
+                ":material/play_arrow:", on_click=toggle_replay_play, args=(last,), width="stretch")
+    speed.selectbox("Speed", list(REPLAY_SPEEDS), index=1, key="replay_speed")
+    return st.session_state.replay_step
+
+
+@st.fragment(run_every=REPLAY_FRAME_SECONDS if st.session_state.get("replay_playing") else (
+    (FIRST_DATA_REFRESH_SECONDS if waiting_for_data else REFRESH_SECONDS) if active and not paused else None))
 def live_panels() -> None:
     if st.session_state.pop("needs_app_rerun", False):
         st.rerun(scope="app")
@@ -633,16 +683,23 @@ def live_panels() -> None:
         st.session_state.first_data_shown = current.run_id  # draw them now; switch on the next tick
     if status in STATUS_BOXES:  # a diverged run is told by the health panel, with its evidence
         STATUS_BOXES[status](current.message)
+    whole = snapshot
+    replay_step = replay_controls(whole)
+    if replay_step is not None:
+        snapshot = whole.until(replay_step)  # every panel below shows the run as it stood then
+        st.caption(f"Replaying: batch {replay_step:,} of {whole.num_steps:,} (epoch "
+                   f"{float(whole.batch('epoch_progress')[replay_step - 1]):.2f}); the health panel says what "
+                   "the doctor saw at that moment.")
     findings = diagnostics.diagnose(snapshot)
     health_panel(current, findings, snapshot, active)
 
     for column, item in zip(st.columns(5), charts.headline_metrics(snapshot)):
         column.metric(item.label, item.value, item.delta, delta_color=item.delta_color, border=True)
-    progress = charts.training_progress(snapshot)
-    if status in ENDED and snapshot.num_steps:
-        seconds = float(snapshot.batch("seconds")[-1])
-        st.progress(progress.fraction, text=f"{snapshot.num_steps:,} batches in {seconds:.2f}s "
-                                            f"({snapshot.num_steps / max(seconds, 1e-9):,.0f} batches/s)")
+    progress = charts.training_progress(whole)
+    if status in ENDED and whole.num_steps:
+        seconds = float(whole.batch("seconds")[-1])
+        st.progress(progress.fraction, text=f"{whole.num_steps:,} batches in {seconds:.2f}s "
+                                            f"({whole.num_steps / max(seconds, 1e-9):,.0f} batches/s)")
     else:
         st.progress(progress.fraction, text=progress.text())
     if ranks := charts.rank_speeds_text(current.rank_speeds):
@@ -668,8 +725,9 @@ def live_panels() -> None:
 
     tabs = st.tabs(["Training curves", "Distributions", "Model", "Predictions", "System", "Runs"], key="view",
                    on_change="rerun")
-    renderers = (lambda: curves_tab(snapshot, findings), lambda: distributions_tab(snapshot),
-                 lambda: model_tab(current, snapshot, findings), lambda: predictions_tab(current),
+    replay_of = whole if replay_step is not None else None
+    renderers = (lambda: curves_tab(snapshot, findings, replay_of), lambda: distributions_tab(snapshot),
+                 lambda: model_tab(current, snapshot, findings), lambda: predictions_tab(current, replay_step),
                  lambda: system_tab(current, snapshot), lambda: runs_tab(current))
     for tab, render in zip(tabs, renderers):
         if tab.open:  # only the tab on screen is computed and sent

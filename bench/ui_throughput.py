@@ -28,7 +28,7 @@ from tools.live_server import browser_cpus, dashboard_server, launch_chromium  #
 
 RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
 TARGET = 0.95
-TABS = ["Training curves", "Distributions", "Model", "Predictions", "Runs"]
+TABS = ["Training curves", "Distributions", "Model", "Predictions", "System", "Runs"]
 
 
 def start_run(page, url: str, epochs: int) -> str:

@@ -417,16 +417,26 @@ def doctor_markers(findings: list, chart: str) -> list:
     return [(f.epoch, f.title, MARKER_COLORS[f.severity]) for f in findings if f.chart == chart and f.epoch is not None]
 
 
-def training_curves_figures(snapshot: HistorySnapshot, findings: list,
-                            options: ChartOptions = DEFAULT_OPTIONS) -> list[go.Figure]:
-    """The Training-curves tab: loss and accuracy per epoch, batch loss, gradient norms, LR."""
-    return [
+def training_curves_figures(snapshot: HistorySnapshot, findings: list, options: ChartOptions = DEFAULT_OPTIONS,
+                            replay_of: HistorySnapshot | None = None) -> list[go.Figure]:
+    """The Training-curves tab: loss and accuracy per epoch, batch loss, gradient norms, LR.
+    replay_of: the whole run, when `snapshot` is it cut at a replayed step: every chart keeps the
+    whole run's x-range and shows a cursor where the replay is."""
+    figures = [
         epoch_metric_chart(snapshot, "loss", doctor_markers(findings, "loss"), options),
         epoch_metric_chart(snapshot, "accuracy", doctor_markers(findings, "accuracy"), options),
         batch_loss_chart(snapshot, doctor_markers(findings, "batch_loss"), options),
         grad_norm_chart(snapshot, doctor_markers(findings, "grad_norm"), options),
         lr_chart(snapshot, options),
     ]
+    if replay_of is not None and replay_of.num_steps and snapshot.num_steps:
+        x = _batch_x(replay_of, options.x_axis)
+        cursor = float(x[snapshot.num_steps - 1])
+        for figure in figures:
+            figure.update_xaxes(range=[0, float(x[-1]) * 1.02])
+            figure.add_vline(x=cursor, line_color="#555", line_width=1.5, annotation_text="replay",
+                             annotation_font_color="#555")
+    return figures
 
 
 # --------------------------------------------------------------------------- distributions

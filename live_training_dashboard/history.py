@@ -12,7 +12,7 @@ import math
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import numpy as np
@@ -151,6 +151,27 @@ class HistorySnapshot:
     def layer_stat(self, stat: str) -> np.ndarray:
         """(snapshots, layers) series of one of LAYER_STATS."""
         return self.layer_stats[:, :, LAYER_STATS.index(stat)]
+
+    def until(self, steps: int) -> HistorySnapshot:
+        """The history as it stood after `steps` batches, for replay: every series cut there, the
+        status RUNNING unless that is the end. A statistics or histogram step k was taken during
+        batch k (counting from 0), so it belongs to every moment after k + 1 batches."""
+        steps = max(0, min(int(steps), self.num_steps))
+        if steps == self.num_steps:
+            return self
+        stats = self.stats_steps < steps
+
+        def cut(series: HistogramSeries) -> HistogramSeries:
+            kept = series.steps < steps
+            return HistogramSeries(series.steps[kept], series.counts[kept], series.ranges[kept])
+
+        return replace(
+            self, batches=self.batches[:steps], layer_grad_norms=self.layer_grad_norms[:steps],
+            epochs=self.epochs[self.epoch("end_step") <= steps], stats_steps=self.stats_steps[stats],
+            layer_stats=self.layer_stats[stats], weight_histograms=cut(self.weight_histograms),
+            grad_histograms=cut(self.grad_histograms), system=self.system[self.system_metric("step") <= steps],
+            status=RUNNING, message="", history_id=f"{self.history_id}@replay",
+        )
 
     def final_metrics(self) -> dict[str, float]:
         """What a runs table shows of a run: epochs and batches done, the last epoch's losses, the

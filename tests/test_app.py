@@ -523,3 +523,53 @@ def test_runs_table_filters_runs_and_tags_notes_and_parallel_coordinates_work(ru
     parallel = chart_specs(app)["Settings → final val accuracy"]
     dimensions = {d["label"]: d["values"] for d in parallel["data"][0]["dimensions"]}
     assert sorted(dimensions["lr"]) == [0.002, 0.02] and "final val accuracy" in dimensions
+
+
+def plotted(values) -> list:
+    """A trace's numbers as Plotly's JSON sends them: a list, or typed binary ({'dtype', 'bdata'})."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
+
+
+def test_replay_scrubs_every_panel_back_in_time_and_plays_forward():
+    app = new_app()
+    app.number_input(key="stats_every").set_value(5).run()
+    train_in_app(app, 6)  # 228 batches
+    whole = plotted(chart_specs(app)["Loss per batch"]["data"][0]["x"])
+    assert metrics(app)["Epoch"] == "6 / 6"
+    app.toggle(key="replay_on").set_value(True).run()
+    app.slider(key="replay_step").set_value(114).run()  # the end of epoch 3
+    assert not app.exception, [e.value for e in app.exception]
+    assert metrics(app)["Epoch"] == "3 / 6"  # the metrics as they stood then
+    assert any("Replaying: batch 114 of 228" in c.value for c in app.caption)
+    batch = chart_specs(app)["Loss per batch"]
+    shown = plotted(batch["data"][0]["x"])
+    assert len(shown) == 114 < len(whole)  # the curve stops at the cursor...
+    assert batch["layout"]["xaxis"]["range"][1] >= max(whole)  # ...on the whole run's axis
+    assert any(abs(shape.get("x0", -1) - shown[-1]) < 1e-6 for shape in batch["layout"]["shapes"])
+    app.session_state["view"] = "Predictions"
+    app.run()
+    title = next(t for t in chart_specs(app) if t.startswith("Decision boundary"))
+    replayed = int(title.rsplit(" ", 1)[1].rstrip(")"))
+    assert replayed <= 113  # the weights stored at or before batch 114, not the final ones
+    app.session_state["view"] = "Distributions"
+    app.run()
+    heatmap = chart_specs(app)["Gradient distributions over time (per layer)"]["data"][0]
+    assert max(plotted(heatmap["x"])) < 114
+    # Play: each frame moves about 1% of the run on; the replay stays where it is put while paused.
+    app.button(key="replay_play").click().run()
+    assert app.session_state.replay_playing
+    before = app.slider(key="replay_step").value
+    app.run()
+    assert app.slider(key="replay_step").value > before
+    app.button(key="replay_play").click().run()
+    paused_at = app.slider(key="replay_step").value
+    app.run()
+    assert app.slider(key="replay_step").value == paused_at and not app.session_state.replay_playing
+    app.toggle(key="replay_on").set_value(False).run()
+    assert metrics(app)["Epoch"] == "6 / 6"

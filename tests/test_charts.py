@@ -417,3 +417,17 @@ def test_the_system_panel_draws_what_was_sampled_and_says_what_was_not():
     assert [t.name for t in figure.data] == ["CPU % (100 = one core)", "Process memory (MB)", "Batches / s"]
     assert list(figure.data[1].y) == [301.0, 302.0, 303.0, 304.0, 305.0] and list(figure.data[0].x) == [1, 2, 3, 4, 5]
     assert any(a.text == "no GPU in this run" for a in figure.layout.annotations)
+
+
+def test_a_history_cut_at_a_step_holds_exactly_what_was_known_then(trained):
+    snapshot, _ = trained
+    assert snapshot.until(snapshot.num_steps) is snapshot
+    middle = snapshot.until(40)
+    assert middle.num_steps == 40 and middle.layer_grad_norms.shape[0] == 40
+    assert (middle.epoch("end_step") <= 40).all() and len(middle.epochs) == int((snapshot.epoch("end_step") <= 40).sum())
+    assert (middle.stats_steps < 40).all() and len(middle.layer_stats) == len(middle.stats_steps)
+    assert (middle.grad_histograms.steps < 40).all() and len(middle.grad_histograms.counts) == len(middle.grad_histograms.steps)
+    assert str(middle.status) == "running" and middle.history_id != snapshot.history_id  # its own chart caches
+    figures = charts.training_curves_figures(middle, [], replay_of=snapshot)
+    assert all(f.layout.xaxis.range[1] >= snapshot.batch("epoch_progress")[-1] for f in figures)
+    assert snapshot.until(0).num_steps == 0 and snapshot.until(10**9) is snapshot
