@@ -24,6 +24,7 @@ from live_training_dashboard.run_catalog import RunCatalog
 from live_training_dashboard.run_config import (
     DATASETS,
     FIELDS,
+    IMAGE_DATASETS,
     Field,
     RunConfig,
     default_widget_values,
@@ -363,13 +364,26 @@ def curve_settings() -> None:
                             "does not flatten the rest.")
 
 
-def curves_tab(snapshot, findings, replay_of=None) -> None:
+def curves_tab(current, snapshot, findings, replay_of=None, replay_step=None) -> None:
     curve_settings()
     left, right = st.columns(2)
     keys = ("loss_chart", "accuracy_chart", "batch_loss_chart", "grad_norm_chart", "lr_chart")
     figures = charts.training_curves_figures(snapshot, findings, chart_options(), replay_of)
     for index, (figure, key) in enumerate(zip(figures, keys)):
         (left if index % 2 == 0 else right).plotly_chart(figure, key=key, config=PLOTLY_CONFIG)
+    # 2-D data: the boundary bends beside the curves while it trains (TensorFlow Playground's view).
+    if current.config is not None and current.config.dataset not in IMAGE_DATASETS:
+        model, step = current.inspection_model(None if replay_step is None else replay_step - 1)
+        if model is not None:
+            try:
+                dataset = dataset_for(current.config)
+            except (OSError, ValueError):
+                return
+            with current.inspection_lock:
+                grid = inspection.decision_grid(model, dataset.x_train)
+            right.plotly_chart(charts.decision_boundary(*grid, dataset.x_train.numpy(), dataset.y_train.numpy(),
+                                                        None if step == -1 else step),
+                               key="curves_boundary_chart", config=PLOTLY_CONFIG)
 
 
 def distributions_tab(snapshot) -> None:
@@ -431,12 +445,17 @@ def predictions_tab(current, replay_step: int | None = None) -> None:
         if dataset.input_shape == (2,):
             xs, ys, classes, confidence = inspection.decision_grid(model, dataset.x_train)
             points, labels = dataset.x_train.numpy(), dataset.y_train.numpy()
+            neurons = inspection.neuron_outputs(model, dataset.x_train)
         else:
             predictions = inspection.predict(model, dataset.x_val)
     step = None if step == -1 else step
     if dataset.input_shape == (2,):
         st.plotly_chart(charts.decision_boundary(xs, ys, classes, confidence, points, labels, step),
                         key="boundary_chart", config=PLOTLY_CONFIG)
+        st.plotly_chart(charts.neuron_view(*neurons, step), key="neuron_chart", config=PLOTLY_CONFIG)
+        st.caption("Each tile: one hidden unit's output over the same plane as the decision boundary, scaled to "
+                   "its own largest value (blue positive, red negative, white zero). Grey tiles marked dead give "
+                   "the same output everywhere: they pass nothing on.")
         return
     labels = dataset.y_val.numpy()
     left, right = st.columns(2)
@@ -726,7 +745,8 @@ def live_panels() -> None:
     tabs = st.tabs(["Training curves", "Distributions", "Model", "Predictions", "System", "Runs"], key="view",
                    on_change="rerun")
     replay_of = whole if replay_step is not None else None
-    renderers = (lambda: curves_tab(snapshot, findings, replay_of), lambda: distributions_tab(snapshot),
+    renderers = (lambda: curves_tab(current, snapshot, findings, replay_of, replay_step),
+                 lambda: distributions_tab(snapshot),
                  lambda: model_tab(current, snapshot, findings), lambda: predictions_tab(current, replay_step),
                  lambda: system_tab(current, snapshot), lambda: runs_tab(current))
     for tab, render in zip(tabs, renderers):

@@ -913,7 +913,11 @@ def decision_boundary(xs, ys, classes, confidence, points: np.ndarray, labels: n
         figure.add_trace(go.Scatter(x=points[mine, 0], y=points[mine, 1], mode="markers", name=f"class {k}",
                                     marker={"color": CLASS_COLORS[k % len(CLASS_COLORS)], "size": 5,
                                             "line": {"width": 0.5, "color": "white"}}))
-    figure.update_yaxes(scaleanchor="x", scaleratio=1)
+    # Square units, and the plot shrinks to the data instead of padding x to -4..4 around a
+    # -1.3..1.3 cloud to fill a wide column.
+    figure.update_yaxes(scaleanchor="x", scaleratio=1, constrain="domain")
+    figure.update_xaxes(constrain="domain", range=[float(xs[0]), float(xs[-1])])
+    figure.update_yaxes(range=[float(ys[0]), float(ys[-1])])
     return figure
 
 
@@ -1265,4 +1269,67 @@ def system_metrics_chart(snapshot: HistorySnapshot) -> go.Figure:
                          row=row + 1, col=col + 1)
         figure.update_yaxes(rangemode="tozero", row=row + 1, col=col + 1)
         figure.update_xaxes(title_text="time since start (s)" if row == 1 else None, row=row + 1, col=col + 1)
+    return figure
+
+
+# --------------------------------------------------------------------------- the neuron view (2-D data)
+
+
+# A unit whose output varies less than this over the whole plane (relative to the layer's largest
+# output) is flat: dead for a ReLU (all zero), stuck for a saturated tanh or sigmoid.
+FLAT_UNIT_SPREAD = 1e-6
+NEURON_COLUMNS = 16
+
+
+def neuron_view(xs: np.ndarray, ys: np.ndarray, layers: list[tuple[str, np.ndarray]], step: int | None,
+                max_units: int = 64) -> go.Figure:
+    """Each hidden unit's output over the input plane as small tiles, one block of rows per layer
+    (TensorFlow Playground's neurons). Each tile is scaled to its own largest |output| (blue
+    positive, red negative, white 0), so a unit's shape shows whatever its size; a flat unit (a
+    dead ReLU) is grey and marked "dead"."""
+    figure = go.Figure()
+    title = "Neurons: each hidden unit's output over the input plane" + (
+        f" (weights of batch {step})" if step is not None and step >= 0 else "")
+    figure.update_layout(title={"text": title, "x": 0.01, "font": {"size": 14}}, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                         xaxis={"visible": False}, yaxis={"visible": False, "autorange": "reversed"},
+                         plot_bgcolor="white", showlegend=False, hovermode="closest")
+    if not layers:
+        figure.update_layout(height=200)
+        return _empty_note(figure, "this model has no hidden activations to show")
+    side, gap, header = len(xs), 4, 10
+    blocks = []
+    for name, outputs in layers:
+        shown = outputs[:max_units]
+        rows = math.ceil(len(shown) / NEURON_COLUMNS)
+        blocks.append((name, outputs, shown, rows))
+    total_rows = sum(rows for *_, rows in blocks)
+    height_px = sum(header + rows * (side + gap) for *_, rows in blocks)
+    canvas = np.full((height_px, NEURON_COLUMNS * (side + gap)), np.nan, dtype=np.float32)
+    top = 0
+    for name, outputs, shown, rows in blocks:
+        scale = float(np.nanmax(np.abs(outputs))) if np.isfinite(outputs).any() else 1.0
+        spread = np.nanmax(shown.reshape(len(shown), -1), 1) - np.nanmin(shown.reshape(len(shown), -1), 1)
+        flat = ~(spread > FLAT_UNIT_SPREAD * max(scale, 1e-12))
+        note = f"<b>{escape_plotly(name)}</b>: {len(outputs)} units" + (
+            f" (first {len(shown)} shown)" if len(shown) < len(outputs) else "") + (
+            f", {int(flat.sum())} flat (dead)" if flat.any() else "")
+        figure.add_annotation(text=note, x=0, y=top, xref="x", yref="y", xanchor="left", yanchor="top",
+                              showarrow=False, font={"size": 11})
+        top += header
+        for unit, tile in enumerate(shown):
+            r, c = divmod(unit, NEURON_COLUMNS)
+            y0, x0 = top + r * (side + gap), c * (side + gap)
+            peak = float(np.nanmax(np.abs(tile))) if np.isfinite(tile).any() else 0.0
+            canvas[y0:y0 + side, x0:x0 + side] = 0.0 if flat[unit] else tile / max(peak, 1e-12)
+            if flat[unit]:
+                canvas[y0:y0 + side, x0:x0 + side] = np.nan  # drawn grey below
+                figure.add_shape(type="rect", x0=x0 - 0.5, x1=x0 + side - 0.5, y0=y0 - 0.5, y1=y0 + side - 0.5,
+                                 fillcolor="#d9d9d9", line={"color": "#d62728", "width": 1}, layer="below")
+                figure.add_annotation(text="dead", x=x0 + side / 2, y=y0 + side / 2, showarrow=False,
+                                      font={"size": 9, "color": "#d62728"})
+        top += rows * (side + gap)
+    # No per-pixel hover text: at 64 units x 3 layers it would be ~200k strings every refresh.
+    figure.add_trace(go.Heatmap(z=canvas, colorscale="RdBu", zmin=-1, zmax=1, showscale=False, hoverinfo="skip"))
+    figure.update_yaxes(scaleanchor="x", scaleratio=1)
+    figure.update_layout(height=int(60 + 18 * len(blocks) + total_rows * 75))
     return figure

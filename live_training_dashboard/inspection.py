@@ -45,3 +45,41 @@ def confusion_counts(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     counts = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(counts, (np.asarray(labels)[: len(predictions)], predictions), 1)
     return counts
+
+
+NEURON_RESOLUTION = 28  # per unit: 64 units x 3 layers stay under 1 MB a refresh
+MAX_NEURONS_PER_LAYER = 64
+
+
+@torch.no_grad()
+def neuron_outputs(model: torch.nn.Module, points: torch.Tensor, resolution: int = NEURON_RESOLUTION,
+                   margin: float = 0.15) -> tuple[np.ndarray, np.ndarray, list[tuple[str, np.ndarray]]]:
+    """Every hidden unit's output over the input plane (TensorFlow Playground's neuron view).
+
+    The grid is the decision boundary's, coarser. Returns xs (R,), ys (R,) and, per hidden layer
+    in order, (layer name, outputs (units, R, R)) read after its activation."""
+    from neural_network import ACTIVATIONS  # the activation modules a MonitoredMLP uses
+
+    kinds = tuple(ACTIVATIONS.values())
+    points = points.detach().cpu().float()
+    low, high = points.min(0).values, points.max(0).values
+    pad = (high - low) * margin
+    xs = torch.linspace(float(low[0] - pad[0]), float(high[0] + pad[0]), resolution)
+    ys = torch.linspace(float(low[1] - pad[1]), float(high[1] + pad[1]), resolution)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    captured: list[tuple[str, torch.Tensor]] = []
+    hooks = []
+    names = dict(model.named_modules())
+    for name, module in names.items():
+        if isinstance(module, kinds):
+            layer = name.replace("act", "fc", 1) if name.startswith("act") else name
+            hooks.append(module.register_forward_hook(
+                lambda _module, _inputs, output, layer=layer: captured.append((layer, output.detach()))))
+    try:
+        model(torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], 1))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    layers = [(name, output.T.reshape(-1, resolution, resolution).numpy()) for name, output in captured
+              if output.ndim == 2]
+    return xs.numpy(), ys.numpy(), layers

@@ -85,7 +85,8 @@ def test_a_short_run_through_the_train_button_fills_every_panel():
     rerun_until(app, lambda a: any("Finished 2 epochs" in s.value for s in a.success))
     assert metrics(app)["Epoch"] == "2 / 2"
     assert float(metrics(app)["Val accuracy"].rstrip("%")) > 50
-    assert len(app.get("plotly_chart")) == 5  # the Training curves tab
+    titles = list(chart_specs(app))  # the Training curves tab: five curves and, for 2-D data, the boundary
+    assert len(titles) == 6 and "Decision boundary" in titles  # (the final weights: no batch in its title)
     assert not app.button(key="train").disabled and app.button(key="stop").disabled
     app.session_state["view"] = "System"
     app.run()
@@ -104,7 +105,7 @@ def test_stop_ends_the_run_and_keeps_what_was_trained():
     rerun_until(app, lambda a: any("Stopped from the dashboard" in w.value for w in a.warning), timeout=10)
     epochs_done = int(metrics(app)["Epoch"].split("/")[0])
     assert 1 <= epochs_done < 500
-    assert len(app.get("plotly_chart")) == 5
+    assert len(app.get("plotly_chart")) == 6
 
 
 def test_sidebar_changes_during_a_run_do_not_touch_it_and_refresh_reattaches():
@@ -213,6 +214,10 @@ def test_predictions_tab_draws_the_decision_boundary():
     specs = chart_specs(app)
     boundary = next(spec for title, spec in specs.items() if title.startswith("Decision boundary"))
     assert boundary["data"][0]["type"] == "heatmap" and len(boundary["data"]) == 4  # grid + 3 classes
+    neurons = next(spec for title, spec in specs.items() if title.startswith("Neurons"))
+    notes = [a["text"] for a in neurons["layout"]["annotations"] if a["text"].startswith("<b>")]
+    assert [n.split(":")[0] for n in notes] == ["<b>fc1</b>", "<b>fc2</b>", "<b>fc3</b>"]  # the 128x3 MLP's layers
+    assert all("128 units (first 64 shown)" in n for n in notes)
 
 
 def test_runs_survive_a_server_restart_and_can_be_renamed_and_deleted(runs_folder):

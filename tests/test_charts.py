@@ -431,3 +431,29 @@ def test_a_history_cut_at_a_step_holds_exactly_what_was_known_then(trained):
     figures = charts.training_curves_figures(middle, [], replay_of=snapshot)
     assert all(f.layout.xaxis.range[1] >= snapshot.batch("epoch_progress")[-1] for f in figures)
     assert snapshot.until(0).num_steps == 0 and snapshot.until(10**9) is snapshot
+
+
+def test_the_neuron_view_shows_every_hidden_unit_and_marks_a_dead_one():
+    import torch
+
+    from live_training_dashboard import inspection
+    from neural_network import MonitoredMLP
+
+    torch.manual_seed(0)
+    model = MonitoredMLP(2, [6, 4], 3)
+    model.disable_monitoring()
+    with torch.no_grad():
+        model.fc1.bias[2] = -1e3  # unit 2 of fc1 is negative over the whole plane: a dead ReLU
+    points = torch.randn(200, 2)
+    xs, ys, layers = inspection.neuron_outputs(model, points, resolution=12)
+    assert len(xs) == len(ys) == 12
+    assert [(name, outputs.shape) for name, outputs in layers] == [("fc1", (6, 12, 12)), ("fc2", (4, 12, 12))]
+    assert (layers[0][1][2] == 0).all() and layers[0][1][0].std() > 0
+    figure = charts.neuron_view(xs, ys, layers, step=40)
+    notes = [a.text for a in figure.layout.annotations]
+    flat = [int((np.ptp(outputs.reshape(len(outputs), -1), axis=1) == 0).sum()) for _, outputs in layers]
+    assert flat[0] >= 1  # the one made dead (a random fc2 unit may be dead over this plane too)
+    assert notes[0] == f"<b>fc1</b>: 6 units, {flat[0]} flat (dead)" and notes.count("dead") == sum(flat)
+    assert any(n.startswith("<b>fc2</b>: 4 units") for n in notes) and "batch 40" in figure.layout.title.text
+    few = charts.neuron_view(xs, ys, [("fc1", np.zeros((100, 12, 12)))], step=None, max_units=64)
+    assert "first 64 shown" in few.layout.annotations[0].text
