@@ -707,11 +707,14 @@ def latest_histograms(snapshot: HistorySnapshot, kind: str, scale: str = "layer"
             x, share = (edges[:-1] + edges[1:]) / 2, magnitude_histograms(series.counts[last, index],
                                                                             series.ranges[last, index], edges)[:, 0]
         else:
+            # Steps drawn from edge to edge (not centre to centre): the outer half bins of the widest
+            # layer were cut off at the axis' ends.
             counts = series.counts[-1, index]
-            bin_edges = series.edges(len(series.steps) - 1, index)
-            x, share = (bin_edges[:-1] + bin_edges[1:]) / 2, counts / max(counts.sum(), 1)
+            share = counts / max(counts.sum(), 1)
+            x, share = series.edges(len(series.steps) - 1, index), np.append(share, share[-1])
         figure.add_trace(go.Scatter(x=x, y=share, name=escape_plotly(name), mode="lines",
-                                    line={"shape": "hvh", "color": LAYER_COLORS[index % len(LAYER_COLORS)]}))
+                                    line={"shape": "hv" if scale != "shared" else "hvh",
+                                          "color": LAYER_COLORS[index % len(LAYER_COLORS)]}))
     return figure
 
 
