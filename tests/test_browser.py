@@ -52,7 +52,7 @@ def open_with_epochs(page, server, epochs: int):
     return train
 
 
-# Charts are counted where visible: while a fragment reruns, Streamlit keeps the previous copy of
+# Charts and texts are looked for where visible: while a fragment reruns, Streamlit keeps the previous copy of
 # each chart hidden in the page (seen on 2 to 6 of 6 samples of a training page here).
 # While a run trains, a 2-core machine's headless Chromium (software rendering) redraws every
 # chart each second: a tab or Stop click took 5-14 s to show on a 2-vCPU EPYC (the server had
@@ -104,11 +104,11 @@ def test_train_watch_all_nine_panels_live_then_stop(page, server, tmp_path):
     # A refresh re-attaches to the running run through the URL.
     run_url = page.url
     page.reload()
-    expect(page.get_by_text(re.compile(r"batches/s")).first).to_be_visible(timeout=30_000)
+    expect(page.get_by_text(re.compile(r"batches/s")).filter(visible=True).first).to_be_visible(timeout=30_000)
     assert page.url == run_url
 
     page.get_by_role("button", name="Stop", exact=True).click()
-    expect(page.get_by_text("Stopped from the dashboard", exact=False)).to_be_visible(timeout=BUSY_PAGE_MS)
+    expect(page.get_by_text("Stopped from the dashboard", exact=False).filter(visible=True).first).to_be_visible(timeout=BUSY_PAGE_MS)
     expect(page.get_by_role("button", name="Train", exact=True)).to_be_enabled()
     expect(page.locator(".js-plotly-plot:visible", has_text="Loss per epoch")).to_have_count(1)
     page.screenshot(path=tmp_path / "4-stopped.png", full_page=True)
@@ -123,7 +123,7 @@ def test_bad_input_shows_a_message_and_disables_train(page, server):
     expect(hidden).to_be_visible(timeout=30_000)
     hidden.fill("128,abc")
     hidden.press("Enter")
-    expect(page.get_by_text("'abc' is not a whole number")).to_be_visible()
+    expect(page.get_by_text("'abc' is not a whole number").filter(visible=True).first).to_be_visible()
     expect(page.get_by_role("button", name="Train", exact=True)).to_be_disabled()
     no_exception(page)
 
@@ -136,7 +136,7 @@ def test_five_train_clicks_within_a_second_start_one_run(page, server, runs_fold
     train.evaluate("button => new Promise(done => { let n = 0; const click = () => { button.click(); "
                    "if (++n < 5) setTimeout(click, 100); else done(); }; click(); })")
     expect(page).to_have_url(re.compile(r"\?run=[0-9a-f]{12}"), timeout=30_000)
-    expect(page.get_by_text("Finished 30 epochs", exact=False)).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Finished 30 epochs", exact=False).filter(visible=True).first).to_be_visible(timeout=60_000)
     page.wait_for_timeout(1000)
     new = {p.name for p in runs_folder.iterdir()} - before
     assert new == {page.url.split("run=")[1][:12]}, new
@@ -148,13 +148,13 @@ def test_a_hostile_run_name_renders_as_text_and_fetches_nothing(page, server):
     requested = []
     page.on("request", lambda request: requested.append(request.url))
     open_with_epochs(page, server, 1).click()
-    expect(page.get_by_text("Finished 1 epochs", exact=False)).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Finished 1 epochs", exact=False).filter(visible=True).first).to_be_visible(timeout=60_000)
     open_tab(page, "Runs")
     name = page.get_by_label("Name", exact=True)
     hostile = "![t](http://127.0.0.1:9/x.png) <img src=http://127.0.0.1:9/y.png>"
     name.fill(hostile)
     name.press("Enter")
-    expect(page.get_by_text(hostile, exact=False).first).to_be_visible(timeout=10_000)
+    expect(page.get_by_text(hostile, exact=False).filter(visible=True).first).to_be_visible(timeout=10_000)
     page.wait_for_timeout(1000)
     assert page.locator('img[src*="127.0.0.1:9"]').count() == 0
     assert not [url for url in requested if "127.0.0.1:9/" in url]
@@ -166,12 +166,12 @@ def test_no_metric_is_cut_off_at_1024_1280_or_1600_pixels(page, server):
     open_with_epochs(page, server, 1000).click()  # "NNN / 1000": the widest epoch counter
     expect(page).to_have_url(re.compile(r"\?run=[0-9a-f]{12}"), timeout=30_000)
     url = page.url
-    expect(page.get_by_text("Val accuracy")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Val accuracy").filter(visible=True).first).to_be_visible(timeout=60_000)
     page.wait_for_timeout(2000)  # a few epochs: every card holds a value and a delta
     for width in (1024, 1280, 1600):
         page.set_viewport_size({"width": width, "height": 1000})
         page.goto(url)
-        expect(page.get_by_text("Val accuracy")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Val accuracy").filter(visible=True).first).to_be_visible(timeout=30_000)
         page.wait_for_timeout(1500)
         # Cut off: text running past its card, or clipped (ellipsis / hidden overflow) by its own box.
         cut = page.evaluate("""() => [...document.querySelectorAll(
@@ -212,19 +212,19 @@ def test_rows_ticked_in_the_runs_table_are_compared_with_parallel_coordinates(pa
         expect(field).to_have_value(lr)
         expect(train).to_be_enabled()
         train.click()
-        expect(page.get_by_text("Finished 1 epochs", exact=False).first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Finished 1 epochs", exact=False).filter(visible=True).first).to_be_visible(timeout=60_000)
     open_tab(page, "Runs")
     grid = page.locator(".st-key-runs_table")
     expect(grid).to_be_visible(timeout=BUSY_PAGE_MS)
     chips = page.locator('.st-key-compare_select span[data-tag]')  # the compared runs' chips
-    expect(page.get_by_text(re.compile(r"\d+ of \d+ runs"))).to_be_visible(timeout=BUSY_PAGE_MS)
+    expect(page.get_by_text(re.compile(r"\d+ of \d+ runs")).filter(visible=True).first).to_be_visible(timeout=BUSY_PAGE_MS)
     page.wait_for_timeout(2000)  # the grid drawn on its canvas
     for row in (1, 2):  # the two newest runs, ticked in the selection column (35 px rows under a 35 px header)
         box = grid.bounding_box()
         page.mouse.click(box["x"] + 18, box["y"] + 35 * row + 18)
         expect(chips).to_have_count(row, timeout=BUSY_PAGE_MS)  # the compared runs follow the ticks
         # the comparison drawn, so the next tick lands on a settled grid
-        expect(page.locator(".js-plotly-plot:visible", has_text="Validation accuracy per epoch").first).to_be_visible(
+        expect(page.locator(".js-plotly-plot:visible", has_text="Validation accuracy per epoch").filter(visible=True).first).to_be_visible(
             timeout=BUSY_PAGE_MS)  # (two compared runs show it in the experiment panel too)
         page.wait_for_timeout(4000)
     expect(page.locator(".js-plotly-plot:visible", has_text="Settings →")).to_have_count(1, timeout=BUSY_PAGE_MS)
