@@ -14,18 +14,24 @@ GRID_RESOLUTION = 120
 MAX_VAL_SAMPLES = 2000
 
 
-@torch.no_grad()
-def decision_grid(model: torch.nn.Module, points: torch.Tensor, resolution: int = GRID_RESOLUTION, margin: float = 0.15):
-    """Predicted class and confidence on a resolution x resolution grid around `points` (N, 2).
-
-    One batched forward pass. Returns xs (R,), ys (R,), classes (R, R), confidence (R, R).
-    """
+def _plane(points: torch.Tensor, resolution: int, margin: float):
+    """xs, ys and the meshgrid of a resolution x resolution plane around `points` (N, 2)."""
     points = points.detach().cpu().float()
     low, high = points.min(0).values, points.max(0).values
     pad = (high - low) * margin
     xs = torch.linspace(float(low[0] - pad[0]), float(high[0] + pad[0]), resolution)
     ys = torch.linspace(float(low[1] - pad[1]), float(high[1] + pad[1]), resolution)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return xs, ys, grid_x, grid_y
+
+
+@torch.no_grad()
+def decision_grid(model: torch.nn.Module, points: torch.Tensor, resolution: int = GRID_RESOLUTION, margin: float = 0.15):
+    """Predicted class and confidence on a resolution x resolution grid around `points` (N, 2).
+
+    One batched forward pass. Returns xs (R,), ys (R,), classes (R, R), confidence (R, R).
+    """
+    xs, ys, grid_x, grid_y = _plane(points, resolution, margin)
     probabilities = torch.softmax(model(torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], 1)), dim=1)
     confidence, classes = probabilities.max(1)
     return (xs.numpy(), ys.numpy(), classes.reshape(resolution, resolution).numpy(),
@@ -61,12 +67,7 @@ def neuron_outputs(model: torch.nn.Module, points: torch.Tensor, resolution: int
     from neural_network import ACTIVATIONS  # the activation modules a MonitoredMLP uses
 
     kinds = tuple(ACTIVATIONS.values())
-    points = points.detach().cpu().float()
-    low, high = points.min(0).values, points.max(0).values
-    pad = (high - low) * margin
-    xs = torch.linspace(float(low[0] - pad[0]), float(high[0] + pad[0]), resolution)
-    ys = torch.linspace(float(low[1] - pad[1]), float(high[1] + pad[1]), resolution)
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    xs, ys, grid_x, grid_y = _plane(points, resolution, margin)
     captured: list[tuple[str, torch.Tensor]] = []
     hooks = []
     names = dict(model.named_modules())
