@@ -90,9 +90,10 @@ def start_run(run_config: RunConfig) -> None:
 
 def start_preset(key: str) -> None:
     preset = PRESETS[key]
+    pace = st.session_state.get("pace", RunConfig.pace)  # the pace chosen in the sidebar
     st.session_state.update(widget_values(preset.runs[-1][1]))
-    runs = registry.launch([(f"{preset.title.split('·')[-1].strip()} · {label}", cfg) for label, cfg in preset.runs],
-                           requester=browser_session())
+    runs = registry.launch([(f"{preset.title.split('·')[-1].strip()} · {label}", cfg.with_changes(pace=pace))
+                            for label, cfg in preset.runs], requester=browser_session())
     watch([run.run_id for run in runs])
 
 
@@ -248,7 +249,8 @@ if run is None:
                    "the Runs tab after a run, or pass `?run=<id>` in the URL.")
     st.stop()
 
-paused = st.toggle("Pause live updates (lets you zoom and pan charts)", key="paused", disabled=not active)
+paused = st.toggle("Freeze the page (zoom and pan charts; training goes on)", key="paused", disabled=not active,
+                   help="Stops the page's live updates only. To hold training itself, use Pause below the progress bar.")
 STATUS_BOXES = {"failed": st.error, "stopped": st.warning, "finished": st.success}
 SEVERITY_BOXES = {diagnostics.CRITICAL: st.error, diagnostics.WARNING: st.warning, diagnostics.INFO: st.info}
 CHART_NAMES = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch", "batch_loss": "Loss per batch",
@@ -275,6 +277,63 @@ def start_try(original_id: str, changed: RunConfig) -> None:
     [run] = registry.launch([("", changed)], requester=browser_session())
     watch([run.run_id, original_id])
     st.session_state.needs_app_rerun = True  # clicked inside the live fragment: Train/Stop must change too
+
+
+def request_training(run_id: str, action: str) -> None:
+    """A Pause/Resume/Step/pace click: written into the run's control file, obeyed by whoever trains it."""
+    current = registry.get(run_id)
+    if current is None:
+        return
+    if action in ("step_batch", "step_epoch"):
+        previous = current.store.read_control(run_id).get("advance")
+        number = previous.get("id", 0) if isinstance(previous, dict) else 0
+        changes = {"advance": {"id": (number if isinstance(number, int) else 0) + 1, "unit": action[5:]}}
+    else:
+        changes = {"pause": {"paused": True}, "resume": {"paused": False}, "fast": {"pace": "fast"},
+                   "watchable": {"pace": "watchable"}}[action]
+    if problem := current.control(**changes):
+        st.session_state.control_problem = problem
+
+
+def training_controls(current) -> None:
+    """Pause, step one batch or one epoch, and the pace of a run that is training. The buttons say
+    what the page asked; the caption what training does (the writer's status.json)."""
+    state = current.writer_state
+    if current.status != RUNNING or state is None or not state.pausable:
+        return
+    asked = current.store.read_control(current.run_id)
+    pause_asked = asked.get("paused") is True
+    columns = st.columns([1, 1, 1, 1.3, 4], vertical_alignment="center")
+    columns[0].button("Resume" if pause_asked else "Pause", key="pause_training", width="stretch",
+                      icon=":material/play_arrow:" if pause_asked else ":material/pause:",
+                      on_click=request_training, args=(current.run_id, "resume" if pause_asked else "pause"),
+                      help="Hold training between two batches (not only the page); the run stays open.")
+    for column, unit in zip(columns[1:3], ("batch", "epoch")):
+        column.button(f"Step 1 {unit}", key=f"step_{unit}", width="stretch", disabled=not state.paused,
+                      on_click=request_training, args=(current.run_id, f"step_{unit}"),
+                      help=f"While paused: train exactly one more {unit} (an epoch: to its end), then hold again.")
+    if state.pace_seconds:
+        columns[3].button("Full speed", key="full_speed", width="stretch", icon=":material/fast_forward:",
+                          on_click=request_training, args=(current.run_id, "fast"),
+                          help="Drop the watchable pace: train as fast as this machine can.")
+    elif current.source == "dashboard":
+        columns[3].button("Watchable pace", key="watchable_pace", width="stretch",
+                          on_click=request_training, args=(current.run_id, "watchable"),
+                          help="Spread what is left of the run so the whole run lasts about 20 s.")
+    if state.paused:
+        per_epoch = state.batches_per_epoch
+        where = f" (epoch {state.paused_at / per_epoch:.2f})" if per_epoch else ""
+        text = f"**Paused** after batch {state.paused_at:,}{where}. Step one batch or one epoch, or resume."
+    elif pause_asked:
+        text = "Pausing after the current batch…"
+    elif state.pace_seconds:
+        text = f"Watchable pace: this run is spread over about {state.pace_seconds:.0f} s so you can watch it learn."
+    else:
+        text = ""
+    if problem := st.session_state.pop("control_problem", ""):
+        columns[4].error(problem)
+    elif text:
+        columns[4].markdown(text)
 
 
 def health_panel(current, findings: list, snapshot, active: bool) -> None:
@@ -723,6 +782,8 @@ def live_panels() -> None:
         st.progress(progress.fraction, text=progress.text())
     if ranks := charts.rank_speeds_text(current.rank_speeds):
         st.caption(ranks)
+    if replay_step is None:
+        training_controls(current)
 
     if len(members) > 1:
         with st.expander(f"Experiment: the {len(members)} runs overlaid", expanded=True):

@@ -53,6 +53,10 @@ SYSTEM_SECONDS = 1.0
 # Logits wait for the flush to be scored; this caps the memory they hold (64 MB of float32).
 MAX_PENDING_LOGIT_ELEMENTS = 1 << 24
 DEFAULT_STATS_EVERY = 20
+# The dashboard's "watchable" pace: a short run is stretched to last about this long, so a
+# learner sees ~20 page updates of it learning (the default spiral run otherwise ends in <1 s).
+WATCHABLE_PACE_SECONDS = 20.0
+PACES = {"watchable": WATCHABLE_PACE_SECONDS, "fast": None}
 
 
 class Callback:
@@ -319,6 +323,14 @@ class TrainingMonitor:
         self.stats_every = stats_every
         self.callbacks = list(callbacks)
         self._stop_event = threading.Event()
+        # Pause, step and pace (pause(), advance(), set_pace(), or the page through control.json).
+        self._gate = threading.Condition()
+        self._paused = False
+        self._hold_at = 0  # while paused, training holds once `step` reaches this
+        self._advance_seen = None  # the id of the page's last step request already obeyed
+        self._held_at = -1  # the step training is held at; -1 while it trains
+        self.pace_seconds: float | None = None
+        self._pace_origin: tuple[float, int] | None = None  # (time, step) the pace is kept from
 
         # The user's own module inside torch.compile/DDP wrappers: its layer names, its hooks.
         inner = unwrap_model(model)
@@ -386,6 +398,117 @@ class TrainingMonitor:
             self._stop_pending = True  # every rank stops together, at the ranks' next exchange
         else:
             self._stop_event.set()
+            self._wake_held_training()
+
+    def _wake_held_training(self) -> None:
+        with self._gate:
+            self._gate.notify_all()
+
+    # -- pause, step, pace ------------------------------------------------------------
+    def pause(self) -> None:
+        """Hold training between batches until resume(), advance() or stop(). Safe from any thread.
+
+        fit() holds before its next batch, so an epoch's validation is done before it holds; your
+        own loop is held inside log_batch, before it returns. Not under torchrun: one held rank
+        would leave the others waiting in a collective until it times out."""
+        if self.ranks is not None:
+            raise RuntimeError("a torchrun job cannot be paused: its ranks would wait on each other and time out")
+        with self._gate:
+            if not self._paused:
+                self._paused, self._hold_at = True, self.step
+            self._gate.notify_all()
+
+    def resume(self) -> None:
+        with self._gate:
+            self._paused = False
+            self._gate.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def advance(self, unit: str = "batch") -> None:
+        """While paused: train exactly one more batch ("batch") or up to the end of the current
+        epoch ("epoch"), then hold again. Requests add up: two batch steps train two batches."""
+        if unit not in ("batch", "epoch"):
+            raise ValueError(f"advance() takes 'batch' or 'epoch', got {unit!r}")
+        with self._gate:
+            if not self._paused:
+                return
+            start = max(self.step, self._hold_at)
+            per_epoch = self.history.batches_per_epoch
+            self._hold_at = (start // per_epoch + 1) * per_epoch if unit == "epoch" and per_epoch else start + 1
+            self._gate.notify_all()
+
+    def set_pace(self, seconds: float | None) -> None:
+        """Stretch the run (planned epochs x batches per epoch) to last at least `seconds`, evenly
+        spread over its batches; a run that takes longer anyway is never slowed. None: full speed."""
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                    or not 0 < seconds < 1e7):
+            raise ValueError(f"pace must be a number of seconds > 0, or None, got {seconds!r}")
+        self.pace_seconds = float(seconds) if seconds is not None else None
+        self._pace_origin = None
+        self._report_pause_state()
+
+    def _apply_control(self, control: dict) -> None:
+        """What the page asks in the run's control file (called on the writer's thread).
+        Unknown or malformed entries are ignored: the file is the page's, not trusted here."""
+        try:
+            if self.ranks is not None:
+                return
+            if control.get("paused") is True:
+                self.pause()
+            elif self._paused:
+                self.resume()
+            advance = control.get("advance")
+            if isinstance(advance, dict) and advance.get("id") != self._advance_seen:
+                self._advance_seen = advance.get("id")
+                if advance.get("unit") in ("batch", "epoch"):
+                    self.advance(advance["unit"])
+            pace = control.get("pace")
+            if pace in PACES and PACES[pace] != self.pace_seconds:
+                self.set_pace(PACES[pace])
+        except Exception as error:  # never into the training loop, never kill the writer
+            warnings.warn(f"training monitor: ignored the page's control request: {error}", RuntimeWarning,
+                          stacklevel=2)
+
+    def _report_pause_state(self) -> None:
+        if self.writer is not None:
+            self.writer.on_pause_state(self.ranks is None, self._held_at, self.pace_seconds)
+
+    def _between_batches(self) -> bool:
+        """Where training may wait: the pace, a pause, the end of a step. False if the run ended
+        meanwhile (stopped, or diverged at the flush that shows everything before holding)."""
+        if self.pace_seconds is not None:
+            self._keep_pace()
+        if not self._paused or self.step < self._hold_at or self._stop_event.is_set():
+            return self.status == RUNNING and not self._stop_event.is_set()
+        if not self._flush():  # the page shows every batch up to the held one
+            return False
+        self._held_at = self.step
+        self._report_pause_state()
+        with self._gate:
+            while self._paused and self.step >= self._hold_at and not self._stop_event.is_set():
+                self._gate.wait(0.5)
+        self._held_at = -1
+        self._report_pause_state()
+        self._pace_origin = None  # held time is not made up for by training faster
+        return self.status == RUNNING and not self._stop_event.is_set()
+
+    def _keep_pace(self) -> None:
+        total = self.history.planned_epochs * self.history.batches_per_epoch
+        if not total:
+            return
+        now = time.perf_counter()
+        if self._pace_origin is None:
+            self._pace_origin = (now, self.step)
+            return
+        since, first_step = self._pace_origin
+        wait = since + (self.step - first_step) * self.pace_seconds / total - now
+        if wait > 0:
+            self._stop_event.wait(wait)  # a stop ends the wait at once
+        elif wait < -1.0:  # slower than the pace (a big model): never catch up in a burst
+            self._pace_origin = (now, self.step)
 
     @property
     def stop_requested(self) -> bool:
@@ -447,7 +570,7 @@ class TrainingMonitor:
         batches_per_epoch = self.history.batches_per_epoch or 1
         self._epoch_totals = np.zeros(4)  # loss * samples, correct, samples, scored samples; summed at each flush
         for batch_index, (inputs, labels) in enumerate(train_batches):
-            if self._stop_event.is_set():
+            if not self._between_batches():
                 return False
             inputs = inputs.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
@@ -566,6 +689,8 @@ class TrainingMonitor:
                 planned_epochs=planned_epochs, batches_per_epoch=batches_per_epoch, device=self.device_name(),
             )
             self.writer.on_stop_requested = self._stop_from_dashboard
+            self.writer.on_control = self._apply_control
+            self._report_pause_state()
             self.history.sink = self.writer
         self._watching = True
         self._watch_epoch = 0
@@ -619,6 +744,7 @@ class TrainingMonitor:
             self._stop_pending = True  # every rank stops together, at the next exchange
         else:
             self._stop_event.set()
+            self._wake_held_training()
 
     def _prepare_next_batch(self) -> None:
         """Before a stats batch of a user's loop: turn capture on and keep the weights to diff."""
@@ -661,6 +787,8 @@ class TrainingMonitor:
             healthy = self._after_batch(batch_size, progress, self.callbacks, scored=logits is not None)
             self._batch_open = False
             self._prepare_next_batch()
+            if healthy and self.ranks is None:
+                healthy = self._between_batches()
         except Exception as error:
             return self._stop_recording(error)
         return healthy and self.status == RUNNING and not self._stop_event.is_set()

@@ -230,6 +230,21 @@ class Run:
         return reader.state.rank_speeds if reader is not None else ()
 
     @property
+    def writer_state(self):
+        """status.json as the writer last wrote it (run_store.RunState): pausable, paused_at, pace."""
+        reader = self._poll()
+        return reader.state if reader is not None else None
+
+    def control(self, **changes) -> str:
+        """Ask the process training this run to pause, step or change pace (see run_store.CONTROLS);
+        returns '' or why the request could not be written."""
+        try:
+            self.store.update_control(self.run_id, **changes)
+        except (OSError, StoreError) as error:
+            return f"Could not write the request into the runs folder: {error}"
+        return ""
+
+    @property
     def status(self) -> Status:
         return self.state()[0]
 

@@ -21,6 +21,8 @@ POINT_DATASETS = ("spiral", "circle", "xor", "gaussians")  # 2-D points: MLP onl
 MODELS = {"mlp": "MLP", "cnn": "CNN"}
 OPTIMIZERS = {"adam": "Adam", "sgd": "SGD + momentum", "adamw": "AdamW"}
 SCHEDULERS = {"none": "None", "step": "StepLR", "cosine": "CosineAnnealing"}
+# Watchable: a short run is stretched to about 20 s (training_monitor.WATCHABLE_PACE_SECONDS).
+PACES = {"watchable": "Watchable (about 20 s)", "fast": "As fast as possible"}
 ACTIVATION_NAMES = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
 
 # Limits that keep a run inside what a laptop CPU trains interactively and what fits in memory.
@@ -62,6 +64,7 @@ class RunConfig:
     epochs: int = 20
     seed: int = 0
     stats_every: int = 20
+    pace: str = "watchable"
 
     @property
     def train_samples(self) -> int:
@@ -306,6 +309,10 @@ FIELDS: tuple[Field, ...] = (
           key=_own_value_for_images("epochs"), key_defaults=(("epochs_images", 10),)),
     Field("seed", "Seed", "number", "int", TRAINING, 0, 2**31 - 1, step=1),
     Field("stats_every", "Histograms & layer stats every N batches", "number", "int", TRAINING, 1, 10_000, step=5),
+    Field("pace", "Pace", "radio", "choice", TRAINING, options=PACES,
+          help="Watchable stretches a short run to about 20 s so you can see it learn (the default spiral run "
+               "takes under a second otherwise); a run that takes longer anyway is never slowed. Only the wall "
+               "clock changes, not what is learned. Switch a running run to full speed from its page."),
 )
 
 

@@ -47,6 +47,10 @@ from live_training_dashboard.history import (
 
 RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{12}$")
 META_FILE, LABELS_FILE, STATUS_FILE, CONTROL_FILE = "run.json", "labels.json", "status.json", "control.json"
+# What control.json may ask. stop: end after the current batch. paused: hold between batches.
+# advance: {"id": n, "unit": "batch" | "epoch"}, each new id trains one more batch (or to the
+# epoch's end) while paused. pace: "watchable" or "fast". at: when stop was asked.
+CONTROLS = ("stop", "at", "paused", "advance", "pace")
 CHUNKS, WEIGHTS = "chunks", "weights"
 FINAL_WEIGHTS = "final.pt"
 MAX_NAME_LENGTH = 80
@@ -146,6 +150,12 @@ def _whole(value, what: str, low: int = 0, high: int = MAX_STEP) -> int:
     return int(value)
 
 
+def _seconds(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10**7:
+        raise StoreError(f"{what} is not a number of seconds in [0, 1e7]")
+    return float(value)
+
+
 def _time(value, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not EARLIEST <= value <= LATEST:
         raise StoreError(f"{what} is not a time between 2000 and 2100")
@@ -188,6 +198,9 @@ class RunState:
     heartbeat: float = 0.0
     pid: int = 0
     rank_speeds: tuple[float, ...] = ()  # batches/s of each rank of a torchrun job, rank 0 first
+    pausable: bool = False  # the writer obeys pause/step in control.json (one process, not torchrun)
+    paused_at: int = -1  # the batch count training is held at; -1 while it trains
+    pace_seconds: float = 0.0  # the run is stretched to last at least this long (0: as fast as it goes)
 
     @classmethod
     def parse(cls, payload) -> RunState:
@@ -206,12 +219,20 @@ class RunState:
             heartbeat=_time(payload.get("heartbeat"), "heartbeat"),
             pid=_whole(payload.get("pid", 0), "pid", 0, 2**31),
             rank_speeds=_speeds(payload.get("rank_speeds", [])),
+            pausable=payload.get("pausable", False) is True,
+            paused_at=_whole(payload.get("paused_at", -1), "paused_at", -1),
+            pace_seconds=_seconds(payload.get("pace_seconds", 0.0), "pace_seconds"),
         )
 
     def to_json(self) -> dict:
         return {"status": self.status.value, "message": self.message, "planned_epochs": self.planned_epochs,
                 "batches_per_epoch": self.batches_per_epoch, "step": self.step, "heartbeat": self.heartbeat,
-                "pid": self.pid, "rank_speeds": list(self.rank_speeds)}
+                "pid": self.pid, "rank_speeds": list(self.rank_speeds), "pausable": self.pausable,
+                "paused_at": self.paused_at, "pace_seconds": self.pace_seconds}
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at >= 0
 
 
 def _speeds(value) -> tuple[float, ...]:
@@ -526,7 +547,17 @@ class RunStore:
 
     def request_stop(self, run_id: str) -> None:
         """Ask whoever trains this run (a worker, a user's script) to stop after its current batch."""
-        self.write_json(self.path(run_id, CONTROL_FILE), {"stop": True, "at": time.time()})
+        self.update_control(run_id, stop=True, at=time.time())
+
+    def update_control(self, run_id: str, **changes) -> dict:
+        """Change what the page asks of this run's writer (see CONTROLS); returns the whole request.
+        Read, changed and written whole: the page is control.json's only writer."""
+        unknown = set(changes) - set(CONTROLS)
+        if unknown:
+            raise ValueError(f"unknown control {sorted(unknown)}: use {', '.join(CONTROLS)}")
+        control = {**self.read_control(run_id), **changes}
+        self.write_json(self.path(run_id, CONTROL_FILE), control)
+        return control
 
     def read_control(self, run_id: str) -> dict:
         try:
@@ -648,6 +679,9 @@ class RunWriter:
         self.store, self.run_id, self.meta = store, run_id, meta
         self.error: str | None = None
         self.on_stop_requested = None  # set by the monitor: called once when the page asks to stop
+        self.on_control = None  # set by the monitor: called with control.json each time it changes
+        self._control_seen: dict = {}
+        self._piece_now = False  # training holds: what it recorded goes out before the held state
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pending: dict[str, list] = {}
@@ -714,6 +748,14 @@ class RunWriter:
             self._state = replace(self._state, rank_speeds=tuple(float(v) for v in speeds))
             self._state_dirty = True
 
+    def on_pause_state(self, pausable: bool, paused_at: int, pace_seconds: float | None) -> None:
+        """Whether training can be held, the step it is held at (-1: training), its pace."""
+        with self._lock:
+            self._state = replace(self._state, pausable=pausable, paused_at=paused_at, pace_seconds=pace_seconds or 0.0)
+            self._state_dirty = True
+            self._piece_now = True
+        self._wake.set()
+
     def wants_weights(self, parameter_bytes: int) -> bool:
         """Whether the next stats batch should hand over a weight snapshot (bounded and thinned)."""
         if parameter_bytes > MAX_SNAPSHOT_BYTES or self.error:
@@ -751,7 +793,8 @@ class RunWriter:
         now = time.time()
         try:
             if self.error is None:
-                if self._next_piece == 0 or now - self._last_piece >= PIECE_SECONDS:
+                if self._next_piece == 0 or self._piece_now or now - self._last_piece >= PIECE_SECONDS:
+                    self._piece_now = False
                     self._write_piece()
                 self._write_weights()
                 if self._state_dirty and self._state.status.ended:
@@ -762,10 +805,15 @@ class RunWriter:
             self.error = error_reason(error)
         if now - self._last_control >= CONTROL_POLL_SECONDS and not self._stop_seen:
             self._last_control = now
-            if self.store.read_control(self.run_id).get("stop") is True:
+            control = self.store.read_control(self.run_id)
+            if control.get("stop") is True:
                 self._stop_seen = True
                 if self.on_stop_requested is not None:
                     self.on_stop_requested()
+            elif control != self._control_seen:
+                self._control_seen = control
+                if self.on_control is not None:
+                    self.on_control(control)
 
     def _write_piece(self) -> None:
         with self._lock:

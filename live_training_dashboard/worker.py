@@ -22,6 +22,7 @@ from live_training_dashboard.history import Status
 from live_training_dashboard.run_config import RunConfig
 from live_training_dashboard.run_store import RunStore, error_reason
 from live_training_dashboard.training_setup import build_training
+from training_monitor import PACES
 
 
 def _import_what_torch_imports_lazily() -> None:
@@ -46,6 +47,7 @@ def train_run(store: RunStore, run_id: str, name: str, config: RunConfig, thread
         torch.set_num_threads(threads)
     try:
         setup = build_training(config, device)
+        setup.monitor.set_pace(PACES[config.pace])
         if on_monitor is not None:
             on_monitor(setup.monitor)
         setup.monitor.watch(store, name=name, config=config.to_dict(), planned_epochs=config.epochs,

@@ -9,11 +9,15 @@ from streamlit.testing.v1 import AppTest
 SCRIPT = str(Path(__file__).resolve().parent.parent / "dashboard.py")
 
 
-def new_app(**query) -> AppTest:
+def new_app(pace: str = "fast", **query) -> AppTest:
+    """The page, as a fresh browser tab opens it; runs at full speed unless a test watches the pace."""
     app = AppTest.from_file(SCRIPT, default_timeout=60)
     for key, value in query.items():
         app.query_params[key] = value
-    return app.run()
+    app.run()
+    if pace != "watchable" and not query and not app.exception:  # (a page opened on a run shows its pace)
+        app.radio(key="pace").set_value(pace).run()
+    return app
 
 
 def rerun_until(app: AppTest, condition, timeout: float = 60.0) -> AppTest:
@@ -578,3 +582,33 @@ def test_replay_scrubs_every_panel_back_in_time_and_plays_forward():
     assert app.slider(key="replay_step").value == paused_at and not app.session_state.replay_playing
     app.toggle(key="replay_on").set_value(False).run()
     assert metrics(app)["Epoch"] == "6 / 6"
+
+
+def test_training_is_paused_stepped_one_batch_and_resumed_from_the_page_and_a_refresh_sees_it(runs_folder):
+    from live_training_dashboard.run_store import RunStore
+
+    app = new_app(pace="watchable")  # the default pace: a learner's first run lasts ~20 s
+    assert app.radio(key="pace").value == "watchable"
+    app.button(key="train").click().run()
+    run_id = app.session_state.run_id
+    rerun_until(app, lambda a: any("Watchable pace" in m.value for m in a.markdown))
+    app.button(key="pause_training").click().run()
+    assert RunStore(str(runs_folder)).read_control(run_id)["paused"] is True
+    paused_text = lambda a: next((m.value for m in a.markdown if m.value.startswith("**Paused** after batch")), "")
+    rerun_until(app, lambda a: paused_text(a), timeout=20)
+    held = int(paused_text(app).split("batch ")[1].split()[0].replace(",", ""))
+    assert app.button(key="pause_training").label == "Resume" and not app.button(key="step_batch").disabled
+    time.sleep(1.5)
+    app.run()
+    assert paused_text(app).startswith(f"**Paused** after batch {held:,} ")  # held still
+
+    app.button(key="step_batch").click().run()
+    rerun_until(app, lambda a: f"after batch {held + 1:,} " in paused_text(a), timeout=20)
+    refreshed = new_app(run=run_id)  # a refresh finds it paused, with the same controls
+    assert f"after batch {held + 1:,} " in paused_text(refreshed)
+    assert refreshed.button(key="pause_training").label == "Resume"
+
+    app.button(key="full_speed").click().run()
+    app.button(key="pause_training").click().run()  # resume
+    rerun_until(app, lambda a: any("Finished 20 epochs" in s.value for s in a.success), timeout=60)
+    assert app.session_state.run_id == run_id

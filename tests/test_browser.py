@@ -39,12 +39,15 @@ def no_exception(page):
         '[data-testid="stException"]').first.inner_text()
 
 
-def open_with_epochs(page, server, epochs: int):
-    """Open the page, type a number of epochs, and return the Train button once it is enabled."""
+def open_with_epochs(page, server, epochs: int, pace: str = "As fast as possible"):
+    """Open the page, type a number of epochs, choose the pace, and return the Train button once it is enabled."""
     expect = playwright_api.expect
     page.goto(server)
     train = page.get_by_role("button", name="Train", exact=True)
     expect(train).to_be_enabled(timeout=30_000)
+    choice = page.get_by_text(pace, exact=True)
+    choice.click()
+    expect(page.get_by_role("radio", name=pace, exact=True)).to_be_checked()
     field = page.get_by_label("Epochs", exact=True)
     field.fill(str(epochs))
     field.press("Enter")
@@ -114,6 +117,31 @@ def test_train_watch_all_nine_panels_live_then_stop(page, server, tmp_path):
     page.screenshot(path=tmp_path / "4-stopped.png", full_page=True)
     no_exception(page)
     print(f"screenshots in {tmp_path}")
+
+
+def test_pause_holds_training_while_the_page_stays_live_and_step_trains_one_batch(page, server):
+    expect = playwright_api.expect
+    open_with_epochs(page, server, 20, pace="Watchable (about 20 s)").click()  # the default pace
+    expect(page.get_by_text("Watchable pace", exact=False).filter(visible=True).first).to_be_visible(
+        timeout=BUSY_PAGE_MS)
+    page.locator(".st-key-pause_training button").filter(visible=True).first.click()
+    held = page.get_by_text(re.compile(r"Paused after batch [\d,]+ ")).filter(visible=True).first
+    expect(held).to_be_visible(timeout=BUSY_PAGE_MS)
+    batch = int(re.search(r"batch ([\d,]+)", held.inner_text()).group(1).replace(",", ""))
+    counter = page.locator('[data-testid="stMetric"]').first.inner_text()
+    page.wait_for_timeout(3000)
+    assert re.search(rf"batch {batch:,} ", held.inner_text()) and page.locator(
+        '[data-testid="stMetric"]').first.inner_text() == counter  # held still
+    page.locator(".st-key-step_batch button").filter(visible=True).first.click()
+    # the live page shows the step without a reload
+    expect(page.get_by_text(f"Paused after batch {batch + 1:,} ", exact=False).filter(visible=True).first).to_be_visible(
+        timeout=BUSY_PAGE_MS)
+    page.locator(".st-key-full_speed button").filter(visible=True).first.click()
+    expect(page.locator(".st-key-full_speed button").filter(visible=True)).to_have_count(0, timeout=BUSY_PAGE_MS)  # the pace is gone
+    page.locator(".st-key-pause_training button").filter(visible=True).first.click()  # now labelled Resume
+    expect(page.get_by_text("Finished 20 epochs", exact=False).filter(visible=True).first).to_be_visible(
+        timeout=60_000)
+    no_exception(page)
 
 
 def test_bad_input_shows_a_message_and_disables_train(page, server):

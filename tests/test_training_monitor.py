@@ -628,3 +628,113 @@ def test_the_process_cpu_memory_and_speed_are_sampled_about_once_a_second_and_st
     reader = RunReader.open(store, Path(run.folder).name)
     reader.poll()
     assert np.array_equal(reader.history.snapshot().system, system.system, equal_nan=True)
+
+
+def wait_until(condition, timeout=20.0, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_the_page_pauses_steps_exactly_one_batch_or_one_epoch_and_resumes_fit_through_the_control_file(tmp_path):
+    from live_training_dashboard.run_store import RunReader, RunStore
+
+    store = RunStore(str(tmp_path))
+    monitor = small_monitor()
+    train, val = spiral_batches()  # 10 batches per epoch
+    monitor.watch(store, name="held", planned_epochs=6, batches_per_epoch=len(train), run_id="000000000001")
+    monitor.set_pace(3.0)  # 60 batches over ~3 s: the pause lands mid-run
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("status", monitor.fit(train, val, epochs=6)))
+    thread.start()
+    reader = RunReader(store, "000000000001", store.read_meta("000000000001"))
+
+    def state():
+        reader.poll()
+        return reader.state
+
+    wait_until(lambda: monitor.step >= 5, what="a few batches")
+    store.update_control("000000000001", paused=True)
+    wait_until(lambda: state().paused, what="the writer to say it is held")
+    held = state().paused_at
+    assert held == monitor.step and 5 <= held < 60
+    assert reader.history.num_steps == held  # every batch up to the hold is in the store
+    time.sleep(1.0)
+    assert monitor.step == held  # held still
+
+    store.update_control("000000000001", advance={"id": 1, "unit": "batch"})
+    wait_until(lambda: state().paused_at == held + 1, what="one batch step")
+    time.sleep(0.5)
+    assert monitor.step == held + 1 and reader.history.num_steps == held + 1
+
+    store.update_control("000000000001", advance={"id": 2, "unit": "epoch"})
+    epoch_end = (held + 1) // 10 * 10 + 10
+    wait_until(lambda: state().paused_at == epoch_end, what="an epoch step")
+    time.sleep(0.5)
+    assert monitor.step == epoch_end
+    assert reader.history.snapshot().epoch("epoch")[-1] == epoch_end // 10  # its validation was done before holding
+
+    store.update_control("000000000001", advance={"id": 2, "unit": "epoch"})  # the same request again: not obeyed twice
+    time.sleep(0.6)
+    assert monitor.step == epoch_end
+
+    store.update_control("000000000001", paused=False, pace="fast")
+    thread.join(timeout=30)
+    assert not thread.is_alive() and result["status"] == FINISHED and monitor.step == 60
+    assert not state().paused and state().pace_seconds == 0
+
+
+def test_stop_ends_a_held_run_and_a_pause_holds_your_own_loop_inside_log_batch(tmp_path):
+    from live_training_dashboard.run_store import RunStore
+
+    monitor = small_monitor()
+    train, _ = spiral_batches()
+    steps = []
+
+    def loop():
+        with monitor.watch(RunStore(str(tmp_path)), name="loop"):
+            for _ in range(100):
+                for inputs, labels in train:
+                    logits = monitor.model(inputs)
+                    loss = nn.functional.cross_entropy(logits, labels)
+                    monitor.optimizer.zero_grad()
+                    loss.backward()
+                    monitor.optimizer.step()
+                    steps.append(monitor.step)
+                    if not monitor.log_batch(loss, logits, labels):
+                        return
+
+    thread = threading.Thread(target=loop)
+    monitor.pause()  # before the first batch: the loop holds when its first log_batch returns
+    thread.start()
+    wait_until(lambda: len(steps) == 1, what="the first batch")
+    time.sleep(0.5)
+    assert len(steps) == 1 and monitor.step == 1
+    monitor.advance("batch")
+    wait_until(lambda: monitor.step == 2, what="a step")
+    time.sleep(0.3)
+    assert len(steps) == 2
+    monitor.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and monitor.status == STOPPED and monitor.step == 2
+
+
+def test_a_watchable_pace_stretches_a_short_run_and_never_slows_a_long_one():
+    fast, paced = small_monitor(), small_monitor()
+    train, val = spiral_batches()
+    paced.set_pace(1.5)
+    started = time.perf_counter()
+    fast.fit(train, val, epochs=3)
+    fast_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    paced.fit(train, val, epochs=3)
+    paced_seconds = time.perf_counter() - started
+    # The last batch is due at 29/30 of the pace; sleeps never end early.
+    assert paced_seconds >= 1.5 * 29 / 30 > fast_seconds, (paced_seconds, fast_seconds)
+    seconds = paced.history.snapshot().batch("seconds")
+    assert np.all(np.diff(seconds[5:]) > 0.02)  # spread over the batches, not one sleep at the end
+    with pytest.raises(ValueError, match="pace"):
+        paced.set_pace(0)
+    with pytest.raises(ValueError, match="advance"):
+        paced.advance("lap")
