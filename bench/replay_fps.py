@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from tools.live_server import dashboard_server, launch_chromium  # noqa: E402
+from tools.live_server import choose_full_speed, dashboard_server, launch_chromium  # noqa: E402
 
 TARGET = 5.0
 TABS = ["Training curves", "Distributions", "Model", "Predictions"]
@@ -71,6 +71,7 @@ def main() -> None:
         browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
         page.goto(url)
+        choose_full_speed(page)
         page.get_by_role("button", name="Train", exact=True).click()
         page.get_by_text("Finished 20 epochs").first.wait_for(timeout=120_000)
         page.get_by_text("Replay", exact=True).click()

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from tools.live_server import browser_cpus, dashboard_process, launch_chromium, rss_mb  # noqa: E402
+from tools.live_server import browser_cpus, choose_full_speed, dashboard_process, launch_chromium, rss_mb  # noqa: E402
 
 RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
 FIRST_CHART_SECONDS = 1.5
@@ -72,6 +72,7 @@ def first_chart(browser, url: str, repeats: int) -> bool:
         page.goto(url)
         train = page.get_by_role("button", name="Train", exact=True)
         expect(train).to_be_enabled(timeout=60_000)
+        choose_full_speed(page)
         page.wait_for_timeout(1500)  # the page settles, as when a person reads it before clicking
         page.evaluate(RECORD_CLICK)
         train.click()
@@ -91,6 +92,7 @@ def sessions(browser, url: str, epochs: int) -> bool:
     solo_page = browser.new_page(viewport=VIEWPORT)
     solo_page.goto(url)
     set_number(solo_page, "Epochs", epochs)
+    choose_full_speed(solo_page)
     solo_page.get_by_role("button", name="Train", exact=True).click()
     solo = rate_of(solo_page)
     solo_page.close()
@@ -102,6 +104,7 @@ def sessions(browser, url: str, epochs: int) -> bool:
         page.goto(url)
         set_number(page, "Epochs", epochs)
     for page in pages:
+        choose_full_speed(page)
         page.get_by_role("button", name="Train", exact=True).click()
     for page in pages:
         expect(page.get_by_text(re.compile(r"batches/s"))).to_be_visible(timeout=60_000)
@@ -138,6 +141,7 @@ def memory(browser, url: str, server_pid: int) -> bool:
     page.get_by_role("option", name="MNIST-like (procedural digits)").click()
     set_text(page, "Hidden layers", ",".join(["4096"] * 12))
     page.wait_for_timeout(1500)  # the sidebar re-lays out after the dataset change
+    choose_full_speed(page)
     page.get_by_role("button", name="Train", exact=True).first.click()
     expect(page.get_by_text(re.compile(r"batches/s"))).to_be_visible(timeout=300_000)
     page.wait_for_timeout(8000)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from tools.live_server import browser_cpus, dashboard_server, launch_chromium  # noqa: E402
+from tools.live_server import browser_cpus, choose_full_speed, dashboard_server, launch_chromium  # noqa: E402
 
 RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
 TARGET = 0.95
@@ -37,6 +37,7 @@ def start_run(page, url: str, epochs: int) -> str:
     field.fill(str(epochs))
     field.press("Enter")
     expect(field).to_have_value(str(epochs))
+    choose_full_speed(page)
     page.get_by_role("button", name="Train", exact=True).click()
     expect(page).to_have_url(re.compile(r"\?run=[0-9a-f]{12}"), timeout=30_000)
     return page.url

@@ -271,7 +271,9 @@ def _figure(title: str, x_title: str, y_title: str, height: int = CHART_HEIGHT, 
         xaxis_title=x_title,
         yaxis_title=y_title,
         yaxis_type="log" if log_y else "linear",
-        legend={"orientation": "h", "y": -0.25, "x": 0},
+        # Below the x-axis title even when a narrow column wraps the legend into rows (automargin
+        # then shrinks the plot, and the legend moves up with it).
+        legend={"orientation": "h", "y": -0.32, "x": 0, "yanchor": "top"},
         uirevision=UI_REVISION,
         hovermode="x unified",
     )

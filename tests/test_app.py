@@ -54,7 +54,7 @@ def test_first_page_shows_the_model_preview_without_errors():
     assert not app.exception
     assert sidebar_errors(app) == []
     assert not app.button(key="train").disabled and app.button(key="stop").disabled
-    assert len(app.get("plotly_chart")) == 1  # the architecture preview
+    assert len(plotly_figures(app)) == 1  # the architecture preview
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_bad_sidebar_values_show_a_message_and_disable_train(widget, key, value,
     assert not app.exception
     assert any(message in text for text in sidebar_errors(app)), sidebar_errors(app)
     assert app.button(key="train").disabled
-    assert not app.get("plotly_chart") or len(app.get("plotly_chart")) == 0
+    assert plotly_figures(app) == []
 
 
 def test_a_short_run_through_the_train_button_fills_every_panel():
@@ -109,7 +109,7 @@ def test_stop_ends_the_run_and_keeps_what_was_trained():
     rerun_until(app, lambda a: any("Stopped from the dashboard" in w.value for w in a.warning), timeout=10)
     epochs_done = int(metrics(app)["Epoch"].split("/")[0])
     assert 1 <= epochs_done < 500
-    assert len(app.get("plotly_chart")) == 6
+    assert len(plotly_figures(app)) == 6
 
 
 def test_sidebar_changes_during_a_run_do_not_touch_it_and_refresh_reattaches():
@@ -153,14 +153,20 @@ def test_an_unreadable_mnist_folder_fails_with_a_message(tmp_path):
     assert any("train-images" in e.value for e in app.error)
 
 
-def chart_specs(app: AppTest) -> dict[str, dict]:
+def plotly_figures(app: AppTest) -> list[dict]:
+    """Every Plotly figure on the page: drawn by the in-place live chart, or st.plotly_chart where
+    static serving is off."""
     import json
 
-    specs = {}
-    for chart in app.get("plotly_chart"):
-        spec = json.loads(chart.proto.spec)
-        specs[spec["layout"].get("title", {}).get("text", "")] = spec
-    return specs
+    figures = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    for element in app.get("bidi_component"):
+        if element.proto.component_name == "live_chart":
+            figures.append(json.loads(json.loads(element.proto.json)["spec"]))
+    return figures
+
+
+def chart_specs(app: AppTest) -> dict[str, dict]:
+    return {spec["layout"].get("title", {}).get("text", ""): spec for spec in plotly_figures(app)}
 
 
 def finished_count(app: AppTest) -> int:

@@ -92,3 +92,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def choose_full_speed(page) -> None:
+    """Pick 'As fast as possible' in the sidebar (benchmarks never run at the watchable pace), and
+    give the rerun it starts time to land before the next change."""
+    page.get_by_text("As fast as possible", exact=True).click()
+    page.wait_for_function("() => [...document.querySelectorAll('input[type=radio]')].some("
+                           "r => r.checked && r.closest('label')?.innerText.includes('As fast as possible'))")
+    page.wait_for_timeout(1000)
