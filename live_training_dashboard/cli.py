@@ -42,7 +42,12 @@ def streamlit_command(argv: list[str] | None = None) -> tuple[list[str], dict]:
         if not args.runs_dir.strip():
             parser.error("--runs-dir cannot be empty; give a folder such as ./runs or a URL such as s3://bucket/runs")
         env["DASHBOARD_RUNS_DIR"] = args.runs_dir
-    command = [sys.executable, "-m", "streamlit", "run", str(page_script()), "--server.port", str(args.port),
+    script = page_script()
+    # In a checkout, charts update in place with plotly.js served from ./static beside the page
+    # (dashboard.py copies it there); installed, nothing is written into site-packages and the
+    # page falls back to st.plotly_chart.
+    in_place = ["--server.enableStaticServing", "true"] if (script.parent / "pyproject.toml").is_file() else []
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(args.port), *in_place,
                *streamlit_options]
     return command, env
 
