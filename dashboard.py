@@ -792,24 +792,9 @@ def replay_controls(snapshot) -> int | None:
     return st.session_state.replay_step
 
 
-@st.fragment(run_every=REPLAY_FRAME_SECONDS if st.session_state.get("replay_playing") else (
-    (FIRST_DATA_REFRESH_SECONDS if waiting_for_data else REFRESH_SECONDS) if active and not paused else None))
-def live_panels() -> None:
-    if st.session_state.pop("needs_app_rerun", False):
-        st.rerun(scope="app")
-    current = registry.get(st.session_state.run_id)
-    if current is None:
-        st.rerun(scope="app")
-    members = [r for r in (registry.get(i) for i in st.session_state.get("compare_ids", [])) if r is not None]
-    if not current.is_active and current.status not in (QUEUED, PREPARING):
-        following = next((r for r in members if r.status in (QUEUED, PREPARING, RUNNING)), None)
-        if following is not None and following.run_id != current.run_id:
-            st.session_state.run_id = following.run_id  # a queued run of the experiment started: show it
-            st.query_params["run"] = following.run_id
-            st.rerun(scope="app")
-    if active and not any(r.is_active for r in members or [current]):
-        st.rerun(scope="app")  # everything ended: refresh the page so Train/Stop change state
-
+def run_header(current, members: list) -> tuple | None:
+    """Everything above the tabs: captions, status, health, metrics, progress, training controls.
+    Returns (snapshot shown, whole snapshot, replay step, findings), or None before any data."""
     source = "your script" if current.source == "script" else DATASETS.get(current.config_dict.get("dataset"), "")
     st.caption(f"Run `{current.run_id}` · **{charts.escape_markdown(current.name)}** · {source}" + (
         f" · {current.config.summary()}" if current.config else "") + (
@@ -825,7 +810,7 @@ def live_panels() -> None:
     snapshot = current.snapshot() if status not in (PREPARING, QUEUED) else None
     if snapshot is None:  # nothing written yet: queued, preparing, or ended before it began
         STATUS_BOXES.get(status, st.info)(current.message)
-        return
+        return None
     if waiting_for_data and snapshot.num_steps:
         if st.session_state.get("first_data_shown") == current.run_id:
             st.rerun(scope="app")  # the first charts are on screen: back to the normal refresh rate
@@ -873,7 +858,35 @@ def live_panels() -> None:
             table, differing = charts.comparison_table([(label, r.config_dict, snap) for label, r, snap in entries],
                                                        health=[run_health(r, snap) for _, r, snap in entries])
             right.dataframe(table.drop(columns=["status"]), hide_index=True, key="experiment_table")
+    return snapshot, whole, replay_step, findings
 
+
+@st.fragment(run_every=REPLAY_FRAME_SECONDS if st.session_state.get("replay_playing") else (
+    (FIRST_DATA_REFRESH_SECONDS if waiting_for_data else REFRESH_SECONDS) if active and not paused else None))
+def live_panels() -> None:
+    if st.session_state.pop("needs_app_rerun", False):
+        st.rerun(scope="app")
+    current = registry.get(st.session_state.run_id)
+    if current is None:
+        st.rerun(scope="app")
+    members = [r for r in (registry.get(i) for i in st.session_state.get("compare_ids", [])) if r is not None]
+    if not current.is_active and current.status not in (QUEUED, PREPARING):
+        following = next((r for r in members if r.status in (QUEUED, PREPARING, RUNNING)), None)
+        if following is not None and following.run_id != current.run_id:
+            st.session_state.run_id = following.run_id  # a queued run of the experiment started: show it
+            st.query_params["run"] = following.run_id
+            st.rerun(scope="app")
+    if active and not any(r.is_active for r in members or [current]):
+        st.rerun(scope="app")  # everything ended: refresh the page so Train/Stop change state
+
+    # Above the tabs, one container: its elements come and go (a status box, an experiment, the
+    # pause controls) without moving the tabs, so the charts keep their identity (and a zoom)
+    # across refreshes instead of being remounted.
+    with st.container():
+        shown = run_header(current, members)
+    if shown is None:
+        return
+    snapshot, whole, replay_step, findings = shown
     tabs = st.tabs(["Training curves", "Distributions", "Model", "Predictions", "System", "Runs"], key="view",
                    on_change="rerun")
     replay_of = whole if replay_step is not None else None
