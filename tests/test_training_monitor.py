@@ -733,7 +733,9 @@ def test_a_watchable_pace_stretches_a_short_run_and_never_slows_a_long_one():
     # The last batch is due at 29/30 of the pace; sleeps never end early.
     assert paced_seconds >= 1.5 * 29 / 30 > fast_seconds, (paced_seconds, fast_seconds)
     seconds = paced.history.snapshot().batch("seconds")
-    assert np.all(np.diff(seconds[5:]) > 0.02)  # spread over the batches, not one sleep at the end
+    # Spread over the batches (~50 ms apart), not one sleep at the end. The median: a batch that a
+    # busy machine delays is followed by a short gap, as the pace keeps to its schedule.
+    assert np.median(np.diff(seconds[5:])) > 0.02
     with pytest.raises(ValueError, match="pace"):
         paced.set_pace(0)
     with pytest.raises(ValueError, match="advance"):
