@@ -8,10 +8,12 @@ store. It keeps a run id (in the session and in the URL, so a refresh re-attache
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +64,97 @@ function loadPlotly() {
   });
   return window.__ltdPlotly;
 }
+// A replay playing in the browser. Each frame must cost next to nothing (redrawing six charts
+// took ~300 ms a frame in a 2-core machine's headless Chromium): the curves are drawn once, for
+// the whole run, and a white veil over everything right of the cursor moves (a DOM element, not a
+// Plotly relayout); the boundary's class map is a layout image, swapped when the weights change.
+function decoded(value) {  // plotly.py and the page send byte arrays as {dtype, bdata (base64)}
+  if (!value || typeof value.bdata !== "string") return value;
+  return Uint8Array.from(atob(value.bdata), (c) => c.charCodeAt(0));
+}
+function overlays(chart) {
+  if (!chart.__veil) {
+    chart.style.position = "relative";
+    chart.__veil = document.createElement("div");
+    chart.__veil.style.cssText = "position:absolute;background:rgba(255,255,255,0.95);z-index:2;";
+    chart.__cursor = document.createElement("div");
+    chart.__cursor.style.cssText = "position:absolute;width:0;border-left:1.5px solid #555;z-index:3;" +
+      "pointer-events:none;font:11px sans-serif;color:#555;white-space:nowrap;";
+    chart.__cursor.innerHTML = "<span style='position:absolute;top:-14px;left:3px'>replay</span>";
+    chart.append(chart.__veil, chart.__cursor);
+  }
+  return [chart.__veil, chart.__cursor];
+}
+function dropOverlays(chart) {
+  if (chart.__veil) { chart.__veil.remove(); chart.__cursor.remove(); chart.__veil = chart.__cursor = null; }
+}
+function classImage(reel, index) {  // one snapshot's predicted classes, as a PNG of the class colours
+  const size = reel.size, grid = reel.grids.subarray(index * size * size, (index + 1) * size * size);
+  const canvas = document.createElement("canvas");
+  canvas.width = canvas.height = size;
+  const context = canvas.getContext("2d"), image = context.createImageData(size, size);
+  for (let row = 0; row < size; row++) {
+    for (let column = 0; column < size; column++) {  // grid row 0 is the lowest y: the image's bottom row
+      const rgb = reel.colors[grid[row * size + column] % reel.colors.length], at = 4 * ((size - 1 - row) * size + column);
+      image.data[at] = rgb[0]; image.data[at + 1] = rgb[1]; image.data[at + 2] = rgb[2]; image.data[at + 3] = 89;
+    }
+  }
+  context.putImageData(image, 0, 0);
+  return canvas.toDataURL();
+}
+function startReel(chart, figure, reel) {  // the chart a replay plays on, drawn once
+  const layout = Object.assign({}, figure.layout), data = figure.data.slice();
+  if (reel.cursor) {  // the cursor is the overlay's (the still chart's named one is left out)
+    layout.shapes = (layout.shapes || []).filter((item) => item.name !== "replay-cursor");
+    layout.annotations = (layout.annotations || []).filter((item) => item.name !== "replay-cursor");
+  }
+  if (reel.grids) {  // the heatmap makes way for an image of the same plane
+    reel.grids = decoded(reel.grids);
+    data[0] = Object.assign({}, data[0], { visible: false });
+    const [x0, x1] = layout.xaxis.range, [y0, y1] = layout.yaxis.range;
+    layout.images = [{ source: classImage(reel, 0), xref: "x", yref: "y", x: x0, y: y1, sizex: x1 - x0,
+                       sizey: y1 - y0, sizing: "stretch", layer: "below" }];
+  }
+  return window.Plotly.react(chart, data, layout, chart.__config);
+}
+function showFrame(chart, reel, frame, player, fresh) {
+  if (reel.cursor) {
+    const full = chart._fullLayout, size = full && full._size;
+    if (size && full.xaxis) {
+      const at = Math.max(0, Math.min(size.w, full.xaxis.l2p(reel.cursor[frame])));
+      const [veil, cursor] = overlays(chart);
+      Object.assign(veil.style, { left: size.l + at + "px", top: size.t + "px", width: size.w - at + "px", height: size.h + "px" });
+      Object.assign(cursor.style, { left: size.l + at + "px", top: size.t + "px", height: size.h + "px" });
+    }
+  }
+  let drawn = Promise.resolve();
+  if (reel.grids && reel.grid_of_frame[frame] !== player.grid) {
+    player.grid = reel.grid_of_frame[frame];
+    drawn = window.Plotly.relayout(chart, { "images[0].source": classImage(reel, player.grid), "title.text": reel.titles[frame] });
+  }
+  chart.dataset.replayStep = String(reel.steps[frame]);
+  return drawn.then(() => {
+    if (!fresh) return;
+    // Each frame shown, for bench/replay_fps.py (bounded: the newest 5000 kept).
+    const shown = (window.__ltdReplayFrames = window.__ltdReplayFrames || []);
+    shown.push([chart.__chartKey, reel.steps[frame], performance.now()]);
+    if (shown.length > 5000) shown.splice(0, shown.length - 5000);
+  });
+}
+function play(chart, player) {  // frames follow the clock: a busy page skips frames, never slows the replay
+  if (chart.__player !== player || !chart.isConnected) return;
+  const last = player.reel.steps.length - 1;
+  const frame = Math.min(Math.floor((performance.now() - player.began) / player.reel.frame_ms), last);
+  const next = () => {
+    if (player.frame < last || chart.__veil) {  // the last frame shown: keep the overlay placed while the page resizes
+      setTimeout(() => play(chart, player), Math.min(player.reel.frame_ms / 4, 50));
+    }
+  };
+  const fresh = frame !== player.frame;
+  if (!fresh && !player.reel.cursor) { next(); return; }
+  player.frame = frame;
+  showFrame(chart, player.reel, frame, player, fresh).then(next, next);  // (not fresh: the veil re-placed only)
+}
 export default function ({ parentElement, data }) {
   let chart = parentElement.querySelector(".ltd-chart");
   if (!chart) {
@@ -72,13 +165,26 @@ export default function ({ parentElement, data }) {
     new ResizeObserver(() => { if (chart._fullLayout && chart.isConnected) window.Plotly.Plots.resize(chart); })
       .observe(chart);
   }
-  if (chart.__spec === data.spec) return;  // an unchanged figure (a paused or ended run) costs nothing
-  chart.__spec = data.spec;
+  const reel = data.reel || null;
+  const key = data.spec + (reel ? reel.id : "");
+  if (chart.__key === key) return;  // an unchanged figure (a paused or ended run) costs nothing
+  chart.__key = key;
   loadPlotly().then((Plotly) => {
-    if (chart.__spec !== data.spec) return;  // a newer figure came while plotly.js loaded
+    if (chart.__key !== key) return;  // a newer figure came while plotly.js loaded
     const figure = JSON.parse(data.spec);
     figure.layout.font = Object.assign({ family: '"Source Sans Pro", sans-serif' }, figure.layout.font);
-    return Plotly.react(chart, figure.data, figure.layout, data.config);
+    chart.__config = data.config;
+    chart.__chartKey = data.key;
+    if (!reel) {
+      chart.__player = null;
+      dropOverlays(chart);
+      delete chart.dataset.replayStep;
+      return Plotly.react(chart, figure.data, figure.layout, data.config);
+    }
+    const running = chart.__player && chart.__player.reel.id === reel.id;
+    const player = { reel: reel, frame: -1, grid: 0, began: running ? chart.__player.began : performance.now() - reel.elapsed_ms };
+    chart.__player = player;
+    return startReel(chart, figure, reel).then(() => play(chart, player));
   }).catch((error) => { chart.textContent = "This chart could not be drawn: " + error.message; });
 }
 """.replace("PLOTLY_VERSION", plotly.__version__)
@@ -113,12 +219,15 @@ def plotly_js_served() -> bool:
     return True
 
 
-def draw_chart(where, figure, key: str) -> None:
-    """A Plotly figure in `where` (st, a column), updated in place on the next refresh."""
+def draw_chart(where, figure, key: str, reel: dict | None = None) -> None:
+    """A Plotly figure in `where` (st, a column), updated in place on the next refresh. `reel`: a
+    replay the browser plays on this figure (see replay_reel)."""
     if not plotly_js_served():
         where.plotly_chart(figure, key=key, config=PLOTLY_CONFIG)
         return
-    data = {"spec": plotly.io.to_json(figure, validate=False), "config": PLOTLY_CONFIG}
+    data = {"spec": plotly.io.to_json(figure, validate=False), "config": PLOTLY_CONFIG, "key": key}
+    if reel is not None:  # how far it has played, as this chart leaves (a chart drawn later starts later on)
+        data["reel"] = {**reel, "elapsed_ms": (time.time() - reel["began"]) * 1000}
     if where is st:  # the current container (a tab, an expander)
         live_chart(key=key, data=data)
     else:
@@ -383,10 +492,17 @@ def training_controls(current) -> None:
     asked = current.store.read_control(current.run_id)
     pause_asked = asked.get("paused") is True
     columns = st.columns([1, 1.15, 1.15, 1.25, 3.5], vertical_alignment="center")
-    columns[0].button("Resume" if pause_asked else "Pause", key="pause_training", width="stretch",
-                      icon=":material/play_arrow:" if pause_asked else ":material/pause:",
-                      on_click=request_training, args=(current.run_id, "resume" if pause_asked else "pause"),
-                      help="Hold training between two batches (not only the page); the run stays open.")
+    # Two keys, each for one idempotent request: a click that Streamlit delivers again after the
+    # label changed (seen on a loaded CI machine: a Pause undone a moment later) repeats the same
+    # request instead of toggling it back.
+    if pause_asked:
+        columns[0].button("Resume", key="resume_training", width="stretch", icon=":material/play_arrow:",
+                          on_click=request_training, args=(current.run_id, "resume"),
+                          help="Go on training from where it is held.")
+    else:
+        columns[0].button("Pause", key="pause_training", width="stretch", icon=":material/pause:",
+                          on_click=request_training, args=(current.run_id, "pause"),
+                          help="Hold training between two batches (not only the page); the run stays open.")
     for column, unit in zip(columns[1:3], ("batch", "epoch")):
         column.button(f"Step 1 {unit}", key=f"step_{unit}", width="stretch", disabled=not state.paused,
                       on_click=request_training, args=(current.run_id, f"step_{unit}"),
@@ -502,25 +618,89 @@ def curve_settings() -> None:
                             "does not flatten the rest.")
 
 
-def curves_tab(current, snapshot, findings, replay_of=None, replay_step=None) -> None:
+def curves_tab(current, snapshot, findings, replay_of=None, replay_step=None, reel=None) -> None:
     curve_settings()
     left, right = st.columns(2)
     keys = ("loss_chart", "accuracy_chart", "batch_loss_chart", "grad_norm_chart", "lr_chart")
-    figures = charts.training_curves_figures(snapshot, findings, chart_options(), replay_of)
+    options = chart_options()
+    two_d = current.config is not None and current.config.dataset not in IMAGE_DATASETS
+    boundary_reel = None
+    if reel is not None and two_d:  # the boundary's frames first: the replay's clock starts once they are ready
+        began = time.monotonic()
+        try:
+            boundary_reel = boundary_frames(current, dataset_for(current.config), reel)
+        except (OSError, ValueError):
+            boundary_reel = None
+        took = time.monotonic() - began
+        clock_began, from_step, _ = st.session_state.replay_clock
+        if took > 0.2 and time.time() - clock_began < took + 1.0:  # (only as it starts: never jump back later)
+            start_replay_clock(from_step)
+            reel = replay_reel(replay_of.num_steps)
+            boundary_reel = boundary_reel and {**boundary_reel, **reel}
+    if reel is not None:  # the browser plays it: the whole run's charts, veiled right of each frame's cursor
+        figures = charts.training_curves_figures(replay_of, [], options, replay_of)
+        curves_reel = {**reel, "cursor": charts.replay_cursor_x(replay_of, options.x_axis, reel["steps"])}
+    else:
+        figures, curves_reel = charts.training_curves_figures(snapshot, findings, options, replay_of), None
     for index, (figure, key) in enumerate(zip(figures, keys)):
-        draw_chart((left if index % 2 == 0 else right), figure, key)
+        draw_chart((left if index % 2 == 0 else right), figure, key, curves_reel)
     # 2-D data: the boundary bends beside the curves while it trains (TensorFlow Playground's view).
-    if current.config is not None and current.config.dataset not in IMAGE_DATASETS:
+    if two_d:
         model, step = current.inspection_model(None if replay_step is None else replay_step - 1)
         if model is not None:
             try:
                 dataset = dataset_for(current.config)
             except (OSError, ValueError):
                 return
+            if boundary_reel is not None:  # drawn at the reel's first frame; the browser plays on
+                model, step = current.inspection_model(boundary_reel.pop("first_weights"))
+                if model is None:
+                    return
             with current.inspection_lock:
-                grid = inspection.decision_grid(model, dataset.x_train)
+                grid = inspection.decision_grid(model, dataset.x_train, *(
+                    (REPLAY_GRID_RESOLUTION,) if boundary_reel is not None else ()))
             draw_chart(right, charts.decision_boundary(*grid, dataset.x_train.numpy(), dataset.y_train.numpy(),
-                                                        None if step == -1 else step), "curves_boundary_chart")
+                                                        None if step == -1 else step), "curves_boundary_chart",
+                       boundary_reel)
+
+
+def boundary_frames(current, dataset, reel: dict) -> dict | None:
+    """The decision boundary at each frame of a replay playing in the browser: the predicted class
+    on the grid for each weight snapshot the frames use (one byte a cell), computed once per replay."""
+    cached = st.session_state.get("boundary_reel")
+    key = (current.run_id, tuple(reel["steps"]))
+    if cached is not None and cached[0] == key:
+        return {**cached[1], **reel}
+    try:
+        stored = current.store.weight_steps(current.run_id)
+    except (OSError, ValueError):
+        return None
+    if not stored:
+        return None
+    chosen = [run_store.snapshot_at(stored, step - 1) for step in reel["steps"]]
+    distinct = sorted(set(chosen), key=chosen.index)
+    # Each snapshot's grid is kept for this run: a second play (another start, another speed) is instant.
+    known = st.session_state.get("boundary_grids")
+    if known is None or known[0] != current.run_id:
+        known = st.session_state.boundary_grids = (current.run_id, {})
+    for weights in distinct:
+        if weights in known[1]:
+            continue
+        model, _ = current.inspection_model(weights)
+        if model is None:
+            return None
+        with current.inspection_lock:
+            _, _, classes, _ = inspection.decision_grid(model, dataset.x_train, REPLAY_GRID_RESOLUTION)
+        known[1][weights] = classes.astype(np.uint8)
+    grids = [known[1][weights] for weights in distinct]
+    classes = int(max(int(max(g.max() for g in grids)), int(dataset.y_train.max()))) + 1
+    frames = {**reel, "grids": {"dtype": "u1", "bdata": base64.b64encode(np.stack(grids).tobytes()).decode()},
+              "grid_of_frame": [distinct.index(w) for w in chosen], "size": int(grids[0].shape[0]),
+              "classes": classes, "first_weights": chosen[0],
+              "colors": [[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in charts.CLASS_COLORS],
+              "titles": ["Decision boundary" + (f" (weights of batch {w})" if w >= 0 else "") for w in chosen]}
+    st.session_state.boundary_reel = (key, frames)
+    return {**frames, **reel}
 
 
 def distributions_tab(snapshot) -> None:
@@ -743,19 +923,79 @@ def runs_tab(current) -> None:
         st.rerun(scope="app")  # the whole page shows the chosen run: its settings, caption, charts
 
 
-# Replay: 100 frames per run at 1x, one every REPLAY_FRAME_SECONDS (5 frames/s: 20 s for a run).
-REPLAY_FRAME_SECONDS = 0.2
-REPLAY_FRAMES = 100
+# Replay: 200 frames per run at 1x, one every REPLAY_FRAME_SECONDS (10 frames/s: 20 s for a run).
+# It plays on a clock: the step shown is where the clock says, so a slow page skips frames instead
+# of slowing the replay. The Training-curves tab plays every frame in the browser (each chart gets
+# the whole run and, per frame, where the cursor stands or the decision boundary); a page rerun
+# per frame managed 0.55-1.35 frames/s on 2 cores. Meanwhile the page reruns every
+# REPLAY_PAGE_SECONDS, for the numbers above the tabs and the other tabs.
+REPLAY_FRAME_SECONDS = 0.1
+REPLAY_FRAMES = 200
 REPLAY_SPEEDS = {"0.5×": 0.5, "1×": 1.0, "2×": 2.0, "4×": 4.0}
+REPLAY_PAGE_SECONDS = 2.0  # (each page rerun stalls the browser 100-250 ms: a frame or two skipped)
+# The boundary's frames on a coarser grid than the still chart (120): 3.5x less to compute before
+# it plays (the default run's 39 snapshots: ~0.9 s on one 2-vCPU EPYC, 3.2 s at 120) and to send.
+REPLAY_GRID_RESOLUTION = 64
 
 
-def toggle_replay_play(last_step: int) -> None:
-    playing = not st.session_state.get("replay_playing", False)
-    st.session_state.replay_playing = playing
-    if playing and st.session_state.get("replay_step", last_step) >= last_step:
-        st.session_state.replay_step = 1  # from the start again
-        st.session_state.replay_at_end = False
+def replay_clock(last: int) -> tuple[list[int], float, float]:
+    """(the steps of its frames, seconds per frame, seconds since it began) of the replay playing."""
+    began, from_step, speed = st.session_state.replay_clock
+    return (charts.replay_frame_steps(from_step, last, REPLAY_FRAMES), REPLAY_FRAME_SECONDS / speed,
+            time.time() - began)
+
+
+def replay_clock_step(last: int) -> tuple[int, bool]:
+    """(the step the playing replay stands at now, whether it reached the end)."""
+    steps, per_frame, elapsed = replay_clock(last)
+    frame = int(elapsed / per_frame)
+    return (steps[frame], False) if frame < len(steps) - 1 else (last, True)
+
+
+def start_replay_clock(from_step: int) -> None:
+    speed = REPLAY_SPEEDS.get(st.session_state.get("replay_speed"), 1.0)
+    st.session_state.replay_clock = (time.time(), from_step, speed)
+
+
+# Play and Pause are two buttons with their own keys, each an idempotent request (see training_controls).
+def play_replay(last_step: int) -> None:
+    if st.session_state.get("replay_playing"):
+        return
+    step = st.session_state.get("replay_step", last_step)
+    if step >= last_step:
+        step = 1  # from the start again
+    st.session_state.replay_step = step
+    st.session_state.replay_at_end = False
+    start_replay_clock(step)
+    st.session_state.replay_playing = True
     st.session_state.needs_app_rerun = True  # the refresh timer changes with it
+
+
+def pause_replay(last_step: int) -> None:
+    if not st.session_state.get("replay_playing"):
+        return
+    st.session_state.replay_step = replay_clock_step(last_step)[0]  # stays where the clock is now
+    st.session_state.replay_playing = False
+    st.session_state.needs_app_rerun = True
+
+
+def change_replay_speed(last_step: int) -> None:
+    """A new speed while it plays: it goes on from where it is, at the new speed."""
+    if st.session_state.get("replay_playing"):
+        began, from_step, speed = st.session_state.replay_clock
+        steps = charts.replay_frame_steps(from_step, last_step, REPLAY_FRAMES)
+        frame = min(int((time.time() - began) / (REPLAY_FRAME_SECONDS / speed)), len(steps) - 1)
+        start_replay_clock(steps[frame])
+
+
+def replay_reel(last: int) -> dict | None:
+    """What the browser needs to play the replay on a chart: the frames' steps and timing (the
+    charts add theirs). None unless a replay plays and the charts are drawn by live_chart."""
+    if not st.session_state.get("replay_playing") or not plotly_js_served():
+        return None
+    steps, per_frame, _ = replay_clock(last)
+    began = st.session_state.replay_clock[0]
+    return {"id": f"{began:.6f}", "began": began, "steps": steps, "frame_ms": per_frame * 1000}
 
 
 def replay_controls(snapshot) -> int | None:
@@ -773,22 +1013,28 @@ def replay_controls(snapshot) -> int | None:
         return None
     step = int(st.session_state.get("replay_step", last))
     moved = step != st.session_state.get("replay_shown")  # the slider was moved since the last draw
-    if st.session_state.get("replay_at_end", True) and not moved:
-        step = last  # it sat at the newest batch: follow the training
-    if st.session_state.get("replay_playing"):
-        step += max(1, round(last / REPLAY_FRAMES * REPLAY_SPEEDS.get(st.session_state.get("replay_speed"), 1.0)))
-        if step >= last:
-            step = last
+    if st.session_state.get("replay_playing"):  # the slider is disabled meanwhile: the clock says where
+        step, ended = replay_clock_step(last)
+        if ended:
             st.session_state.replay_playing = False
             st.session_state.needs_app_rerun = True  # stop the frame timer
+    elif st.session_state.get("replay_at_end", True) and not moved:
+        step = last  # it sat at the newest batch: follow the training
     st.session_state.replay_step = min(max(step, 1), last)
-    slider.slider("Step (batches trained)", 1, last, key="replay_step")
+    # Disabled while it plays: the browser sends back the value it last showed, which lags the clock.
+    playing = bool(st.session_state.get("replay_playing"))
+    slider.slider("Step (batches trained)", 1, last, key="replay_step", disabled=playing,
+                  help="Pause to scrub." if playing else None)
     st.session_state.replay_shown = st.session_state.replay_step
     st.session_state.replay_at_end = st.session_state.replay_step >= last and not st.session_state.get("replay_playing")
-    playing = st.session_state.get("replay_playing", False)
-    play.button("Pause" if playing else "Play", key="replay_play", icon=":material/pause:" if playing else
-                ":material/play_arrow:", on_click=toggle_replay_play, args=(last,), width="stretch")
-    speed.selectbox("Speed", list(REPLAY_SPEEDS), index=1, key="replay_speed")
+    if playing:
+        play.button("Pause", key="replay_pause", icon=":material/pause:", on_click=pause_replay, args=(last,),
+                    width="stretch")
+    else:
+        play.button("Play", key="replay_play", icon=":material/play_arrow:", on_click=play_replay, args=(last,),
+                    width="stretch")
+    speed.selectbox("Speed", list(REPLAY_SPEEDS), index=1, key="replay_speed", on_change=change_replay_speed,
+                    args=(last,))
     return st.session_state.replay_step
 
 
@@ -861,7 +1107,18 @@ def run_header(current, members: list) -> tuple | None:
     return snapshot, whole, replay_step, findings
 
 
-@st.fragment(run_every=REPLAY_FRAME_SECONDS if st.session_state.get("replay_playing") else (
+def curves_play_in_browser() -> bool:
+    """Whether a replay playing now is played by the browser (the Training-curves tab, open)."""
+    return plotly_js_served() and st.session_state.get("view") in (None, "Training curves")
+
+
+def tab_changed() -> None:
+    if st.session_state.get("replay_playing"):
+        st.session_state.needs_app_rerun = True  # the replay's refresh timer depends on the tab
+
+
+@st.fragment(run_every=(REPLAY_PAGE_SECONDS if curves_play_in_browser() else REPLAY_FRAME_SECONDS)
+             if st.session_state.get("replay_playing") else (
     (FIRST_DATA_REFRESH_SECONDS if waiting_for_data else REFRESH_SECONDS) if active and not paused else None))
 def live_panels() -> None:
     if st.session_state.pop("needs_app_rerun", False):
@@ -888,9 +1145,10 @@ def live_panels() -> None:
         return
     snapshot, whole, replay_step, findings = shown
     tabs = st.tabs(["Training curves", "Distributions", "Model", "Predictions", "System", "Runs"], key="view",
-                   on_change="rerun")
+                   on_change=tab_changed)
     replay_of = whole if replay_step is not None else None
-    renderers = (lambda: curves_tab(current, snapshot, findings, replay_of, replay_step),
+    reel = replay_reel(whole.num_steps) if replay_step is not None else None
+    renderers = (lambda: curves_tab(current, snapshot, findings, replay_of, replay_step, reel),
                  lambda: distributions_tab(snapshot),
                  lambda: model_tab(current, snapshot, findings), lambda: predictions_tab(current, replay_step),
                  lambda: system_tab(current, snapshot), lambda: runs_tab(current))

@@ -436,9 +436,35 @@ def training_curves_figures(snapshot: HistorySnapshot, findings: list, options: 
         cursor = float(x[snapshot.num_steps - 1])
         for figure in figures:
             figure.update_xaxes(range=[0, float(x[-1]) * 1.02])
-            figure.add_vline(x=cursor, line_color="#555", line_width=1.5, annotation_text="replay",
-                             annotation_font_color="#555")
+            # Named, so a page playing the replay in the browser finds the cursor and moves it.
+            figure.add_shape(type="line", x0=cursor, x1=cursor, y0=0, y1=1, yref="paper", name=REPLAY_CURSOR,
+                             line={"color": "#555", "width": 1.5})
+            figure.add_annotation(x=cursor, y=1, yref="paper", text="replay", showarrow=False, xanchor="left",
+                                  yanchor="bottom", font={"color": "#555"}, name=REPLAY_CURSOR)
     return figures
+
+
+# The replay's cursor line and its label in the training-curve charts.
+REPLAY_CURSOR = "replay-cursor"
+
+
+def replay_frame_steps(start: int, last: int, frames: int = 100) -> list[int]:
+    """The steps a replay shows when it plays from `start` to `last`: one frame per 1/`frames` of
+    the whole run (at least one batch on), the last frame at `last`."""
+    if last < 1:
+        return []
+    start = min(max(int(start), 1), last)
+    stride = max(1, round(last / frames))
+    steps = list(range(start, last, stride))
+    return steps + [last]
+
+
+def replay_cursor_x(whole: HistorySnapshot, x_axis: str, steps: list[int]) -> list[float]:
+    """Where the replay cursor stands at each of `steps`, on the training curves' x-axis. A chart of
+    the whole run, cut in the browser to the points at or left of it, is the chart of the run as it
+    stood then (every curve's x grows with the step; smoothing only looks back)."""
+    x = _batch_x(whole, x_axis)
+    return [float(x[min(max(step, 1), whole.num_steps) - 1]) for step in steps]
 
 
 # --------------------------------------------------------------------------- distributions

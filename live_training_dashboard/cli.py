@@ -46,7 +46,10 @@ def streamlit_command(argv: list[str] | None = None) -> tuple[list[str], dict]:
     # In a checkout, charts update in place with plotly.js served from ./static beside the page
     # (dashboard.py copies it there); installed, nothing is written into site-packages and the
     # page falls back to st.plotly_chart.
-    in_place = ["--server.enableStaticServing", "true"] if (script.parent / "pyproject.toml").is_file() else []
+    # (and, as .streamlit/config.toml says, without Streamlit's cache of large messages, which broke
+    # the page during a replay's frequent reruns: "Cached ForwardMsg MISS")
+    in_place = ["--server.enableStaticServing", "true", "--global.minCachedMessageSize", "1e15"] if (
+        script.parent / "pyproject.toml").is_file() else []
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(args.port), *in_place,
                *streamlit_options]
     return command, env

@@ -626,11 +626,7 @@ class RunStore:
         steps = self.weight_steps(run_id)
         if not steps:
             raise StoreError("this run has no saved weights yet")
-        if step is None:
-            chosen = -1 if -1 in steps else steps[-1]
-        else:
-            earlier = [s for s in steps if 0 <= s <= step]
-            chosen = earlier[-1] if earlier else steps[0]
+        chosen = snapshot_at(steps, step)
         names = self.list_names(self.path(run_id, WEIGHTS))
         name = FINAL_WEIGHTS if chosen == -1 else next(
             (n for n in (f"{chosen:010d}{SNAPSHOT_SUFFIX}", f"{chosen:010d}.pt") if n in names), f"{chosen:010d}.pt")
@@ -656,6 +652,15 @@ class RunStore:
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def snapshot_at(steps: list[int], step: int | None) -> int:
+    """Of a run's weight_steps (-1: the final weights), the one load_weights(step) loads: the newest
+    for None, else the last snapshot at or before `step` (the first one before any)."""
+    if step is None:
+        return -1 if -1 in steps else steps[-1]
+    earlier = [s for s in steps if 0 <= s <= step]
+    return earlier[-1] if earlier else steps[0]
 
 
 def error_reason(error: BaseException) -> str:

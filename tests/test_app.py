@@ -3,6 +3,7 @@
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -576,18 +577,66 @@ def test_replay_scrubs_every_panel_back_in_time_and_plays_forward():
     app.run()
     heatmap = chart_specs(app)["Gradient distributions over time (per layer)"]["data"][0]
     assert max(plotted(heatmap["x"])) < 114
-    # Play: each frame moves about 1% of the run on; the replay stays where it is put while paused.
+    # Play: the replay moves on with the clock (200 frames a run, 10 a second at 1x); paused, it stays put.
     app.button(key="replay_play").click().run()
-    assert app.session_state.replay_playing
+    assert app.session_state.replay_playing and not [b for b in app.button if b.key == "replay_play"]
     before = app.slider(key="replay_step").value
+    time.sleep(0.6)  # three frames at least
     app.run()
     assert app.slider(key="replay_step").value > before
-    app.button(key="replay_play").click().run()
+    app.button(key="replay_pause").click().run()
     paused_at = app.slider(key="replay_step").value
+    time.sleep(0.4)
     app.run()
     assert app.slider(key="replay_step").value == paused_at and not app.session_state.replay_playing
     app.toggle(key="replay_on").set_value(False).run()
     assert metrics(app)["Epoch"] == "6 / 6"
+
+
+def live_chart_data(app: AppTest) -> dict[str, dict]:
+    """What each live_chart element hands the browser (spec, config, and a reel while a replay plays), by key."""
+    import json
+
+    return {element.proto.id.rsplit("-", 1)[-1]: json.loads(element.proto.json) for element in app.get("bidi_component")
+            if element.proto.component_name == "live_chart"}
+
+
+def test_a_playing_replay_hands_the_browser_every_frame_of_the_curves_and_the_boundary():
+    import base64
+    import json
+
+    app = new_app()
+    train_in_app(app, 4)  # 152 batches
+    app.toggle(key="replay_on").set_value(True).run()
+    app.slider(key="replay_step").set_value(30).run()
+    app.button(key="replay_play").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    charts_now = {key: data for key, data in live_chart_data(app).items() if key.endswith("_chart")}
+    loss, boundary = charts_now["loss_chart"], charts_now["curves_boundary_chart"]
+    reel = loss["reel"]
+    steps = reel["steps"]
+    assert steps[0] == 30 and steps[-1] == 152 and all(b > a for a, b in zip(steps, steps[1:]))
+    assert len(steps) == len(range(30, 152)) + 1 and reel["frame_ms"] == 100  # 200 frames a run, 10 a second
+    assert len(reel["cursor"]) == len(steps) and all(b > a for a, b in zip(reel["cursor"], reel["cursor"][1:]))
+    assert abs(reel["cursor"][-1] - 4.0) < 1e-6  # epochs on the x-axis: the last frame at the end of epoch 4
+    # The chart itself is the whole run (the browser cuts it at each frame's cursor), with a cursor to move.
+    spec = json.loads(loss["spec"])
+    assert any(shape.get("name") == "replay-cursor" for shape in spec["layout"]["shapes"])
+    assert all(charts_now[key]["reel"]["id"] == reel["id"] for key in ("accuracy_chart", "batch_loss_chart",
+                                                                        "grad_norm_chart", "lr_chart"))
+    # The boundary: one grid of predicted classes per weight snapshot the frames use, weights from
+    # before each frame's step, titled with their batch.
+    frames = boundary["reel"]
+    size, used = frames["size"], sorted(set(frames["grid_of_frame"]))
+    grids = np.frombuffer(base64.b64decode(frames["grids"]["bdata"]), dtype=np.uint8).reshape(-1, size, size)
+    assert used == list(range(len(grids))) and 3 <= len(grids) <= len(steps)
+    assert grids.max() < frames["classes"] == 3
+    assert (grids[0] != grids[-1]).any()  # the boundary moves while it plays
+    batches = [int(t.rsplit(" ", 1)[1].rstrip(")")) for t in frames["titles"]]
+    assert len(batches) == len(steps) and all(b < step for b, step in zip(batches, steps))
+    assert batches == sorted(batches)
+    app.button(key="replay_pause").click().run()  # paused: plain charts again, no reel
+    assert "reel" not in live_chart_data(app)["loss_chart"]
 
 
 def test_training_is_paused_stepped_one_batch_and_resumed_from_the_page_and_a_refresh_sees_it(runs_folder):
@@ -603,7 +652,8 @@ def test_training_is_paused_stepped_one_batch_and_resumed_from_the_page_and_a_re
     paused_text = lambda a: next((m.value for m in a.markdown if m.value.startswith("**Paused** after batch")), "")
     rerun_until(app, lambda a: paused_text(a), timeout=20)
     held = int(paused_text(app).split("batch ")[1].split()[0].replace(",", ""))
-    assert app.button(key="pause_training").label == "Resume" and not app.button(key="step_batch").disabled
+    assert app.button(key="resume_training").label == "Resume" and not app.button(key="step_batch").disabled
+    assert not [b for b in app.button if b.key == "pause_training"]  # a repeated Pause click cannot undo it
     time.sleep(1.5)
     app.run()
     assert paused_text(app).startswith(f"**Paused** after batch {held:,} ")  # held still
@@ -612,9 +662,9 @@ def test_training_is_paused_stepped_one_batch_and_resumed_from_the_page_and_a_re
     rerun_until(app, lambda a: f"after batch {held + 1:,} " in paused_text(a), timeout=20)
     refreshed = new_app(run=run_id)  # a refresh finds it paused, with the same controls
     assert f"after batch {held + 1:,} " in paused_text(refreshed)
-    assert refreshed.button(key="pause_training").label == "Resume"
+    assert refreshed.button(key="resume_training").label == "Resume"
 
     app.button(key="full_speed").click().run()
-    app.button(key="pause_training").click().run()  # resume
+    app.button(key="resume_training").click().run()
     rerun_until(app, lambda a: any("Finished 20 epochs" in s.value for s in a.success), timeout=60)
     assert app.session_state.run_id == run_id

@@ -26,12 +26,25 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture()
-def page(server):
+def page(server, runs_folder):
     with playwright_api.sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1500, "height": 1600})
         yield page
         browser.close()
+    stop_what_still_trains(runs_folder)
+
+
+def stop_what_still_trains(runs_folder):
+    """A test that failed before its Stop click leaves its run training: stop it, or it slows every
+    later test on a 2-core machine (a CI run's second failure followed from the first this way)."""
+    from live_training_dashboard.history import Status
+    from live_training_dashboard.run_store import RunStore
+
+    store = RunStore(str(runs_folder))
+    for _, run_id in store.scan()[0]:
+        if store.read_state(run_id).status in (Status.RUNNING, Status.PREPARING, Status.QUEUED):
+            store.request_stop(run_id)
 
 
 def page_texts(page) -> list[str]:
@@ -99,12 +112,16 @@ def test_train_watch_all_nine_panels_live_then_stop(page, server, tmp_path):
 
     # A zoom (dragged as a person drags it) survives the live updates: charts change in place.
     epochs_chart = page.locator(".js-plotly-plot:visible", has_text="Loss per epoch")
-    box = epochs_chart.locator(".nsewdrag").first.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5, steps=5)
-    page.mouse.up()
+    for _ in range(3):  # the header above may grow between reading the box and the drag (a CI run missed)
+        box = epochs_chart.locator(".nsewdrag").first.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5, steps=5)
+        page.mouse.up()
+        if epochs_chart.evaluate("gd => gd.layout.xaxis.autorange === false"):
+            break
     zoomed = epochs_chart.evaluate("gd => [gd.layout.xaxis.range, gd._fullData[0]._length]")
+    assert epochs_chart.evaluate("gd => gd.layout.xaxis.autorange === false"), f"the drag did not zoom: {zoomed}"
     page.wait_for_timeout(3000)
     later = epochs_chart.evaluate("gd => [gd.layout.xaxis.range, gd._fullData[0]._length]")
     assert later[0] == zoomed[0] and later[1] > zoomed[1], (zoomed, later)
@@ -170,9 +187,31 @@ def test_pause_holds_training_while_the_page_stays_live_and_step_trains_one_batc
     expect(stepped, f"one batch on; the page says {page_texts(page)}").to_be_visible(timeout=BUSY_PAGE_MS)
     page.locator(".st-key-full_speed button").filter(visible=True).first.click()
     expect(page.locator(".st-key-full_speed button").filter(visible=True)).to_have_count(0, timeout=BUSY_PAGE_MS)  # the pace is gone
-    page.locator(".st-key-pause_training button").filter(visible=True).first.click()  # now labelled Resume
+    page.locator(".st-key-resume_training button").filter(visible=True).first.click()
     expect(page.get_by_text("Finished 20 epochs", exact=False).filter(visible=True).first).to_be_visible(
         timeout=60_000)
+    no_exception(page)
+
+    # The finished run replayed: the browser plays the curves frame by frame, the run veiled right of its cursor.
+    page.get_by_text("Replay", exact=True).click()
+    page.locator(".st-key-replay_play button").click()
+    loss = page.locator(".js-plotly-plot:visible", has_text="Loss per batch")
+    shown = []  # (step, the veil's left edge, where the step's x lies on the axis), frame after frame
+    for _ in range(40):
+        frame = loss.evaluate("gd => gd.dataset.replayStep && gd.__veil ? [Number(gd.dataset.replayStep), "
+                              "parseFloat(gd.__veil.style.left), gd.__player.reel.cursor[gd.__player.frame], "
+                              "gd._fullLayout._size.l + gd._fullLayout.xaxis.l2p(gd.__player.reel.cursor[gd.__player.frame])]"
+                              " : null")
+        if frame:
+            shown.append(frame)
+        page.wait_for_timeout(100)
+    steps = sorted({step for step, *_ in shown})
+    assert len(steps) >= 5 and max(steps) < 760, steps  # it moves on, frame after frame
+    assert all(abs(left - at) <= 2 for _, left, _, at in shown), shown  # the veil starts at the cursor
+    lefts = [left for _, left, _, _ in shown]
+    assert lefts[-1] > lefts[0], lefts
+    page.locator(".st-key-replay_pause button").click()
+    expect(page.locator(".st-key-replay_play button")).to_be_visible(timeout=BUSY_PAGE_MS)
     no_exception(page)
 
 

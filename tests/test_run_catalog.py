@@ -20,7 +20,12 @@ from live_training_dashboard.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "watch_my_training.py"
-LONG = RunConfig(epochs=1000)
+LONG = RunConfig(epochs=1000)  # (no pace: 1000 epochs outlast it)
+
+
+def fast_config(**settings) -> RunConfig:
+    """Settings trained as fast as they go (the sidebar's watchable pace spreads a run over ~20 s)."""
+    return RunConfig(pace="fast", **settings)
 
 
 def until(condition, timeout: float = 60.0, what: str = "condition"):
@@ -33,7 +38,7 @@ def until(condition, timeout: float = 60.0, what: str = "condition"):
 
 def test_a_launched_run_trains_in_its_own_process_and_gives_its_memory_back(tmp_path):
     catalog = RunCatalog(str(tmp_path))
-    [run] = catalog.launch([("short", RunConfig(epochs=3))])
+    [run] = catalog.launch([("short", fast_config(epochs=3))])
     catalog.wait(run.run_id, timeout=120)
     assert run.status == FINISHED and run.snapshot().num_steps == 3 * 38
     state = catalog.store.read_state(run.run_id)
@@ -43,7 +48,7 @@ def test_a_launched_run_trains_in_its_own_process_and_gives_its_memory_back(tmp_
     assert group.process.exitcode == 0
     # A new catalog (a restarted server) reads the same run from the store alone.
     again = RunCatalog(str(tmp_path)).get(run.run_id)
-    assert again.status == FINISHED and again.config == RunConfig(epochs=3) and again.name == "short"
+    assert again.status == FINISHED and again.config == fast_config(epochs=3) and again.name == "short"
     assert again.snapshot().num_steps == 3 * 38
     model, step = again.inspection_model()
     assert step == -1 and isinstance(model, torch.nn.Module)
@@ -67,7 +72,7 @@ def test_where_a_gpu_is_visible_workers_are_spawned_and_still_train(tmp_path, mo
 
     monkeypatch.setattr(run_catalog, "_pool", launcher.WorkerPool("spawn"))
     catalog = RunCatalog(str(tmp_path), warm_up=False)
-    [run] = catalog.launch([("spawned", RunConfig(epochs=2))])
+    [run] = catalog.launch([("spawned", fast_config(epochs=2))])
     catalog.wait(run.run_id, timeout=120)
     assert run.status == FINISHED and run.snapshot().num_steps == 2 * 38
     until(lambda: run.launched.group.exited, 10, "the worker exiting")
@@ -77,7 +82,7 @@ def test_where_a_gpu_is_visible_workers_are_spawned_and_still_train(tmp_path, mo
 def test_a_killed_worker_is_told_within_seconds_and_other_runs_go_on(tmp_path):
     catalog = RunCatalog(str(tmp_path))
     [victim] = catalog.launch([("victim", LONG)])
-    [bystander] = catalog.launch([("bystander", RunConfig(epochs=30))])
+    [bystander] = catalog.launch([("bystander", fast_config(epochs=100))])
     until(lambda: victim.status == RUNNING and (victim.snapshot().num_steps or 0) > 0, 60, "the victim training")
     os.kill(victim.launched.group.process.pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -166,7 +171,7 @@ def test_a_full_disk_fails_every_run_of_an_experiment_with_the_reason(tiny_disk)
 
 def test_bad_settings_and_wrong_weights_give_messages_not_tracebacks(tmp_path):
     catalog = RunCatalog(str(tmp_path))
-    [run] = catalog.launch([("ok", RunConfig(epochs=1))])
+    [run] = catalog.launch([("ok", fast_config(epochs=1))])
     catalog.wait(run.run_id, timeout=120)
     # Weights of another shape under the final weights' name.
     torch.save({"fc1.weight": torch.zeros(3, 3)}, catalog.store.path(run.run_id, run_store.WEIGHTS, run_store.FINAL_WEIGHTS))

@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "watch_my_training.py"
 
 
+def fast_config(**settings) -> RunConfig:
+    """Settings trained as fast as they go (the sidebar's watchable pace spreads a run over ~20 s)."""
+    return RunConfig(pace="fast", **settings)
+
+
 def trained(store: RunStore, config: RunConfig, run_id: str = "0123456789ab"):
     """Train in this process into `store`; returns (monitor, status, message)."""
     captured = {}
@@ -39,7 +44,7 @@ def read_all(store: RunStore, run_id: str = "0123456789ab") -> RunReader:
 @pytest.mark.parametrize("url", ["local", "memory://round-trip-runs"])
 def test_a_run_round_trips_through_the_store_equal(tmp_path, url):
     store = RunStore(tmp_path if url == "local" else url)
-    monitor, status, _ = trained(store, RunConfig(epochs=3, stats_every=5))
+    monitor, status, _ = trained(store, fast_config(epochs=3, stats_every=5))
     original = monitor.history.snapshot()
     reader = read_all(store)
     copy = reader.history.snapshot()
@@ -52,12 +57,12 @@ def test_a_run_round_trips_through_the_store_equal(tmp_path, url):
     assert np.array_equal(copy.weight_histograms.steps, original.weight_histograms.steps)
     assert np.array_equal(copy.weight_histograms.counts, original.weight_histograms.counts)
     assert np.array_equal(copy.grad_histograms.ranges, original.grad_histograms.ranges)
-    assert RunConfig.from_dict(reader.meta["config"]) == RunConfig(epochs=3, stats_every=5)
+    assert RunConfig.from_dict(reader.meta["config"]) == fast_config(epochs=3, stats_every=5)
     # A finished run is one compacted piece: reopening it reads a single file.
     assert store.list_names(store.path("0123456789ab", run_store.CHUNKS)) == [
         name for name in store.list_names(store.path("0123456789ab", run_store.CHUNKS)) if name.startswith("full-")]
     # The final weights come back into a fresh model, tensors only.
-    config = RunConfig(epochs=3, stats_every=5)
+    config = fast_config(epochs=3, stats_every=5)
     step, state = store.load_weights("0123456789ab")
     model = build_model(config, *data_shape(config))
     model.load_state_dict(state)
@@ -69,7 +74,7 @@ def test_a_run_round_trips_through_the_store_equal(tmp_path, url):
 def test_weight_snapshots_are_bounded_and_thinned_evenly(tmp_path, monkeypatch):
     monkeypatch.setattr(run_store, "MAX_WEIGHT_SNAPSHOTS", 8)
     store = RunStore(tmp_path)
-    trained(store, RunConfig(epochs=10, stats_every=5))  # 380 batches, 76 stats batches
+    trained(store, fast_config(epochs=10, stats_every=5))  # 380 batches, 76 stats batches
     steps = [s for s in store.weight_steps("0123456789ab") if s >= 0]
     assert 4 <= len(steps) < 8
     gaps = set(np.diff(steps))
@@ -86,7 +91,7 @@ def test_a_reader_tails_a_run_while_it_is_written_and_each_piece_applies_once(tm
     # reader sees it grow in several steps.
     monkeypatch.setattr(run_store, "PIECE_SECONDS", 0.02)
     store = RunStore(tmp_path)
-    config = RunConfig(epochs=60)
+    config = fast_config(epochs=60)
     done = threading.Event()
     thread = threading.Thread(target=lambda: (trained(store, config), done.set()), daemon=True)
     thread.start()
@@ -210,7 +215,7 @@ def test_names_never_become_paths(tmp_path):
         run_store.clean_name("   ")
     with pytest.raises(ValueError):
         run_store.clean_name("x" * 81)
-    trained(store, RunConfig(epochs=1))
+    trained(store, fast_config(epochs=1))
     store.rename("0123456789ab", "../../evil\nname")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0123456789ab"]
     assert store.read_name("0123456789ab", store.read_meta("0123456789ab")) == "../../evilname"
@@ -240,14 +245,14 @@ def test_a_full_disk_fails_the_run_with_the_reason_and_never_raises_into_the_loo
         original(self, path, data)
 
     monkeypatch.setattr(RunStore, "write_bytes", filling_up)
-    monitor, status, message = trained(store, RunConfig(epochs=200))
+    monitor, status, message = trained(store, fast_config(epochs=200))
     assert status == FAILED and "no space left on device" in message
     assert monitor.step < 200 * 38  # it stopped training instead of running on unrecorded
 
 
 def test_exports_hold_every_row(tmp_path):
     store = RunStore(tmp_path)
-    monitor, _, _ = trained(store, RunConfig(epochs=2, stats_every=10))
+    monitor, _, _ = trained(store, fast_config(epochs=2, stats_every=10))
     snapshot = monitor.history.snapshot()
     archive = zipfile.ZipFile(io.BytesIO(run_store.export_csv_zip(snapshot, "n")))
     assert {"batches.csv", "epochs.csv", "layer_stats.csv"} <= set(archive.namelist())
@@ -311,7 +316,7 @@ def test_corrupt_weight_snapshots_are_a_store_error_not_a_crash(corrupt):
 
 def test_snapshots_saved_with_torch_save_by_earlier_versions_still_load(tmp_path):
     store = RunStore(tmp_path)
-    monitor, _, _ = trained(store, RunConfig(epochs=2, stats_every=5))
+    monitor, _, _ = trained(store, fast_config(epochs=2, stats_every=5))
     folder = Path(store.path("0123456789ab", run_store.WEIGHTS))
     first = sorted(folder.glob(f"*{run_store.SNAPSHOT_SUFFIX}"))[0]
     state = run_store.decode_tensors(first.read_bytes())
