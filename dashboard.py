@@ -666,7 +666,8 @@ def curves_tab(current, snapshot, findings, replay_of=None, replay_step=None, re
 
 def boundary_frames(current, dataset, reel: dict) -> dict | None:
     """The decision boundary at each frame of a replay playing in the browser: the predicted class
-    on the grid for each weight snapshot the frames use (one byte a cell), computed once per replay."""
+    on the grid for each weight snapshot the frames use (one byte a cell; each snapshot's grid is
+    computed once per run), the class colours, and each frame's title."""
     cached = st.session_state.get("boundary_reel")
     key = (current.run_id, tuple(reel["steps"]))
     if cached is not None and cached[0] == key:
@@ -693,10 +694,9 @@ def boundary_frames(current, dataset, reel: dict) -> dict | None:
             _, _, classes, _ = inspection.decision_grid(model, dataset.x_train, REPLAY_GRID_RESOLUTION)
         known[1][weights] = classes.astype(np.uint8)
     grids = [known[1][weights] for weights in distinct]
-    classes = int(max(int(max(g.max() for g in grids)), int(dataset.y_train.max()))) + 1
     frames = {**reel, "grids": {"dtype": "u1", "bdata": base64.b64encode(np.stack(grids).tobytes()).decode()},
               "grid_of_frame": [distinct.index(w) for w in chosen], "size": int(grids[0].shape[0]),
-              "classes": classes, "first_weights": chosen[0],
+              "first_weights": chosen[0],
               "colors": [[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in charts.CLASS_COLORS],
               "titles": ["Decision boundary" + (f" (weights of batch {w})" if w >= 0 else "") for w in chosen]}
     st.session_state.boundary_reel = (key, frames)

@@ -630,7 +630,7 @@ def test_a_playing_replay_hands_the_browser_every_frame_of_the_curves_and_the_bo
     size, used = frames["size"], sorted(set(frames["grid_of_frame"]))
     grids = np.frombuffer(base64.b64decode(frames["grids"]["bdata"]), dtype=np.uint8).reshape(-1, size, size)
     assert used == list(range(len(grids))) and 3 <= len(grids) <= len(steps)
-    assert grids.max() < frames["classes"] == 3
+    assert grids.max() < 3 <= len(frames["colors"])  # a colour for each of the spiral's three classes
     assert (grids[0] != grids[-1]).any()  # the boundary moves while it plays
     batches = [int(t.rsplit(" ", 1)[1].rstrip(")")) for t in frames["titles"]]
     assert len(batches) == len(steps) and all(b < step for b, step in zip(batches, steps))
