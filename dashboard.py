@@ -624,19 +624,20 @@ def curves_tab(current, snapshot, findings, replay_of=None, replay_step=None, re
     keys = ("loss_chart", "accuracy_chart", "batch_loss_chart", "grad_norm_chart", "lr_chart")
     options = chart_options()
     two_d = current.config is not None and current.config.dataset not in IMAGE_DATASETS
-    boundary_reel = None
+    boundary = None  # while the browser plays a replay: (the plane at the first frame, the frames)
     if reel is not None and two_d:  # the boundary's frames first: the replay's clock starts once they are ready
         began = time.monotonic()
         try:
-            boundary_reel = boundary_frames(current, dataset_for(current.config), reel)
+            dataset = dataset_for(current.config)
+            boundary = boundary_frames(current, dataset, reel)
         except (OSError, ValueError):
-            boundary_reel = None
+            boundary = None
         took = time.monotonic() - began
         clock_began, from_step, _ = st.session_state.replay_clock
         if took > 0.2 and time.time() - clock_began < took + 1.0:  # (only as it starts: never jump back later)
             start_replay_clock(from_step)
             reel = replay_reel(replay_of.num_steps)
-            boundary_reel = boundary_reel and {**boundary_reel, **reel}
+            boundary = boundary and (boundary[0], {**boundary[1], **reel})
     if reel is not None:  # the browser plays it: the whole run's charts, veiled right of each frame's cursor
         figures = charts.training_curves_figures(replay_of, [], options, replay_of)
         curves_reel = {**reel, "cursor": charts.replay_cursor_x(replay_of, options.x_axis, reel["steps"])}
@@ -644,34 +645,35 @@ def curves_tab(current, snapshot, findings, replay_of=None, replay_step=None, re
         figures, curves_reel = charts.training_curves_figures(snapshot, findings, options, replay_of), None
     for index, (figure, key) in enumerate(zip(figures, keys)):
         draw_chart((left if index % 2 == 0 else right), figure, key, curves_reel)
+    if boundary is not None:  # drawn at the first frame from the frames' own grid; the browser plays on
+        (xs, ys, classes, weights), frames = boundary
+        # (no confidence: the browser hides this heatmap behind the frames' class images)
+        draw_chart(right, charts.decision_boundary(xs, ys, classes, np.ones(classes.shape), dataset.x_train.numpy(),
+                                                   dataset.y_train.numpy(), None if weights == -1 else weights),
+                   "curves_boundary_chart", frames)
     # 2-D data: the boundary bends beside the curves while it trains (TensorFlow Playground's view).
-    if two_d:
+    elif two_d:
         model, step = current.inspection_model(None if replay_step is None else replay_step - 1)
         if model is not None:
             try:
                 dataset = dataset_for(current.config)
             except (OSError, ValueError):
                 return
-            if boundary_reel is not None:  # drawn at the reel's first frame; the browser plays on
-                model, step = current.inspection_model(boundary_reel.pop("first_weights"))
-                if model is None:
-                    return
             with current.inspection_lock:
-                grid = inspection.decision_grid(model, dataset.x_train, *(
-                    (REPLAY_GRID_RESOLUTION,) if boundary_reel is not None else ()))
+                grid = inspection.decision_grid(model, dataset.x_train)
             draw_chart(right, charts.decision_boundary(*grid, dataset.x_train.numpy(), dataset.y_train.numpy(),
-                                                        None if step == -1 else step), "curves_boundary_chart",
-                       boundary_reel)
+                                                        None if step == -1 else step), "curves_boundary_chart")
 
 
-def boundary_frames(current, dataset, reel: dict) -> dict | None:
+def boundary_frames(current, dataset, reel: dict) -> tuple | None:
     """The decision boundary at each frame of a replay playing in the browser: the predicted class
     on the grid for each weight snapshot the frames use (one byte a cell; each snapshot's grid is
-    computed once per run), the class colours, and each frame's title."""
+    computed once per run), the class colours, and each frame's title. Returns ((xs, ys, classes,
+    weights step) of the first frame, the frames for the browser), or None without weights."""
     cached = st.session_state.get("boundary_reel")
     key = (current.run_id, tuple(reel["steps"]))
     if cached is not None and cached[0] == key:
-        return {**cached[1], **reel}
+        return cached[1], {**cached[2], **reel}
     try:
         stored = current.store.weight_steps(current.run_id)
     except (OSError, ValueError):
@@ -683,24 +685,26 @@ def boundary_frames(current, dataset, reel: dict) -> dict | None:
     # Each snapshot's grid is kept for this run: a second play (another start, another speed) is instant.
     known = st.session_state.get("boundary_grids")
     if known is None or known[0] != current.run_id:
-        known = st.session_state.boundary_grids = (current.run_id, {})
+        known = st.session_state.boundary_grids = (current.run_id, {}, {})
+    _, grids_by_weights, plane = known
     for weights in distinct:
-        if weights in known[1]:
+        if weights in grids_by_weights:
             continue
         model, _ = current.inspection_model(weights)
         if model is None:
             return None
         with current.inspection_lock:
-            _, _, classes, _ = inspection.decision_grid(model, dataset.x_train, REPLAY_GRID_RESOLUTION)
-        known[1][weights] = classes.astype(np.uint8)
-    grids = [known[1][weights] for weights in distinct]
-    frames = {**reel, "grids": {"dtype": "u1", "bdata": base64.b64encode(np.stack(grids).tobytes()).decode()},
+            xs, ys, classes, _ = inspection.decision_grid(model, dataset.x_train, REPLAY_GRID_RESOLUTION)
+        grids_by_weights[weights] = classes.astype(np.uint8)
+        plane.update(xs=xs, ys=ys)
+    grids = [grids_by_weights[weights] for weights in distinct]
+    frames = {"grids": {"dtype": "u1", "bdata": base64.b64encode(np.stack(grids).tobytes()).decode()},
               "grid_of_frame": [distinct.index(w) for w in chosen], "size": int(grids[0].shape[0]),
-              "first_weights": chosen[0],
               "colors": [[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in charts.CLASS_COLORS],
               "titles": ["Decision boundary" + (f" (weights of batch {w})" if w >= 0 else "") for w in chosen]}
-    st.session_state.boundary_reel = (key, frames)
-    return {**frames, **reel}
+    first = (plane["xs"], plane["ys"], grids[0], chosen[0])
+    st.session_state.boundary_reel = (key, first, frames)
+    return first, {**frames, **reel}
 
 
 def distributions_tab(snapshot) -> None:
@@ -981,11 +985,8 @@ def pause_replay(last_step: int) -> None:
 
 def change_replay_speed(last_step: int) -> None:
     """A new speed while it plays: it goes on from where it is, at the new speed."""
-    if st.session_state.get("replay_playing"):
-        began, from_step, speed = st.session_state.replay_clock
-        steps = charts.replay_frame_steps(from_step, last_step, REPLAY_FRAMES)
-        frame = min(int((time.time() - began) / (REPLAY_FRAME_SECONDS / speed)), len(steps) - 1)
-        start_replay_clock(steps[frame])
+    if st.session_state.get("replay_playing"):  # (the clock still holds the old speed)
+        start_replay_clock(replay_clock_step(last_step)[0])
 
 
 def replay_reel(last: int) -> dict | None:

@@ -461,8 +461,8 @@ def replay_frame_steps(start: int, last: int, frames: int = 100) -> list[int]:
 
 def replay_cursor_x(whole: HistorySnapshot, x_axis: str, steps: list[int]) -> list[float]:
     """Where the replay cursor stands at each of `steps`, on the training curves' x-axis. A chart of
-    the whole run, cut in the browser to the points at or left of it, is the chart of the run as it
-    stood then (every curve's x grows with the step; smoothing only looks back)."""
+    the whole run with everything right of it veiled (as the browser plays it) shows the run as it
+    stood then: every curve's x grows with the step, and smoothing only looks back."""
     x = _batch_x(whole, x_axis)
     return [float(x[min(max(step, 1), whole.num_steps) - 1]) for step in steps]
 

@@ -45,9 +45,8 @@ def streamlit_command(argv: list[str] | None = None) -> tuple[list[str], dict]:
     script = page_script()
     # In a checkout, charts update in place with plotly.js served from ./static beside the page
     # (dashboard.py copies it there); installed, nothing is written into site-packages and the
-    # page falls back to st.plotly_chart.
-    # (and, as .streamlit/config.toml says, without Streamlit's cache of large messages, which broke
-    # the page during a replay's frequent reruns: "Cached ForwardMsg MISS")
+    # page falls back to st.plotly_chart. Streamlit's cache of large messages is off, as in
+    # .streamlit/config.toml: it broke the page during a replay's frequent reruns ("Cached ForwardMsg MISS").
     in_place = ["--server.enableStaticServing", "true", "--global.minCachedMessageSize", "1e15"] if (
         script.parent / "pyproject.toml").is_file() else []
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(args.port), *in_place,

@@ -651,9 +651,6 @@ class RunStore:
         return path
 
 
-# --------------------------------------------------------------------------- writing
-
-
 def snapshot_at(steps: list[int], step: int | None) -> int:
     """Of a run's weight_steps (-1: the final weights), the one load_weights(step) loads: the newest
     for None, else the last snapshot at or before `step` (the first one before any)."""
@@ -661,6 +658,9 @@ def snapshot_at(steps: list[int], step: int | None) -> int:
         return -1 if -1 in steps else steps[-1]
     earlier = [s for s in steps if 0 <= s <= step]
     return earlier[-1] if earlier else steps[0]
+
+
+# --------------------------------------------------------------------------- writing
 
 
 def error_reason(error: BaseException) -> str:
