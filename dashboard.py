@@ -68,9 +68,10 @@ function loadPlotly() {
 // took ~300 ms a frame in a 2-core machine's headless Chromium): the curves are drawn once, for
 // the whole run, and a white veil over everything right of the cursor moves (a DOM element, not a
 // Plotly relayout); the boundary's class map is a layout image, swapped when the weights change.
-function decoded(value) {  // plotly.py and the page send byte arrays as {dtype, bdata (base64)}
+function decoded(value) {  // plotly.py and the page send arrays as {dtype, bdata (base64)}: bytes or float32
   if (!value || typeof value.bdata !== "string") return value;
-  return Uint8Array.from(atob(value.bdata), (c) => c.charCodeAt(0));
+  const bytes = Uint8Array.from(atob(value.bdata), (c) => c.charCodeAt(0));
+  return value.dtype === "f4" ? new Float32Array(bytes.buffer) : bytes;
 }
 function overlays(chart) {
   if (!chart.__veil) {
@@ -132,6 +133,12 @@ function showFrame(chart, reel, frame, player, fresh) {
     player.grid = reel.grid_of_frame[frame];
     drawn = window.Plotly.relayout(chart, { "images[0].source": classImage(reel, player.grid), "title.text": reel.titles[frame] });
   }
+  if (reel.states && reel.state_of_frame[frame] !== player.state && reel.states[reel.state_of_frame[frame]]) {
+    // A chart of one moment (the latest histograms): its lines and title swapped when the moment changes.
+    player.state = reel.state_of_frame[frame];
+    const state = reel.states[player.state];
+    drawn = window.Plotly.update(chart, { x: state.x.map(decoded), y: state.y.map(decoded) }, state.layout);
+  }
   chart.dataset.replayStep = String(reel.steps[frame]);
   return drawn.then(() => {
     if (!fresh) return;
@@ -182,7 +189,7 @@ export default function ({ parentElement, data }) {
       return Plotly.react(chart, figure.data, figure.layout, data.config);
     }
     const running = chart.__player && chart.__player.reel.id === reel.id;
-    const player = { reel: reel, frame: -1, grid: 0, began: running ? chart.__player.began : performance.now() - reel.elapsed_ms };
+    const player = { reel: reel, frame: -1, grid: 0, state: -1, began: running ? chart.__player.began : performance.now() - reel.elapsed_ms };
     chart.__player = player;
     return startReel(chart, figure, reel).then(() => play(chart, player));
   }).catch((error) => { chart.textContent = "This chart could not be drawn: " + error.message; });
@@ -586,6 +593,8 @@ def chart_setting(key: str):
 
 def keep_setting(key: str) -> None:
     st.session_state[f"kept_{key}"] = st.session_state[key]
+    if st.session_state.get("replay_playing"):
+        st.session_state.needs_app_rerun = True  # the replay's refresh timer depends on the histogram mode
 
 
 def setting_widget(widget, label: str, key: str, **kwargs):
@@ -707,7 +716,7 @@ def boundary_frames(current, dataset, reel: dict) -> tuple | None:
     return first, {**frames, **reel}
 
 
-def distributions_tab(snapshot) -> None:
+def distributions_tab(snapshot, replay_of=None, reel=None) -> None:
     mode_column, scale_column = st.columns(2)
     with mode_column:
         setting_widget(st.radio, "Histograms", "hist_mode", options=list(charts.HISTOGRAM_MODES), horizontal=True,
@@ -722,8 +731,26 @@ def distributions_tab(snapshot) -> None:
     mode, scale = chart_setting("hist_mode"), chart_setting("hist_scale")
     left, right = st.columns(2)
     for column, kind in ((left, "grad"), (right, "weight")):
+        if reel is not None and mode == "heatmap":  # the browser plays it: the whole run veiled right of the cursor
+            draw_chart(column, charts.histogram_heatmaps(replay_of, kind, columns=1, mode=mode, scale=scale),
+                       f"{kind}_hist_chart", {**reel, "cursor": charts.histogram_replay_cursor(replay_of, kind, reel["steps"])})
+            figure, frames = latest_histogram_frames(replay_of, kind, scale, reel)
+            draw_chart(column, figure, f"{kind}_latest_chart", {**reel, **frames})
+            continue
         draw_chart(column, charts.histogram_heatmaps(snapshot, kind, columns=1, mode=mode, scale=scale), f"{kind}_hist_chart")
         draw_chart(column, charts.latest_histograms(snapshot, kind, scale=scale), f"{kind}_latest_chart")
+
+
+def latest_histogram_frames(whole, kind: str, scale: str, reel: dict) -> tuple:
+    """charts.latest_histogram_frames for the replay playing, computed once per replay (the page
+    reruns every 2 s while it plays)."""
+    key = (whole.history_id, whole.num_steps, kind, scale, tuple(reel["steps"]))
+    cached = st.session_state.setdefault("latest_histogram_frames", {})
+    if key not in cached:
+        if len(cached) >= 4:
+            cached.clear()
+        cached[key] = charts.latest_histogram_frames(whole, kind, scale, reel["steps"])
+    return cached[key]
 
 
 def model_tab(current, snapshot, findings) -> None:
@@ -1108,9 +1135,12 @@ def run_header(current, members: list) -> tuple | None:
     return snapshot, whole, replay_step, findings
 
 
-def curves_play_in_browser() -> bool:
-    """Whether a replay playing now is played by the browser (the Training-curves tab, open)."""
-    return plotly_js_served() and st.session_state.get("view") in (None, "Training curves")
+def replay_plays_in_browser() -> bool:
+    """Whether a replay playing now is played by the browser: on the Training-curves tab, and on the
+    Distributions tab in heatmap mode (its ridgeline view is redrawn by the server, frame by frame)."""
+    view = st.session_state.get("view")
+    return plotly_js_served() and (view in (None, "Training curves") or (
+        view == "Distributions" and chart_setting("hist_mode") == "heatmap"))
 
 
 def tab_changed() -> None:
@@ -1118,7 +1148,7 @@ def tab_changed() -> None:
         st.session_state.needs_app_rerun = True  # the replay's refresh timer depends on the tab
 
 
-@st.fragment(run_every=(REPLAY_PAGE_SECONDS if curves_play_in_browser() else REPLAY_FRAME_SECONDS)
+@st.fragment(run_every=(REPLAY_PAGE_SECONDS if replay_plays_in_browser() else REPLAY_FRAME_SECONDS)
              if st.session_state.get("replay_playing") else (
     (FIRST_DATA_REFRESH_SECONDS if waiting_for_data else REFRESH_SECONDS) if active and not paused else None))
 def live_panels() -> None:
@@ -1150,7 +1180,7 @@ def live_panels() -> None:
     replay_of = whole if replay_step is not None else None
     reel = replay_reel(whole.num_steps) if replay_step is not None else None
     renderers = (lambda: curves_tab(current, snapshot, findings, replay_of, replay_step, reel),
-                 lambda: distributions_tab(snapshot),
+                 lambda: distributions_tab(snapshot, replay_of, reel),
                  lambda: model_tab(current, snapshot, findings), lambda: predictions_tab(current, replay_step),
                  lambda: system_tab(current, snapshot), lambda: runs_tab(current))
     for tab, render in zip(tabs, renderers):

@@ -7,6 +7,7 @@ spike stays visible), and every figure has a fixed height so the page does not j
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import shlex
@@ -714,6 +715,29 @@ def _ridges(figure: go.Figure, steps: np.ndarray, centres: np.ndarray, fractions
                                 xaxis=f"x{axis}", yaxis=f"y{axis}", hoverinfo="skip"))
 
 
+def _latest_histogram_lines(snapshot: HistorySnapshot, kind: str, scale: str, at: int):
+    """Each layer's histogram number `at` (an index into the kind's steps) as (x, share) lines, and
+    the shared log-magnitude edges (None on the per-layer scale)."""
+    series = snapshot.weight_histograms if kind == "weight" else snapshot.grad_histograms
+    edges = None
+    if scale == "shared":
+        edges = magnitude_edges([_occupied_magnitudes(series.counts[[at], i], series.ranges[[at], i])
+                                 for i in range(len(snapshot.layer_names))])
+    lines = []
+    for index in range(len(snapshot.layer_names)):
+        if scale == "shared":
+            x = (edges[:-1] + edges[1:]) / 2
+            share = magnitude_histograms(series.counts[[at], index], series.ranges[[at], index], edges)[:, 0]
+        else:
+            # Steps drawn from edge to edge (not centre to centre): the outer half bins of the widest
+            # layer were cut off at the axis' ends.
+            counts = series.counts[at, index]
+            share = counts / max(counts.sum(), 1)
+            x, share = series.edges(at, index), np.append(share, share[-1])
+        lines.append((np.asarray(x, dtype=np.float32), np.asarray(share, dtype=np.float32)))
+    return lines, edges
+
+
 def latest_histograms(snapshot: HistorySnapshot, kind: str, scale: str = "layer") -> go.Figure:
     """The most recent histogram of each layer as outlines on one chart. scale "layer": on the value
     axis; "shared": on log10 |value|, where layers of very different sizes all keep their shape."""
@@ -725,26 +749,60 @@ def latest_histograms(snapshot: HistorySnapshot, kind: str, scale: str = "layer"
     if len(series.steps) == 0:
         return _empty_note(figure, "no histogram yet")
     figure.update_layout(title={"text": f"Latest {label} histogram (step {int(series.steps[-1])})"})
-    last = [len(series.steps) - 1]
-    if scale == "shared":
-        edges = magnitude_edges([_occupied_magnitudes(series.counts[last, i], series.ranges[last, i])
-                                 for i in range(len(snapshot.layer_names))])
+    lines, edges = _latest_histogram_lines(snapshot, kind, scale, len(series.steps) - 1)
+    if edges is not None:
         figure.update_xaxes(range=[float(edges[0]), float(edges[-1])], **_log_ticks(edges))
-    for index, name in enumerate(snapshot.layer_names):
-        if scale == "shared":
-            x, share = (edges[:-1] + edges[1:]) / 2, magnitude_histograms(series.counts[last, index],
-                                                                            series.ranges[last, index], edges)[:, 0]
-        else:
-            # Steps drawn from edge to edge (not centre to centre): the outer half bins of the widest
-            # layer were cut off at the axis' ends.
-            counts = series.counts[-1, index]
-            share = counts / max(counts.sum(), 1)
-            x, share = series.edges(len(series.steps) - 1, index), np.append(share, share[-1])
+    for index, (name, (x, share)) in enumerate(zip(snapshot.layer_names, lines)):
         figure.add_trace(go.Scatter(x=x, y=share, name=escape_plotly(name), mode="lines",
                                     line={"shape": "hv" if scale != "shared" else "hvh",
                                           "color": LAYER_COLORS[index % len(LAYER_COLORS)]}))
     return figure
 
+
+def latest_histogram_frames(whole: HistorySnapshot, kind: str, scale: str, steps: list[int]) -> tuple[go.Figure, dict]:
+    """The latest-histogram chart as a replay plays it in the browser: the figure at the first of
+    `steps`, and each histogram the frames show once ("states": every layer's x and share as float32,
+    the title, on the shared scale the axis' range and ticks), with the state each frame shows."""
+    series = whole.weight_histograms if kind == "weight" else whole.grad_histograms
+    label = "weights" if kind == "weight" else "gradients"
+    # After s batches the newest histogram is the last one taken before batch s (see HistorySnapshot.until).
+    taken = np.searchsorted(series.steps, np.asarray(steps, dtype=np.int64), side="left")
+    shown = sorted({int(count) for count in taken if count > 0})
+    figure = latest_histograms(whole.until(steps[0]) if steps else whole, kind, scale)
+    if not shown:
+        return figure, {"states": [], "state_of_frame": [-1] * len(steps)}
+    if len(figure.data) != len(whole.layer_names):  # no histogram yet at the first frame: draw the first one
+        figure = latest_histograms(whole.until(int(series.steps[shown[0] - 1]) + 1), kind, scale)
+    states = []
+    for count in shown:
+        lines, edges = _latest_histogram_lines(whole, kind, scale, count - 1)
+        layout = {"title.text": f"Latest {label} histogram (step {int(series.steps[count - 1])})"}
+        if edges is not None:
+            ticks = _log_ticks(edges)
+            layout.update({"xaxis.range": [float(edges[0]), float(edges[-1])], "xaxis.tickvals": ticks["tickvals"],
+                           "xaxis.ticktext": ticks["ticktext"]})
+        states.append({"x": [_float32_bytes(x) for x, _ in lines], "y": [_float32_bytes(y) for _, y in lines],
+                       "layout": layout})
+    index_of = {count: index for index, count in enumerate(shown)}
+    return figure, {"states": states, "state_of_frame": [index_of.get(int(count), 0) for count in taken]}
+
+
+def _float32_bytes(values: np.ndarray) -> dict:
+    """An array as plotly.py sends one to the browser: {dtype, bdata (base64)}."""
+    return {"dtype": "f4", "bdata": base64.b64encode(np.ascontiguousarray(values, dtype="<f4").tobytes()).decode()}
+
+
+def histogram_replay_cursor(whole: HistorySnapshot, kind: str, steps: list[int]) -> list[float]:
+    """Where the replay cursor stands at each of `steps` on the histogram heatmaps of the whole run:
+    between the last column taken before that batch and the next, so the veil right of it hides
+    exactly the histograms not yet taken."""
+    series = whole.weight_histograms if kind == "weight" else whole.grad_histograms
+    columns = series.steps[_thin(len(series.steps), MAX_HEATMAP_COLUMNS)].astype(np.float64)
+    if len(columns) == 0:
+        return [0.0 for _ in steps]
+    gap = float(np.median(np.diff(columns))) if len(columns) > 1 else 1.0
+    bounds = np.concatenate([[columns[0] - gap / 2], (columns[:-1] + columns[1:]) / 2, [columns[-1] + gap / 2]])
+    return [float(bounds[np.searchsorted(columns, step, side="left")]) for step in steps]
 
 
 # --------------------------------------------------------------------------- the model

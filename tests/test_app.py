@@ -635,7 +635,22 @@ def test_a_playing_replay_hands_the_browser_every_frame_of_the_curves_and_the_bo
     batches = [int(t.rsplit(" ", 1)[1].rstrip(")")) for t in frames["titles"]]
     assert len(batches) == len(steps) and all(b < step for b, step in zip(batches, steps))
     assert batches == sorted(batches)
+    # The Distributions tab plays in the browser too: the whole run's heatmaps veiled right of the cursor, and
+    # each latest histogram the frames reach.
+    app.session_state["view"] = "Distributions"
+    app.run()
+    charts_now = live_chart_data(app)
+    for kind in ("grad", "weight"):
+        over_time, latest = charts_now[f"{kind}_hist_chart"]["reel"], charts_now[f"{kind}_latest_chart"]["reel"]
+        assert over_time["id"] == latest["id"] and over_time["steps"] == latest["steps"]
+        assert len(over_time["cursor"]) == len(over_time["steps"]) and over_time["cursor"] == sorted(over_time["cursor"])
+        assert len(latest["state_of_frame"]) == len(latest["steps"]) and len(latest["states"]) > 3
+        titles = [state["layout"]["title.text"] for state in latest["states"]]
+        assert len(set(titles)) == len(titles)
     app.button(key="replay_pause").click().run()  # paused: plain charts again, no reel
+    assert "reel" not in live_chart_data(app)["weight_latest_chart"]
+    app.session_state["view"] = "Training curves"
+    app.run()
     assert "reel" not in live_chart_data(app)["loss_chart"]
 
 

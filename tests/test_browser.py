@@ -216,6 +216,23 @@ def test_pause_holds_training_while_the_page_stays_live_and_step_trains_one_batc
     assert lefts[-1] > lefts[0], lefts
     page.locator(".st-key-replay_pause button").click()
     expect(page.locator(".st-key-replay_play button")).to_be_visible(timeout=BUSY_PAGE_MS)
+
+    # The Distributions tab plays in the browser too (from batch 1, so a slow page still sees it move): each
+    # latest histogram swapped in as the frames reach it.
+    latest = page.locator(".js-plotly-plot:visible", has_text="Latest weights histogram")
+    open_tab(page, "Distributions", shows=latest)
+    page.locator('.st-key-replay_step input[type="range"]').focus()
+    page.keyboard.press("Home")
+    expect(page.locator('.st-key-replay_step [data-testid="stSliderThumbValue"]')).to_have_text("1", timeout=BUSY_PAGE_MS)
+    page.locator(".st-key-replay_play button").click()
+    expect(latest).to_have_attribute("data-replay-step", re.compile(r"\d+"), timeout=BUSY_PAGE_MS)
+    titles = set()
+    for _ in range(20):
+        titles.add(latest.evaluate("gd => gd.layout.title.text"))
+        page.wait_for_timeout(100)
+    assert len(titles) >= 3 and all(re.fullmatch(r"Latest weights histogram \(step \d+\)", t) for t in titles), titles
+    page.locator(".st-key-replay_pause button").click()
+    expect(page.locator(".st-key-replay_play button")).to_be_visible(timeout=BUSY_PAGE_MS)
     no_exception(page)
 
 

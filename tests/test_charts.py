@@ -435,6 +435,34 @@ def test_a_history_cut_at_a_step_holds_exactly_what_was_known_then(trained):
     assert snapshot.until(0).num_steps == 0 and snapshot.until(10**9) is snapshot
 
 
+def test_the_latest_histograms_replayed_in_the_browser_are_each_moments_own(trained):
+    import base64
+
+    snapshot, _ = trained
+    series = snapshot.weight_histograms
+    steps = charts.replay_frame_steps(1, snapshot.num_steps, 40)
+    for scale in ("layer", "shared"):
+        figure, frames = charts.latest_histogram_frames(snapshot, "weight", scale, steps)
+        assert len(frames["state_of_frame"]) == len(steps) and len(figure.data) == len(snapshot.layer_names)
+        for step, state in zip(steps, frames["state_of_frame"]):
+            moment = snapshot.until(step)
+            if len(moment.weight_histograms.steps) == 0:
+                continue  # before the first histogram the frame keeps the first one drawn
+            still = charts.latest_histograms(moment, "weight", scale)  # what the server draws at that step
+            shown = frames["states"][state]
+            assert shown["layout"]["title.text"] == still.layout.title.text
+            for trace, x, y in zip(still.data, shown["x"], shown["y"]):
+                assert x["dtype"] == y["dtype"] == "f4"
+                assert np.allclose(np.frombuffer(base64.b64decode(x["bdata"]), "<f4"), trace.x, rtol=1e-5, atol=1e-6)
+                assert np.allclose(np.frombuffer(base64.b64decode(y["bdata"]), "<f4"), trace.y, rtol=1e-5, atol=1e-6)
+        assert len(frames["states"]) == len(set(frames["state_of_frame"])) > 3  # each moment sent once
+    # The heatmaps' cursor: between the last column taken before the frame's batch and the next.
+    cursor = charts.histogram_replay_cursor(snapshot, "weight", steps)
+    columns = series.steps
+    for step, x in zip(steps, cursor):
+        assert (columns[columns < step] < x).all() and (columns[columns >= step] > x).all()
+
+
 def test_the_neuron_view_shows_every_hidden_unit_and_marks_a_dead_one():
     import torch
 
