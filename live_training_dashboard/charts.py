@@ -1038,11 +1038,13 @@ def mistakes_gallery(images: np.ndarray, labels: np.ndarray, predictions: np.nda
     side, gap = images.shape[-1], 10  # the gap holds each tile's "true→predicted" title
     rows = math.ceil(len(wrong) / columns)
     canvas = np.full((rows * (side + gap), columns * (side + gap)), np.nan, dtype=np.float32)
+    titles = []  # set at once (see neuron_view)
     for position, index in enumerate(wrong):
         r, c = divmod(position, columns)
         canvas[r * (side + gap): r * (side + gap) + side, c * (side + gap): c * (side + gap) + side] = images[index].reshape(side, side)
-        figure.add_annotation(x=c * (side + gap) + side / 2, y=r * (side + gap) - 0.5, yanchor="bottom", showarrow=False,
-                              text=f"{labels[index]}→{predictions[index]}", font={"size": 11, "color": "#c00"})
+        titles.append({"x": c * (side + gap) + side / 2, "y": r * (side + gap) - 0.5, "yanchor": "bottom", "showarrow": False,
+                       "text": f"{labels[index]}→{predictions[index]}", "font": {"size": 11, "color": "#c00"}})
+    figure.update_layout(annotations=titles)
     figure.add_trace(go.Heatmap(z=canvas, colorscale="gray", showscale=False, hoverinfo="skip"))
     figure.update_yaxes(scaleanchor="x", scaleratio=1)
     return figure
@@ -1395,6 +1397,9 @@ def neuron_view(xs: np.ndarray, ys: np.ndarray, layers: list[tuple[str, np.ndarr
     height_px = sum(header + rows * (side + gap) for *_, rows in blocks)
     canvas = np.full((height_px, NEURON_COLUMNS * (side + gap)), np.nan, dtype=np.float32)
     top = 0
+    # Collected and set once: plotly.py validates the whole list on each add_shape/add_annotation
+    # (0.7 s for 38 dead units here, which made each replayed frame of this tab take a second).
+    shapes, notes = [], []
     for name, outputs, shown, rows in blocks:
         scale = float(np.nanmax(np.abs(outputs))) if np.isfinite(outputs).any() else 1.0
         spread = np.nanmax(shown.reshape(len(shown), -1), 1) - np.nanmin(shown.reshape(len(shown), -1), 1)
@@ -1402,8 +1407,8 @@ def neuron_view(xs: np.ndarray, ys: np.ndarray, layers: list[tuple[str, np.ndarr
         note = f"<b>{escape_plotly(name)}</b>: {len(outputs)} units" + (
             f" (first {len(shown)} shown)" if len(shown) < len(outputs) else "") + (
             f", {int(flat.sum())} flat (dead)" if flat.any() else "")
-        figure.add_annotation(text=note, x=0, y=top, xref="x", yref="y", xanchor="left", yanchor="top",
-                              showarrow=False, font={"size": 11})
+        notes.append({"text": note, "x": 0, "y": top, "xref": "x", "yref": "y", "xanchor": "left", "yanchor": "top",
+                      "showarrow": False, "font": {"size": 11}})
         top += header
         for unit, tile in enumerate(shown):
             r, c = divmod(unit, NEURON_COLUMNS)
@@ -1412,11 +1417,12 @@ def neuron_view(xs: np.ndarray, ys: np.ndarray, layers: list[tuple[str, np.ndarr
             canvas[y0:y0 + side, x0:x0 + side] = 0.0 if flat[unit] else tile / max(peak, 1e-12)
             if flat[unit]:
                 canvas[y0:y0 + side, x0:x0 + side] = np.nan  # drawn grey below
-                figure.add_shape(type="rect", x0=x0 - 0.5, x1=x0 + side - 0.5, y0=y0 - 0.5, y1=y0 + side - 0.5,
-                                 fillcolor="#d9d9d9", line={"color": "#d62728", "width": 1}, layer="below")
-                figure.add_annotation(text="dead", x=x0 + side / 2, y=y0 + side / 2, showarrow=False,
-                                      font={"size": 9, "color": "#d62728"})
+                shapes.append({"type": "rect", "x0": x0 - 0.5, "x1": x0 + side - 0.5, "y0": y0 - 0.5, "y1": y0 + side - 0.5,
+                               "fillcolor": "#d9d9d9", "line": {"color": "#d62728", "width": 1}, "layer": "below"})
+                notes.append({"text": "dead", "x": x0 + side / 2, "y": y0 + side / 2, "showarrow": False,
+                              "font": {"size": 9, "color": "#d62728"}})
         top += rows * (side + gap)
+    figure.update_layout(shapes=shapes, annotations=notes)
     # No per-pixel hover text: at 64 units x 3 layers it would be ~200k strings every refresh.
     figure.add_trace(go.Heatmap(z=canvas, colorscale="RdBu", zmin=-1, zmax=1, showscale=False, hoverinfo="skip"))
     figure.update_yaxes(scaleanchor="x", scaleratio=1)
