@@ -73,6 +73,12 @@ function decoded(value) {  // plotly.py and the page send arrays as {dtype, bdat
   const bytes = Uint8Array.from(atob(value.bdata), (c) => c.charCodeAt(0));
   return value.dtype === "f4" ? new Float32Array(bytes.buffer) : bytes;
 }
+function decodedDeep(value) {  // every {dtype, bdata} array in a restyle decoded
+  if (Array.isArray(value)) return value.map(decodedDeep);
+  if (value && typeof value.bdata === "string") return decoded(value);
+  if (value && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, decodedDeep(v)]));
+  return value;
+}
 function overlays(chart) {
   if (!chart.__veil) {
     chart.style.position = "relative";
@@ -134,10 +140,10 @@ function showFrame(chart, reel, frame, player, fresh) {
     drawn = window.Plotly.relayout(chart, { "images[0].source": classImage(reel, player.grid), "title.text": reel.titles[frame] });
   }
   if (reel.states && reel.state_of_frame[frame] !== player.state && reel.states[reel.state_of_frame[frame]]) {
-    // A chart of one moment (the latest histograms): its lines and title swapped when the moment changes.
+    // A chart of one moment (the latest histograms, the layer table): its data and title swapped when the moment changes.
     player.state = reel.state_of_frame[frame];
     const state = reel.states[player.state];
-    drawn = window.Plotly.update(chart, { x: state.x.map(decoded), y: state.y.map(decoded) }, state.layout);
+    drawn = window.Plotly.update(chart, decodedDeep(state.restyle), state.layout);
   }
   chart.dataset.replayStep = String(reel.steps[frame]);
   return drawn.then(() => {
@@ -641,11 +647,8 @@ def curves_tab(current, snapshot, findings, replay_of=None, replay_step=None, re
             boundary = boundary_frames(current, dataset, reel)
         except (OSError, ValueError):
             boundary = None
-        took = time.monotonic() - began
-        clock_began, from_step, _ = st.session_state.replay_clock
-        if took > 0.2 and time.time() - clock_began < took + 1.0:  # (only as it starts: never jump back later)
-            start_replay_clock(from_step)
-            reel = replay_reel(replay_of.num_steps)
+        if restarted := replay_restarted_after(time.monotonic() - began, replay_of.num_steps):
+            reel = restarted
             boundary = boundary and (boundary[0], {**boundary[1], **reel})
     if reel is not None:  # the browser plays it: the whole run's charts, veiled right of each frame's cursor
         figures = charts.training_curves_figures(replay_of, [], options, replay_of)
@@ -672,6 +675,16 @@ def curves_tab(current, snapshot, findings, replay_of=None, replay_step=None, re
                 grid = inspection.decision_grid(model, dataset.x_train)
             draw_chart(right, charts.decision_boundary(*grid, dataset.x_train.numpy(), dataset.y_train.numpy(),
                                                         None if step == -1 else step), "curves_boundary_chart")
+
+
+def replay_restarted_after(took: float, last: int) -> dict | None:
+    """Frames that took a while to prepare as a replay starts would have cost its first frames: start
+    its clock again (only as it starts: never jump back later). The new reel, or None."""
+    clock_began, from_step, _ = st.session_state.replay_clock
+    if took > 0.2 and time.time() - clock_began < took + 1.0:
+        start_replay_clock(from_step)
+        return replay_reel(last)
+    return None
 
 
 def boundary_frames(current, dataset, reel: dict) -> tuple | None:
@@ -741,6 +754,19 @@ def distributions_tab(snapshot, replay_of=None, reel=None) -> None:
         draw_chart(column, charts.latest_histograms(snapshot, kind, scale=scale), f"{kind}_latest_chart")
 
 
+def layer_table_frames(whole, architecture, reel: dict) -> tuple:
+    """charts.layer_table_frames for the replay playing, with the layers the doctor flagged at each
+    frame; computed once per replay (~0.5 s for 200 frames here)."""
+    key = (whole.history_id, whole.num_steps, tuple(reel["steps"]))
+    cached = st.session_state.get("layer_table_frames")
+    if cached is None or cached[0] != key:
+        flagged = [{f.layer for f in diagnostics.diagnose(whole.until(step)) if f.chart == "layer_table" and f.layer}
+                   for step in reel["steps"]]
+        cached = (key, charts.layer_table_frames(whole, architecture, reel["steps"], flagged))
+        st.session_state.layer_table_frames = cached
+    return cached[1]
+
+
 def latest_histogram_frames(whole, kind: str, scale: str, reel: dict) -> tuple:
     """charts.latest_histogram_frames for the replay playing, computed once per replay (the page
     reruns every 2 s while it plays)."""
@@ -753,12 +779,20 @@ def latest_histogram_frames(whole, kind: str, scale: str, reel: dict) -> tuple:
     return cached[key]
 
 
-def model_tab(current, snapshot, findings) -> None:
+def model_tab(current, snapshot, findings, replay_of=None, reel=None) -> None:
     architecture = current.architecture
     if not architecture:
         st.info("This run did not record its architecture.")
         return
     draw_chart(st, charts.architecture_diagram(architecture), "architecture_chart")
+    if reel is not None:  # the browser plays the table: each frame's statistics and the doctor's flags then
+        began = time.monotonic()
+        figure, frames = layer_table_frames(replay_of, architecture, reel)
+        reel = replay_restarted_after(time.monotonic() - began, replay_of.num_steps) or reel
+        draw_chart(st, figure, "layer_table_chart", {**reel, **frames})
+        st.caption("While the replay plays, the table follows it batch by batch; health = check: the health "
+                   "panel named this layer at that moment. Pause for the sortable table.")
+        return
     flagged = {f.layer for f in findings if f.chart == "layer_table" and f.layer}
     table = charts.layer_table(snapshot, architecture)
     table.insert(0, "health", ["check" if name in flagged else "ok" for name in table["layer"]])
@@ -1136,10 +1170,11 @@ def run_header(current, members: list) -> tuple | None:
 
 
 def replay_plays_in_browser() -> bool:
-    """Whether a replay playing now is played by the browser: on the Training-curves tab, and on the
-    Distributions tab in heatmap mode (its ridgeline view is redrawn by the server, frame by frame)."""
+    """Whether a replay playing now is played by the browser: on the Training-curves and Model tabs,
+    and on the Distributions tab in heatmap mode (its ridgeline view is redrawn by the server, frame
+    by frame; so is the Predictions tab)."""
     view = st.session_state.get("view")
-    return plotly_js_served() and (view in (None, "Training curves") or (
+    return plotly_js_served() and (view in (None, "Training curves", "Model") or (
         view == "Distributions" and chart_setting("hist_mode") == "heatmap"))
 
 
@@ -1181,7 +1216,7 @@ def live_panels() -> None:
     reel = replay_reel(whole.num_steps) if replay_step is not None else None
     renderers = (lambda: curves_tab(current, snapshot, findings, replay_of, replay_step, reel),
                  lambda: distributions_tab(snapshot, replay_of, reel),
-                 lambda: model_tab(current, snapshot, findings), lambda: predictions_tab(current, replay_step),
+                 lambda: model_tab(current, snapshot, findings, replay_of, reel), lambda: predictions_tab(current, replay_step),
                  lambda: system_tab(current, snapshot), lambda: runs_tab(current))
     for tab, render in zip(tabs, renderers):
         if tab.open:  # only the tab on screen is computed and sent

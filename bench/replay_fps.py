@@ -2,7 +2,7 @@
 (MLP 128x3, 20 epochs, 760 batches) plays back, on each tab that changes with the step.
 
 The replay plays on a clock, 200 frames a run, one every 0.1 s at 1x (10 frames/s; issue target
->= 5). On the Training-curves and Distributions tabs the browser plays the frames itself: the page records each frame
+>= 5). On the Training-curves, Distributions and Model tabs the browser plays the frames itself: the page records each frame
 a chart has shown, a chart's rate is its frames from its first to its last, the tab's is its
 slowest chart's, and the wait from the Play click to every chart playing is printed beside it.
 The other tabs are redrawn by the server, as often as it manages while it plays: a frame is counted

@@ -761,8 +761,9 @@ def latest_histograms(snapshot: HistorySnapshot, kind: str, scale: str = "layer"
 
 def latest_histogram_frames(whole: HistorySnapshot, kind: str, scale: str, steps: list[int]) -> tuple[go.Figure, dict]:
     """The latest-histogram chart as a replay plays it in the browser: the figure at the first of
-    `steps`, and each histogram the frames show once ("states": every layer's x and share as float32,
-    the title, on the shared scale the axis' range and ticks), with the state each frame shows."""
+    `steps`, and each histogram the frames show once ("states": a restyle of every layer's x and share
+    as float32, and the title, on the shared scale the axis' range and ticks), with the state each
+    frame shows."""
     series = whole.weight_histograms if kind == "weight" else whole.grad_histograms
     label = "weights" if kind == "weight" else "gradients"
     # After s batches the newest histogram is the last one taken before batch s (see HistorySnapshot.until).
@@ -781,7 +782,7 @@ def latest_histogram_frames(whole: HistorySnapshot, kind: str, scale: str, steps
             ticks = _log_ticks(edges)
             layout.update({"xaxis.range": [float(edges[0]), float(edges[-1])], "xaxis.tickvals": ticks["tickvals"],
                            "xaxis.ticktext": ticks["ticktext"]})
-        states.append({"x": [_float32_bytes(x) for x, _ in lines], "y": [_float32_bytes(y) for _, y in lines],
+        states.append({"restyle": {"x": [_float32_bytes(x) for x, _ in lines], "y": [_float32_bytes(y) for _, y in lines]},
                        "layout": layout})
     index_of = {count: index for index, count in enumerate(shown)}
     return figure, {"states": states, "state_of_frame": [index_of.get(int(count), 0) for count in taken]}
@@ -809,6 +810,66 @@ def histogram_replay_cursor(whole: HistorySnapshot, kind: str, steps: list[int])
 
 
 _KIND_COLORS = {"Input": "#e0e0e0", "Linear": "#aec7e8", "Conv2d": "#98df8a", "MaxPool2d": "#ffbb78", "Flatten": "#dbdb8d"}
+
+
+# How the page's layer table writes its numbers (the same formats as its st.dataframe columns).
+LAYER_TABLE_FORMATS = {"parameters": "{:,.0f}", "update/weight": "{:.2e}", "dead %": "{:.1f}", "saturated %": "{:.1f}"}
+FLAGGED_FILL, PLAIN_FILL = "#fde2e1", "white"
+
+
+def layer_table_cells(table: pd.DataFrame) -> list[list[str]]:
+    """The layer table's columns as the texts a page shows: the page's number formats, "–" for a
+    value not measured, every text escaped (a user's layer may have any name)."""
+    columns = []
+    for name in table.columns:
+        form = LAYER_TABLE_FORMATS.get(name)
+        texts = []
+        for value in table[name].tolist():
+            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+                texts.append("–" if not math.isfinite(value) else (form or "{:.4g}").format(value))
+            else:
+                texts.append(escape_plotly(value))
+        columns.append(texts)
+    return columns
+
+
+def layer_table_figure(table: pd.DataFrame, title: str) -> go.Figure:
+    """The layer table as a Plotly table (what a replay playing in the browser swaps frame by frame);
+    rows the doctor flags ("check" in the health column) are tinted."""
+    cells = layer_table_cells(table)
+    flagged = table["health"].tolist() if "health" in table else []
+    figure = go.Figure(go.Table(
+        columnwidth=[max(7, len(name)) for name in table.columns],  # (relative: the headers' lengths)
+        header={"values": [f"<b>{escape_plotly(name)}</b>" for name in table.columns], "align": "left",
+                "fill": {"color": "#f0f2f6"}, "line": {"color": "#e6e9ef"}, "height": 28},
+        cells={"values": cells, "align": "left", "height": 26, "line": {"color": "#e6e9ef"},
+               "fill": {"color": [[FLAGGED_FILL if flag == "check" else PLAIN_FILL for flag in flagged]] * len(cells)}},
+    ))
+    figure.update_layout(title={"text": escape_plotly(title), "x": 0.01, "font": {"size": 14}},
+                         # (room for texts wrapped on two lines: "Linear + relu", "update/weight")
+                         margin={"l": 10, "r": 10, "t": 40, "b": 0}, height=50 + 44 + 44 * len(table))
+    return figure
+
+
+def layer_table_frames(whole: HistorySnapshot, layers: list[LayerInfo], steps: list[int],
+                       flagged: list[set[str]]) -> tuple[go.Figure, dict]:
+    """The layer table as a replay plays it in the browser: the figure at the first of `steps`, and
+    each frame's cells (the statistics as they stood after that many batches; `flagged`: the layers the
+    doctor named then, per frame), fill colours and title."""
+    states = []
+    figure = None
+    for step, named in zip(steps, flagged):
+        table = layer_table(whole.until(step), layers)
+        table.insert(0, "health", ["check" if name in named else "ok" for name in table["layer"]])
+        title = f"Layer statistics after batch {step:,}"
+        if figure is None:
+            figure = layer_table_figure(table, title)
+        fill = [[FLAGGED_FILL if flag == "check" else PLAIN_FILL for flag in table["health"]]] * len(table.columns)
+        states.append({"restyle": {"cells.values": [layer_table_cells(table)], "cells.fill.color": [fill]},
+                       "layout": {"title.text": escape_plotly(title)}})
+    if figure is None:
+        figure = layer_table_figure(layer_table(None, layers).assign(health="ok"), "Layer statistics")
+    return figure, {"states": states, "state_of_frame": list(range(len(states)))}
 
 
 def architecture_boxes(layers: list[LayerInfo]) -> list[dict]:

@@ -647,7 +647,16 @@ def test_a_playing_replay_hands_the_browser_every_frame_of_the_curves_and_the_bo
         assert len(latest["state_of_frame"]) == len(latest["steps"]) and len(latest["states"]) > 3
         titles = [state["layout"]["title.text"] for state in latest["states"]]
         assert len(set(titles)) == len(titles)
-    app.button(key="replay_pause").click().run()  # paused: plain charts again, no reel
+    # The Model tab: the layer table played frame by frame (the sortable table is back once paused).
+    app.session_state["view"] = "Model"
+    app.run()
+    table = live_chart_data(app)["layer_table_chart"]["reel"]
+    assert len(table["states"]) == len(table["steps"]) and not app.dataframe
+    assert table["states"][-1]["layout"]["title.text"] == "Layer statistics after batch 152"
+    app.button(key="replay_pause").click().run()
+    assert "layer_table_chart" not in live_chart_data(app) and len(app.dataframe) == 1
+    app.session_state["view"] = "Distributions"
+    app.run()
     assert "reel" not in live_chart_data(app)["weight_latest_chart"]
     app.session_state["view"] = "Training curves"
     app.run()

@@ -231,6 +231,15 @@ def test_pause_holds_training_while_the_page_stays_live_and_step_trains_one_batc
         titles.add(latest.evaluate("gd => gd.layout.title.text"))
         page.wait_for_timeout(100)
     assert len(titles) >= 3 and all(re.fullmatch(r"Latest weights histogram \(step \d+\)", t) for t in titles), titles
+    # And the Model tab's layer table, frame by frame.
+    table = page.locator(".js-plotly-plot:visible", has_text="Layer statistics after batch")
+    open_tab(page, "Model", shows=table)
+    expect(table).to_have_attribute("data-replay-step", re.compile(r"\d+"), timeout=BUSY_PAGE_MS)
+    titles = set()
+    for _ in range(10):
+        titles.add(table.evaluate("gd => gd.layout.title.text"))
+        page.wait_for_timeout(100)
+    assert len(titles) >= 2 and all(re.fullmatch(r"Layer statistics after batch [\d,]+", t) for t in titles), titles
     page.locator(".st-key-replay_pause button").click()
     expect(page.locator(".st-key-replay_play button")).to_be_visible(timeout=BUSY_PAGE_MS)
     no_exception(page)

@@ -451,7 +451,7 @@ def test_the_latest_histograms_replayed_in_the_browser_are_each_moments_own(trai
             still = charts.latest_histograms(moment, "weight", scale)  # what the server draws at that step
             shown = frames["states"][state]
             assert shown["layout"]["title.text"] == still.layout.title.text
-            for trace, x, y in zip(still.data, shown["x"], shown["y"]):
+            for trace, x, y in zip(still.data, shown["restyle"]["x"], shown["restyle"]["y"]):
                 assert x["dtype"] == y["dtype"] == "f4"
                 assert np.allclose(np.frombuffer(base64.b64decode(x["bdata"]), "<f4"), trace.x, rtol=1e-5, atol=1e-6)
                 assert np.allclose(np.frombuffer(base64.b64decode(y["bdata"]), "<f4"), trace.y, rtol=1e-5, atol=1e-6)
@@ -461,6 +461,26 @@ def test_the_latest_histograms_replayed_in_the_browser_are_each_moments_own(trai
     columns = series.steps
     for step, x in zip(steps, cursor):
         assert (columns[columns < step] < x).all() and (columns[columns >= step] > x).all()
+
+
+def test_the_layer_table_replayed_in_the_browser_shows_each_frames_statistics(trained):
+    snapshot, architecture = trained
+    steps = [5, 40, snapshot.num_steps]
+    figure, frames = charts.layer_table_frames(snapshot, architecture, steps, [set(), {"fc2"}, set()])
+    assert frames["state_of_frame"] == [0, 1, 2] and figure.data[0].type == "table"
+    for step, state in zip(steps, frames["states"]):
+        still = charts.layer_table(snapshot.until(step), architecture)  # what the page's table shows then
+        columns = ["health", *still.columns]
+        cells = dict(zip(columns, state["restyle"]["cells.values"][0]))
+        assert cells["layer"] == list(still["layer"]) and state["layout"]["title.text"].endswith(f"batch {step:,}")
+        assert cells["update/weight"] == [f"{v:.2e}" for v in still["update/weight"]]
+        assert cells["weight std"] == [f"{v:.4g}" for v in still["weight std"]]
+    flagged = dict(zip(frames["states"][1]["restyle"]["cells.values"][0][1], frames["states"][1]["restyle"]["cells.values"][0][0]))
+    assert flagged["fc2"] == "check" and flagged["fc1"] == "ok"
+    tint = frames["states"][1]["restyle"]["cells.fill.color"][0][0]
+    assert tint[list(flagged).index("fc2")] == charts.FLAGGED_FILL and tint[0] == charts.PLAIN_FILL
+    hostile = charts.layer_table(snapshot, architecture).assign(layer="<b>x</b>")
+    assert charts.layer_table_cells(hostile)[0] == ["&lt;b&gt;x&lt;/b&gt;"] * len(hostile)
 
 
 def test_the_neuron_view_shows_every_hidden_unit_and_marks_a_dead_one():
