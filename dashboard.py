@@ -8,7 +8,6 @@ store. It keeps a run id (in the session and in the URL, so a refresh re-attache
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import os
 import shutil
@@ -720,7 +719,7 @@ def boundary_frames(current, dataset, reel: dict) -> tuple | None:
         grids_by_weights[weights] = classes.astype(np.uint8)
         plane.update(xs=xs, ys=ys)
     grids = [grids_by_weights[weights] for weights in distinct]
-    frames = {"grids": {"dtype": "u1", "bdata": base64.b64encode(np.stack(grids).tobytes()).decode()},
+    frames = {"grids": charts.typed_array(np.stack(grids), "u1"),
               "grid_of_frame": [distinct.index(w) for w in chosen], "size": int(grids[0].shape[0]),
               "colors": [[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in charts.CLASS_COLORS],
               "titles": ["Decision boundary" + (f" (weights of batch {w})" if w >= 0 else "") for w in chosen]}
@@ -754,29 +753,29 @@ def distributions_tab(snapshot, replay_of=None, reel=None) -> None:
         draw_chart(column, charts.latest_histograms(snapshot, kind, scale=scale), f"{kind}_latest_chart")
 
 
-def layer_table_frames(whole, architecture, reel: dict) -> tuple:
-    """charts.layer_table_frames for the replay playing, with the layers the doctor flagged at each
-    frame; computed once per replay (~0.5 s for 200 frames here)."""
-    key = (whole.history_id, whole.num_steps, tuple(reel["steps"]))
-    cached = st.session_state.get("layer_table_frames")
+def once_per_replay(name: str, whole, reel: dict, compute, *settings):
+    """compute() for the replay playing, kept under `name` until the run, its frames or `settings`
+    change (the page reruns every 2 s while it plays)."""
+    key = (whole.history_id, whole.num_steps, tuple(reel["steps"]), settings)
+    cached = st.session_state.get(name)
     if cached is None or cached[0] != key:
-        flagged = [{f.layer for f in diagnostics.diagnose(whole.until(step)) if f.chart == "layer_table" and f.layer}
-                   for step in reel["steps"]]
-        cached = (key, charts.layer_table_frames(whole, architecture, reel["steps"], flagged))
-        st.session_state.layer_table_frames = cached
+        cached = st.session_state[name] = (key, compute())
     return cached[1]
 
 
+def layer_table_frames(whole, architecture, reel: dict) -> tuple:
+    """charts.layer_table_frames for the replay playing, with the layers the doctor flagged at each
+    frame (~0.5 s for 200 frames here, once per replay)."""
+    def compute():
+        flagged = [{f.layer for f in diagnostics.diagnose(whole.until(step)) if f.chart == "layer_table" and f.layer}
+                   for step in reel["steps"]]
+        return charts.layer_table_frames(whole, architecture, reel["steps"], flagged)
+    return once_per_replay("layer_table_frames", whole, reel, compute)
+
+
 def latest_histogram_frames(whole, kind: str, scale: str, reel: dict) -> tuple:
-    """charts.latest_histogram_frames for the replay playing, computed once per replay (the page
-    reruns every 2 s while it plays)."""
-    key = (whole.history_id, whole.num_steps, kind, scale, tuple(reel["steps"]))
-    cached = st.session_state.setdefault("latest_histogram_frames", {})
-    if key not in cached:
-        if len(cached) >= 4:
-            cached.clear()
-        cached[key] = charts.latest_histogram_frames(whole, kind, scale, reel["steps"])
-    return cached[key]
+    return once_per_replay(f"latest_{kind}_histogram_frames", whole, reel,
+                           lambda: charts.latest_histogram_frames(whole, kind, scale, reel["steps"]), scale)
 
 
 def model_tab(current, snapshot, findings, replay_of=None, reel=None) -> None:

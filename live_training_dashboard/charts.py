@@ -782,15 +782,16 @@ def latest_histogram_frames(whole: HistorySnapshot, kind: str, scale: str, steps
             ticks = _log_ticks(edges)
             layout.update({"xaxis.range": [float(edges[0]), float(edges[-1])], "xaxis.tickvals": ticks["tickvals"],
                            "xaxis.ticktext": ticks["ticktext"]})
-        states.append({"restyle": {"x": [_float32_bytes(x) for x, _ in lines], "y": [_float32_bytes(y) for _, y in lines]},
+        states.append({"restyle": {"x": [typed_array(x) for x, _ in lines], "y": [typed_array(y) for _, y in lines]},
                        "layout": layout})
     index_of = {count: index for index, count in enumerate(shown)}
     return figure, {"states": states, "state_of_frame": [index_of.get(int(count), 0) for count in taken]}
 
 
-def _float32_bytes(values: np.ndarray) -> dict:
-    """An array as plotly.py sends one to the browser: {dtype, bdata (base64)}."""
-    return {"dtype": "f4", "bdata": base64.b64encode(np.ascontiguousarray(values, dtype="<f4").tobytes()).decode()}
+def typed_array(values: np.ndarray, dtype: str = "f4") -> dict:
+    """An array as plotly.py sends one to the browser: {dtype ("f4" float32, "u1" bytes), bdata (base64)}."""
+    numpy_type = {"f4": "<f4", "u1": "u1"}[dtype]
+    return {"dtype": dtype, "bdata": base64.b64encode(np.ascontiguousarray(values, dtype=numpy_type).tobytes()).decode()}
 
 
 def histogram_replay_cursor(whole: HistorySnapshot, kind: str, steps: list[int]) -> list[float]:

@@ -225,24 +225,26 @@ def test_pause_holds_training_while_the_page_stays_live_and_step_trains_one_batc
     page.keyboard.press("Home")
     expect(page.locator('.st-key-replay_step [data-testid="stSliderThumbValue"]')).to_have_text("1", timeout=BUSY_PAGE_MS)
     page.locator(".st-key-replay_play button").click()
-    expect(latest).to_have_attribute("data-replay-step", re.compile(r"\d+"), timeout=BUSY_PAGE_MS)
-    titles = set()
-    for _ in range(20):
-        titles.add(latest.evaluate("gd => gd.layout.title.text"))
-        page.wait_for_timeout(100)
+    titles = titles_while_playing(page, latest, samples=20)
     assert len(titles) >= 3 and all(re.fullmatch(r"Latest weights histogram \(step \d+\)", t) for t in titles), titles
     # And the Model tab's layer table, frame by frame.
     table = page.locator(".js-plotly-plot:visible", has_text="Layer statistics after batch")
     open_tab(page, "Model", shows=table)
-    expect(table).to_have_attribute("data-replay-step", re.compile(r"\d+"), timeout=BUSY_PAGE_MS)
-    titles = set()
-    for _ in range(10):
-        titles.add(table.evaluate("gd => gd.layout.title.text"))
-        page.wait_for_timeout(100)
+    titles = titles_while_playing(page, table, samples=10)
     assert len(titles) >= 2 and all(re.fullmatch(r"Layer statistics after batch [\d,]+", t) for t in titles), titles
     page.locator(".st-key-replay_pause button").click()
     expect(page.locator(".st-key-replay_play button")).to_be_visible(timeout=BUSY_PAGE_MS)
     no_exception(page)
+
+
+def titles_while_playing(page, chart, samples: int) -> set[str]:
+    """The titles a chart shows once the browser plays a replay on it, sampled every 100 ms."""
+    playwright_api.expect(chart).to_have_attribute("data-replay-step", re.compile(r"\d+"), timeout=BUSY_PAGE_MS)
+    titles = set()
+    for _ in range(samples):
+        titles.add(chart.evaluate("gd => gd.layout.title.text"))
+        page.wait_for_timeout(100)
+    return titles
 
 
 def test_bad_input_shows_a_message_and_disables_train(page, server):
