@@ -2,12 +2,14 @@
 
 import os
 import re
+import signal
+import time
 import warnings
 from pathlib import Path
 
 import pytest
 
-from tools.live_server import CHROMIUM, dashboard_server, launch_chromium
+from tools.live_server import CHROMIUM, dashboard_process, launch_chromium
 
 pytestmark = pytest.mark.browser
 
@@ -19,21 +21,53 @@ if not Path(CHROMIUM).exists():
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 
+# What a failing check reports beside the page's texts: the server's log and process, and what the
+# browser's console said (two CI runs saw the Model tab selected and empty while the page stood still).
+SERVER: dict = {}
+CONSOLE: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    with dashboard_server(log) as url:
+    with dashboard_process(log) as (url, process):
+        SERVER.update(log=log, pid=process.pid)
         yield url
 
 
 @pytest.fixture()
 def page(server, runs_folder):
+    CONSOLE.clear()
     with playwright_api.sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1500, "height": 1600})
+        page.on("console", lambda message: CONSOLE.append(f"{message.type}: {message.text[:300]}")
+                if message.type in ("error", "warning") else None)
+        page.on("pageerror", lambda error: CONSOLE.append(f"page error: {str(error)[:300]}"))
         yield page
         browser.close()
     stop_what_still_trains(runs_folder)
+
+
+def stuck_page_evidence(page) -> tuple[bool, str]:
+    """Why a page may show nothing new: (whether it still changes, what the browser's console said and
+    where the server's script thread is; the server dumps its threads' stacks into its log on SIGUSR1)."""
+    before = page_texts(page)
+    page.wait_for_timeout(5000)
+    live = page_texts(page) != before
+    stacks, log_tail = "", []
+    if SERVER:
+        size = SERVER["log"].stat().st_size
+        os.kill(SERVER["pid"], signal.SIGUSR1)
+        time.sleep(1)
+        dump = SERVER["log"].read_text(errors="replace")[size:]
+        # the script thread's frames (the page's code and Streamlit's runner), innermost first
+        stacks = " | ".join(line.strip() for line in dump.splitlines() if "dashboard.py" in line or "live_training_dashboard" in line
+                            or "script_runner" in line)[:1500]
+        log_tail = [line for line in SERVER["log"].read_text(errors="replace")[:size].splitlines()
+                    if not line.startswith(("  File ", "Thread 0x", "Current thread 0x")) and line.strip()][-8:]
+    return live, (f"page {'still changing' if live else 'unchanged for 5 s'}; console: {CONSOLE[-6:]}; "
+                  f"server log tail: {log_tail}; server script stacks: {stacks or 'none in the page code'}")
 
 
 def stop_what_still_trains(runs_folder):
@@ -308,8 +342,9 @@ def metrics_cut_off(page) -> list[str]:
 
 def open_tab(page, name: str, shows=None) -> None:
     """Click a tab until it is selected and, given `shows` (a locator), until that shows in it. A click can be
-    lost while a busy page redraws; a CI run once saw the Model tab selected and empty for 30 s. A second click
-    is what a user would do: it is allowed once per tab, and recorded as a warning with what the page showed."""
+    lost while a busy page redraws; two CI runs saw the Model tab selected and empty, the page unchanged, for
+    60 s (not seen here in 20 runs). A user's way out is allowed once per tab and recorded as a warning with
+    what the page, the browser's console and the server's script thread showed (stuck_page_evidence)."""
     tab = page.get_by_role("tab", name=name, exact=True)
     for attempt in range(2):
         for _ in range(10):
@@ -328,10 +363,21 @@ def open_tab(page, name: str, shows=None) -> None:
             return
         except AssertionError:
             selected = page.get_by_role("tab", selected=True).all_inner_texts()
-            evidence = f"the {name} tab showed nothing for {BUSY_PAGE_MS} ms (selected: {selected}; texts: {page_texts(page)})"
+            texts = page_texts(page)
+            live, evidence = stuck_page_evidence(page)
+            evidence = f"the {name} tab showed nothing for {BUSY_PAGE_MS} ms (selected: {selected}; texts: {texts}; {evidence})"
             if attempt:
                 raise AssertionError(evidence) from None
-            warnings.warn(evidence + "; clicked it again", stacklevel=2)
+            # What a user does: on a page that stands still, reload it (the URL keeps the run); on an empty
+            # tab of a live page, click another tab and this one again.
+            warnings.warn(evidence + ("; clicked another tab and it again" if live else "; reloaded the page"), stacklevel=2)
+            if not live:
+                page.reload()
+                playwright_api.expect(page.get_by_text(re.compile(r"batches/s")).filter(visible=True).first).to_be_visible(timeout=BUSY_PAGE_MS)
+                continue
+            other = page.get_by_role("tab", name=page.get_by_role("tab", selected=False).first.inner_text(), exact=True)
+            other.click()
+            playwright_api.expect(other).to_have_attribute("aria-selected", "true", timeout=BUSY_PAGE_MS)
 
 
 def test_rows_ticked_in_the_runs_table_are_compared_with_parallel_coordinates(page, server):

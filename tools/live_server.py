@@ -19,6 +19,12 @@ CHROMIUM_ARGS = [
 ]
 
 
+# The server runs as `python -m streamlit run dashboard.py`, and dumps every thread's stack into its
+# log on SIGUSR1: the evidence a browser test records when it finds the page stuck.
+SERVER_MAIN = ("import faulthandler, runpy, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+               "sys.argv[0] = 'streamlit'; runpy.run_module('streamlit', run_name='__main__', alter_sys=True)")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -38,7 +44,7 @@ def dashboard_process(log_path: Path | None = None, timeout: float = 60.0):
     port = free_port()
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard.py"), "--server.port", str(port),
+        [sys.executable, "-c", SERVER_MAIN, "run", str(ROOT / "dashboard.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )
