@@ -58,12 +58,16 @@ def stuck_page_evidence(page) -> tuple[bool, str]:
     stacks, log_tail = "", []
     if SERVER:
         size = SERVER["log"].stat().st_size
-        os.kill(SERVER["pid"], signal.SIGUSR1)
+        try:
+            os.kill(SERVER["pid"], signal.SIGUSR1)
+        except OSError as error:  # the server is gone: that is the evidence
+            stacks = f"no server process: {error}"
         time.sleep(1)
         dump = SERVER["log"].read_text(errors="replace")[size:]
         # the script thread's frames (the page's code and Streamlit's runner), innermost first
-        stacks = " | ".join(line.strip() for line in dump.splitlines() if "dashboard.py" in line or "live_training_dashboard" in line
-                            or "script_runner" in line)[:1500]
+        page_frames = [line.strip() for line in dump.splitlines()
+                       if "dashboard.py" in line or "live_training_dashboard" in line or "script_runner" in line]
+        stacks = stacks or " | ".join(page_frames)[:1500]
         log_tail = [line for line in SERVER["log"].read_text(errors="replace")[:size].splitlines()
                     if not line.startswith(("  File ", "Thread 0x", "Current thread 0x")) and line.strip()][-8:]
     return live, (f"page {'still changing' if live else 'unchanged for 5 s'}; console: {CONSOLE[-6:]}; "
