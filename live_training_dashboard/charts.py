@@ -532,6 +532,21 @@ MAGNITUDE_DECADES = 12
 # Offset (ridgeline) mode draws at most this many histograms per layer.
 MAX_RIDGES = 24
 SHARE_TICKS = {-4: "0.01%", -3: "0.1%", -2: "1%", -1: "10%", 0: "100%"}
+# A heatmap cell's colour is its log share in 256 steps (0.016 decades each, finer than Viridis
+# shows): one byte a cell instead of four. The hover reads the exact share beside it.
+SHARE_LEVELS = 255
+
+
+def share_levels(fractions: np.ndarray) -> np.ndarray:
+    """uint8 colour levels of shares: 0 at MIN_VISIBLE_SHARE (or below), SHARE_LEVELS at 100%."""
+    decades = -math.log10(MIN_VISIBLE_SHARE)
+    log_share = np.log10(np.maximum(fractions, MIN_VISIBLE_SHARE))
+    return np.clip(np.rint((log_share + decades) / decades * SHARE_LEVELS), 0, SHARE_LEVELS).astype(np.uint8)
+
+
+def _share_level(log_share: float) -> float:
+    decades = -math.log10(MIN_VISIBLE_SHARE)
+    return (log_share + decades) / decades * SHARE_LEVELS
 
 
 def log_magnitudes(counts: np.ndarray, ranges: np.ndarray) -> np.ndarray:
@@ -649,9 +664,9 @@ def histogram_heatmaps(snapshot: HistorySnapshot, kind: str, layers: list[int] |
     value_title = "log10 |value|" if scale == "shared" else "value"
     if mode == "heatmap":
         figure.update_layout(coloraxis={
-            "colorscale": "Viridis", "cmin": math.log10(MIN_VISIBLE_SHARE), "cmax": 0,
+            "colorscale": "Viridis", "cmin": 0, "cmax": SHARE_LEVELS,
             "colorbar": {"title": {"text": "share", "side": "right"}, "thickness": 12, "len": 0.9,
-                         "tickvals": list(SHARE_TICKS), "ticktext": list(SHARE_TICKS.values())}})
+                         "tickvals": [_share_level(tick) for tick in SHARE_TICKS], "ticktext": list(SHARE_TICKS.values())}})
     else:
         figure.update_layout(coloraxis={
             "colorscale": "Viridis", "cmin": float(steps[0]), "cmax": float(steps[-1]) if len(steps) > 1 else float(steps[0]) + 1,
@@ -667,9 +682,8 @@ def histogram_heatmaps(snapshot: HistorySnapshot, kind: str, layers: list[int] |
         name = escape_plotly(snapshot.layer_names[layer])
         if mode == "heatmap":
             # Log colour: the tails of a distribution matter as much as its peak.
-            log_share = np.log10(np.maximum(fractions, MIN_VISIBLE_SHARE)).astype(np.float32)
             figure.add_trace(go.Heatmap(
-                x=steps, y=centres.astype(np.float32), z=log_share, customdata=fractions.astype(np.float32),
+                x=steps, y=centres.astype(np.float32), z=share_levels(fractions), customdata=fractions.astype(np.float32),
                 xaxis=f"x{axis}", yaxis=f"y{axis}", coloraxis="coloraxis",
                 hovertemplate=f"step %{{x}}<br>{value_title} %{{y:.3g}}<br>share %{{customdata:.2%}}<extra>{name}</extra>",
             ))

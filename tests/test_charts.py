@@ -111,6 +111,27 @@ def test_histogram_heatmaps_have_one_panel_per_layer(trained):
         assert latest.data[0].x[0] == edges.ranges[-1, 0, 0] and latest.data[0].x[-1] == edges.ranges[-1, 0, 1]
 
 
+def test_heatmap_colours_are_one_byte_log_shares_and_the_hover_keeps_the_exact_share(trained):
+    snapshot, _ = trained
+    shares = np.array([0.0, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 0.5, 1.0])
+    levels = charts.share_levels(shares)
+    assert levels.dtype == np.uint8 and levels[0] == levels[1] == levels[2] == 0 and levels[-1] == charts.SHARE_LEVELS
+    assert np.all(np.diff(levels.astype(int)[2:]) > 0)  # every decade above the floor is its own colour
+    # each decade a quarter of the scale (4 decades), so a colour bar tick sits where its share is drawn
+    assert np.allclose(levels[2:6], [0, 64, 128, 191], atol=1)
+    figure = charts.histogram_heatmaps(snapshot, "grad")
+    colorbar = figure.layout.coloraxis.colorbar
+    for value, label in zip(colorbar.tickvals, colorbar.ticktext):
+        share = float(label.rstrip("%")) / 100
+        assert abs(value - float(charts.share_levels(np.array([share]))[0])) <= 0.5, (label, value)
+    heatmap = figure.data[0]
+    z, hover = np.asarray(heatmap.z), np.asarray(heatmap.customdata)
+    assert z.dtype == np.uint8 and hover.dtype == np.float32 and z.shape == hover.shape
+    assert np.array_equal(z, charts.share_levels(hover))  # the colour is the hovered share's level
+    sums = hover.sum(axis=0)  # each column: the shares of one histogram (none where it was empty)
+    assert np.all(np.isclose(sums, 1.0, atol=1e-5) | (sums == 0))
+
+
 def test_empty_history_gives_empty_charts_with_a_note():
     setup = build_training(RunConfig(epochs=1), device="cpu")
     snapshot = setup.monitor.history.snapshot()
