@@ -5,6 +5,10 @@
                                                          each run's speed against a solo run per core
     python bench/run_path.py memory                      server RSS before, during and after a run of
                                                          the largest MLP the sidebar allows
+    python bench/run_path.py tab-clicks [--repeats 3]    one session training: tab click -> its chart
+                                                         drawn, with the page's redraw queue and without
+                                                         it (each chart redrawn on every refresh), in
+                                                         alternating fresh browsers
 
 Each prints its measurements and the target; exit code 1 when a target is missed. Every
 command uses a fresh runs folder and a fresh server.
@@ -131,6 +135,63 @@ def sessions(browser, url: str, epochs: int) -> bool:
     return max(clicks) <= CLICK_SECONDS and min(shares) >= SHARE_PER_CORE
 
 
+CHART_DRAWN = """title => [...document.querySelectorAll('.js-plotly-plot')].some(
+    plot => plot.checkVisibility() && plot.textContent.includes(title))"""
+TAB_CHARTS = (("Distributions", "Weight distributions over time"), ("Model", "Architecture"),
+              ("Training curves", "Loss per batch"))
+
+
+def tab_click_times(browser, url: str, epochs: int, queue: bool, clicks: int, warm_seconds: float) -> list[float]:
+    """Seconds from each tab click to its chart on screen, in a fresh browser page while one run trains.
+    queue=False switches the page's redraw queue off (window.__ltdNoRedrawQueue) for the baseline."""
+    page = browser.new_page(viewport=VIEWPORT)
+    if not queue:
+        page.add_init_script("window.__ltdNoRedrawQueue = true")
+    page.goto(url)
+    set_number(page, "Epochs", epochs)
+    choose_full_speed(page)
+    page.get_by_role("button", name="Train", exact=True).click()
+    expect(page.get_by_text(re.compile(r"batches/s")).first).to_be_visible(timeout=60_000)
+    page.wait_for_timeout(warm_seconds * 1000)  # a history long enough for heavy heatmaps
+    times = []
+    for index in range(clicks):
+        tab, title = TAB_CHARTS[index % len(TAB_CHARTS)]
+        page.wait_for_timeout(300 + 700 * (index % 3))  # clicks land at different moments of a refresh
+        link = page.get_by_role("tab", name=tab, exact=True)
+        started = time.perf_counter()
+        for _ in range(10):  # a click that lands while the header above grows misses the tab: click again
+            link.click()
+            try:
+                expect(link).to_have_attribute("aria-selected", "true", timeout=2000)
+                break
+            except AssertionError:
+                continue
+        page.wait_for_function(CHART_DRAWN, arg=title, polling=20, timeout=60_000)
+        times.append(time.perf_counter() - started)
+    page.get_by_role("button", name="Stop", exact=True).click()
+    expect(page.get_by_text("Stopped from the dashboard").first).to_be_visible(timeout=60_000)
+    page.close()
+    return times
+
+
+def tab_clicks(browser, url: str, epochs: int, repeats: int) -> bool:
+    measured = {True: [], False: []}
+    for repeat in range(repeats):
+        for queue in ((True, False) if repeat % 2 == 0 else (False, True)):  # alternating order
+            times = tab_click_times(browser, url, epochs, queue, clicks=12, warm_seconds=20)
+            measured[queue].extend(times)
+            print(f"  repeat {repeat + 1}, {'queue' if queue else 'every refresh'}: median {statistics.median(times):.2f}s, "
+                  f"max {max(times):.2f}s", flush=True)
+    for queue in (False, True):
+        times = sorted(measured[queue])
+        print(f"{'with the redraw queue' if queue else 'every refresh drawn '}: tab click -> chart median "
+              f"{statistics.median(times):.2f}s, 90th percentile {times[int(0.9 * (len(times) - 1))]:.2f}s, max "
+              f"{times[-1]:.2f}s ({len(times)} clicks)")
+    ratio = statistics.median(measured[True]) / statistics.median(measured[False])
+    print(f"median with the queue / without: {ratio:.2f}   target <= 1.0 (and each click <= {CLICK_SECONDS}s)")
+    return ratio <= 1.0 and max(measured[True]) <= CLICK_SECONDS
+
+
 def memory(browser, url: str, server_pid: int) -> bool:
     page = browser.new_page(viewport=VIEWPORT)
     page.goto(url)
@@ -158,7 +219,7 @@ def memory(browser, url: str, server_pid: int) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["first-chart", "sessions", "memory"])
+    parser.add_argument("what", choices=["first-chart", "sessions", "memory", "tab-clicks"])
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--epochs", type=int, default=300)
     args = parser.parse_args()
@@ -171,6 +232,8 @@ def main() -> int:
             ok = first_chart(browser, url, args.repeats)
         elif args.what == "sessions":
             ok = sessions(browser, url, args.epochs)
+        elif args.what == "tab-clicks":
+            ok = tab_clicks(browser, url, max(args.epochs, 1000), min(args.repeats, 9))
         else:
             ok = memory(browser, url, server.pid)
         browser.close()

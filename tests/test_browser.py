@@ -161,7 +161,10 @@ def test_train_watch_all_nine_panels_live_then_stop(page, server, tmp_path):
             break
     zoomed = epochs_chart.evaluate("gd => [gd.layout.xaxis.range, gd._fullData[0]._length]")
     assert epochs_chart.evaluate("gd => gd.layout.xaxis.autorange === false"), f"the drag did not zoom: {zoomed}"
-    page.wait_for_timeout(3000)
+    # (waited for: a slow browser redraws each chart less often than the page refreshes)
+    page.wait_for_function(f"() => [...document.querySelectorAll('.js-plotly-plot')].some(gd => gd.checkVisibility() "
+                           f"&& gd.textContent.includes('Loss per epoch') && gd._fullData[0]._length > {zoomed[1]})",
+                           timeout=BUSY_PAGE_MS)
     later = epochs_chart.evaluate("gd => [gd.layout.xaxis.range, gd._fullData[0]._length]")
     assert later[0] == zoomed[0] and later[1] > zoomed[1], (zoomed, later)
 
