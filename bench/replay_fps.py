@@ -25,23 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from tools.live_server import choose_full_speed, dashboard_server, launch_chromium  # noqa: E402
+from tools.live_server import choose_full_speed, dashboard_server, launch_chromium, open_tab  # noqa: E402
 
 TARGET = 5.0
 TABS = ["Training curves", "Distributions", "Model", "Predictions"]
-
-
-def open_tab(page, name: str) -> None:
-    """Tab clicks can be lost while the page redraws: click until the tab is the selected one."""
-    tab = page.get_by_role("tab", name=name, exact=True)
-    for _ in range(10):
-        tab.click()
-        try:
-            expect(tab).to_have_attribute("aria-selected", "true", timeout=3000)
-            return
-        except AssertionError:
-            continue
-    raise RuntimeError(f"tab {name} never opened")
 
 
 SLIDER_STEP = '() => document.querySelector(\'.st-key-replay_step [data-testid="stSliderThumbValue"]\')?.innerText'

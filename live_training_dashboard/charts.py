@@ -681,9 +681,11 @@ def histogram_heatmaps(snapshot: HistorySnapshot, kind: str, layers: list[int] |
         y0 = 1 - (r + 1) / rows + 0.06
         name = escape_plotly(snapshot.layer_names[layer])
         if mode == "heatmap":
-            # Log colour: the tails of a distribution matter as much as its peak.
+            # Log colour: the tails of a distribution matter as much as its peak. (Both from the float32
+            # shares the hover shows.)
+            shares = fractions.astype(np.float32)
             figure.add_trace(go.Heatmap(
-                x=steps, y=centres.astype(np.float32), z=share_levels(fractions), customdata=fractions.astype(np.float32),
+                x=steps, y=centres.astype(np.float32), z=share_levels(shares), customdata=shares,
                 xaxis=f"x{axis}", yaxis=f"y{axis}", coloraxis="coloraxis",
                 hovertemplate=f"step %{{x}}<br>{value_title} %{{y:.3g}}<br>share %{{customdata:.2%}}<extra>{name}</extra>",
             ))

@@ -100,6 +100,23 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def open_tab(page, name: str) -> None:
+    """Tab clicks can be lost while the page redraws (one landing as the header above grows misses
+    the tab): click until the tab is the selected one (benchmarks; the tests' open_tab also waits
+    for the tab's content)."""
+    from playwright.sync_api import expect
+
+    tab = page.get_by_role("tab", name=name, exact=True)
+    for _ in range(10):
+        tab.click()
+        try:
+            expect(tab).to_have_attribute("aria-selected", "true", timeout=3000)
+            return
+        except AssertionError:
+            continue
+    raise RuntimeError(f"tab {name} never opened")
+
+
 def choose_full_speed(page) -> None:
     """Pick 'As fast as possible' in the sidebar (benchmarks never run at the watchable pace), and
     give the rerun it starts time to land before the next change."""
