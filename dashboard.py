@@ -9,6 +9,7 @@ store. It keeps a run id (in the session and in the URL, so a refresh re-attache
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import tempfile
@@ -94,32 +95,11 @@ function overlays(chart) {
 function dropOverlays(chart) {
   if (chart.__veil) { chart.__veil.remove(); chart.__cursor.remove(); chart.__veil = chart.__cursor = null; }
 }
-function classImage(reel, index) {  // one snapshot's predicted classes, as a PNG of the class colours
-  const size = reel.size, grid = reel.grids.subarray(index * size * size, (index + 1) * size * size);
-  const canvas = document.createElement("canvas");
-  canvas.width = canvas.height = size;
-  const context = canvas.getContext("2d"), image = context.createImageData(size, size);
-  for (let row = 0; row < size; row++) {
-    for (let column = 0; column < size; column++) {  // grid row 0 is the lowest y: the image's bottom row
-      const rgb = reel.colors[grid[row * size + column] % reel.colors.length], at = 4 * ((size - 1 - row) * size + column);
-      image.data[at] = rgb[0]; image.data[at + 1] = rgb[1]; image.data[at + 2] = rgb[2]; image.data[at + 3] = 89;
-    }
-  }
-  context.putImageData(image, 0, 0);
-  return canvas.toDataURL();
-}
 function startReel(chart, figure, reel) {  // the chart a replay plays on, drawn once
   const layout = Object.assign({}, figure.layout), data = figure.data.slice();
   if (reel.cursor) {  // the cursor is the overlay's (the still chart's named one is left out)
     layout.shapes = (layout.shapes || []).filter((item) => item.name !== "replay-cursor");
     layout.annotations = (layout.annotations || []).filter((item) => item.name !== "replay-cursor");
-  }
-  if (reel.grids) {  // the heatmap makes way for an image of the same plane
-    reel.grids = decoded(reel.grids);
-    data[0] = Object.assign({}, data[0], { visible: false });
-    const [x0, x1] = layout.xaxis.range, [y0, y1] = layout.yaxis.range;
-    layout.images = [{ source: classImage(reel, 0), xref: "x", yref: "y", x: x0, y: y1, sizex: x1 - x0,
-                       sizey: y1 - y0, sizing: "stretch", layer: "below" }];
   }
   return window.Plotly.react(chart, data, layout, chart.__config);
 }
@@ -134,9 +114,14 @@ function showFrame(chart, reel, frame, player, fresh) {
     }
   }
   let drawn = Promise.resolve();
-  if (reel.grids && reel.grid_of_frame[frame] !== player.grid) {
-    player.grid = reel.grid_of_frame[frame];
-    drawn = window.Plotly.relayout(chart, { "images[0].source": classImage(reel, player.grid), "title.text": reel.titles[frame] });
+  if (reel.image_of_frame && reel.image_of_frame[frame] !== player.image) {
+    // A picture of one moment (the boundary's classes, the neurons' tiles): swapped in with its notes.
+    player.image = reel.image_of_frame[frame];
+    const pictures = player.payload, update = { "images[0].source": pictures.images[player.image], "title.text": reel.titles[frame] };
+    const layout = pictures.layouts ? pictures.layout_of_image[player.image] : 0;
+    if (layout !== player.layout) Object.assign(update, pictures.layouts[layout]);  // (0: the figure's own)
+    player.layout = layout;
+    drawn = window.Plotly.relayout(chart, update);
   }
   if (reel.states && reel.state_of_frame[frame] !== player.state && reel.states[reel.state_of_frame[frame]]) {
     // A chart of one moment (the latest histograms, the layer table): its data and title swapped when the moment changes.
@@ -189,7 +174,23 @@ function nextRedraw() {
     return;
   }
 }
-export default function ({ parentElement, data }) {
+// A replay's large, unchanging part (its pictures) comes once per browser page: later reruns name it
+// by id. Kept here, not on the chart, so a chart drawn again (a tab opened again) finds it; one the
+// page lacks (evicted, or a rerun's message lost) is asked for again.
+const payloads = (window.__ltdPayloads = window.__ltdPayloads || new Map());
+function reelPayload(reel, setTriggerValue) {
+  if (!reel.payload) return {};
+  const { id, data } = reel.payload;
+  if (data) {
+    payloads.delete(id);
+    payloads.set(id, data);
+    while (payloads.size > 8) payloads.delete(payloads.keys().next().value);
+  }
+  const payload = payloads.get(id);
+  if (!payload) setTriggerValue("missing", id);
+  return payload;
+}
+export default function ({ parentElement, data, setTriggerValue }) {
   let chart = parentElement.querySelector(".ltd-chart");
   if (!chart) {
     chart = document.createElement("div");
@@ -202,6 +203,8 @@ export default function ({ parentElement, data }) {
   const reel = data.reel || null;
   const key = data.spec + (reel ? reel.id : "");
   if (chart.__key === key) return;  // an unchanged figure (a paused or ended run) costs nothing
+  const payload = reel ? reelPayload(reel, setTriggerValue) : null;
+  if (reel && !payload) return;  // (its pictures were asked for: the rerun brings them)
   chart.__key = key;
   loadPlotly().then((Plotly) => {
     if (chart.__key !== key) return;  // a newer figure came while plotly.js loaded
@@ -228,7 +231,8 @@ export default function ({ parentElement, data }) {
     chart.__config = data.config;
     chart.__chartKey = data.key;
     const running = chart.__player && chart.__player.reel.id === reel.id;
-    const player = { reel: reel, frame: -1, grid: 0, state: -1, began: running ? chart.__player.began : performance.now() - reel.elapsed_ms };
+    const player = { reel: reel, payload: payload, frame: -1, image: 0, layout: 0, state: -1,
+                     began: running ? chart.__player.began : performance.now() - reel.elapsed_ms };
     chart.__player = player;
     return startReel(chart, figure, reel).then(() => play(chart, player));
   }).catch((error) => { chart.textContent = "This chart could not be drawn: " + error.message; });
@@ -274,11 +278,21 @@ def draw_chart(where, figure, key: str, reel: dict | None = None) -> None:
     data = {"spec": plotly.io.to_json(figure, validate=False), "config": PLOTLY_CONFIG, "key": key}
     if reel is not None:  # how far it has played, as this chart leaves (a chart drawn later starts later on)
         data["reel"] = {**reel, "elapsed_ms": (time.time() - reel["began"]) * 1000}
+        if "payload" in reel:  # its pictures go to this browser page once; the page reruns every 2 s while it plays
+            sent = st.session_state.setdefault("sent_payloads", set())
+            payload_id = reel["payload"]["id"]
+            data["reel"]["payload"] = {"id": payload_id} if payload_id in sent else reel["payload"]
+            sent.add(payload_id)
     if where is st:  # the current container (a tab, an expander)
-        live_chart(key=key, data=data)
+        live_chart(key=key, data=data, on_missing_change=resend_payloads)
     else:
         with where:
-            live_chart(key=key, data=data)
+            live_chart(key=key, data=data, on_missing_change=resend_payloads)
+
+
+def resend_payloads() -> None:
+    """The browser page lacks a replay's pictures (evicted, or a message lost): send them again."""
+    st.session_state.sent_payloads = set()
 
 
 @st.cache_resource
@@ -690,12 +704,8 @@ def curves_tab(current, snapshot, findings, replay_of=None, replay_step=None, re
         figures, curves_reel = charts.training_curves_figures(snapshot, findings, options, replay_of), None
     for index, (figure, key) in enumerate(zip(figures, keys)):
         draw_chart((left if index % 2 == 0 else right), figure, key, curves_reel)
-    if boundary is not None:  # drawn at the first frame from the frames' own grid; the browser plays on
-        (xs, ys, classes, weights), frames = boundary
-        # (no confidence: the browser hides this heatmap behind the frames' class images)
-        draw_chart(right, charts.decision_boundary(xs, ys, classes, np.ones(classes.shape), dataset.x_train.numpy(),
-                                                   dataset.y_train.numpy(), None if weights == -1 else weights),
-                   "curves_boundary_chart", frames)
+    if boundary is not None:  # drawn at the first frame; the browser plays on
+        draw_chart(right, boundary[0], "curves_boundary_chart", boundary[1])
     # 2-D data: the boundary bends beside the curves while it trains (TensorFlow Playground's view).
     elif two_d:
         model, step = current.inspection_model(None if replay_step is None else replay_step - 1)
@@ -720,15 +730,13 @@ def replay_restarted_after(took: float, last: int) -> dict | None:
     return None
 
 
-def boundary_frames(current, dataset, reel: dict) -> tuple | None:
-    """The decision boundary at each frame of a replay playing in the browser: the predicted class
-    on the grid for each weight snapshot the frames use (one byte a cell; each snapshot's grid is
-    computed once per run), the class colours, and each frame's title. Returns ((xs, ys, classes,
-    weights step) of the first frame, the frames for the browser), or None without weights."""
-    cached = st.session_state.get("boundary_reel")
-    key = (current.run_id, tuple(reel["steps"]))
-    if cached is not None and cached[0] == key:
-        return cached[1], {**cached[2], **reel}
+def picture_frames(name: str, current, reel: dict, picture, first_figure) -> tuple | None:
+    """A replay playing in the browser on a chart of one moment of the model (the decision
+    boundary, the neurons): picture(model) -> (PNG data URL, relayout with it or None) for each
+    weight snapshot the frames use, computed once per run and snapshot, and first_figure(model,
+    weights step) -> the chart at the first frame. Returns (that figure, the frames for the
+    browser) or None without weights. The pictures travel once per browser page (draw_chart), as
+    a payload named by the run and the snapshots."""
     try:
         stored = current.store.weight_steps(current.run_id)
     except (OSError, ValueError):
@@ -737,29 +745,76 @@ def boundary_frames(current, dataset, reel: dict) -> tuple | None:
         return None
     chosen = [run_store.snapshot_at(stored, step - 1) for step in reel["steps"]]
     distinct = sorted(set(chosen), key=chosen.index)
-    # Each snapshot's grid is kept for this run: a second play (another start, another speed) is instant.
-    known = st.session_state.get("boundary_grids")
+    # Each snapshot's picture is kept for this run: a second play (another start, another speed) is instant.
+    known = st.session_state.get(f"{name}_pictures")
     if known is None or known[0] != current.run_id:
-        known = st.session_state.boundary_grids = (current.run_id, {}, {})
-    _, grids_by_weights, plane = known
+        known = st.session_state[f"{name}_pictures"] = (current.run_id, {})
+    pictures = known[1]  # {weights: picture(...), ("figure", weights): first_figure(...)}
     for weights in distinct:
-        if weights in grids_by_weights:
+        wanted = [what for what in (weights, ("figure", weights) if weights == distinct[0] else None)
+                  if what is not None and what not in pictures]
+        if not wanted:
             continue
         model, _ = current.inspection_model(weights)
         if model is None:
             return None
         with current.inspection_lock:
-            xs, ys, classes, _ = inspection.decision_grid(model, dataset.x_train, REPLAY_GRID_RESOLUTION)
-        grids_by_weights[weights] = classes.astype(np.uint8)
-        plane.update(xs=xs, ys=ys)
-    grids = [grids_by_weights[weights] for weights in distinct]
-    frames = {"grids": charts.typed_array(np.stack(grids), "u1"),
-              "grid_of_frame": [distinct.index(w) for w in chosen], "size": int(grids[0].shape[0]),
-              "colors": [[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in charts.CLASS_COLORS],
-              "titles": ["Decision boundary" + (f" (weights of batch {w})" if w >= 0 else "") for w in chosen]}
-    first = (plane["xs"], plane["ys"], grids[0], chosen[0])
-    st.session_state.boundary_reel = (key, first, frames)
-    return first, {**frames, **reel}
+            for what in wanted:
+                pictures[what] = picture(model) if what == weights else first_figure(model, weights)
+    figure = pictures[("figure", distinct[0])]
+    # Relayouts as few as the distinct ones: a neuron view's notes cost the browser ~110 ms to swap and
+    # change only when a unit dies or revives (a picture alone: 3 ms).
+    layouts = [pictures[weights][1] for weights in distinct]
+    unique = [layout for index, layout in enumerate(layouts) if layout not in layouts[:index]]
+    payload_id = hashlib.sha1(repr((name, current.run_id, distinct)).encode()).hexdigest()[:16]
+    frames = {"payload": {"id": payload_id, "data": {"images": [pictures[weights][0] for weights in distinct], **(
+                  {"layouts": unique, "layout_of_image": [unique.index(layout) for layout in layouts]} if any(layouts) else {})}},
+              "image_of_frame": [distinct.index(w) for w in chosen]}
+    return figure, chosen, {**frames, **reel}
+
+
+def weights_title(title: str, weights: int) -> str:
+    return title + (f" (weights of batch {weights})" if weights >= 0 else "")
+
+
+def boundary_frames(current, dataset, reel: dict) -> tuple | None:
+    """The decision boundary at each frame of a replay playing in the browser: (the figure at the
+    first frame, the frames), or None without weights. Each snapshot's predicted classes are a
+    64 x 64 picture in the class colours (the replay shows no confidence)."""
+    def picture(model):
+        return charts.boundary_replay_image(inspection.decision_grid(model, dataset.x_train, REPLAY_GRID_RESOLUTION)[2]), None
+
+    def first_figure(model, weights):
+        xs, ys, classes, _ = inspection.decision_grid(model, dataset.x_train, REPLAY_GRID_RESOLUTION)
+        return charts.decision_boundary(xs, ys, classes, np.ones(classes.shape), dataset.x_train.numpy(),
+                                        dataset.y_train.numpy(), None if weights == -1 else weights,
+                                        image=charts.boundary_replay_image(classes))
+
+    found = picture_frames("boundary", current, reel, picture, first_figure)
+    if found is None:
+        return None
+    figure, chosen, frames = found
+    return figure, {**frames, "titles": [weights_title("Decision boundary", w) for w in chosen]}
+
+
+def neuron_frames(current, dataset, reel: dict) -> tuple | None:
+    """The neuron view at each frame of a replay playing in the browser, like boundary_frames: each
+    snapshot's tiles as one picture (~37 kB) with its notes (which units are dead then)."""
+    def picture(model):
+        xs, _, layers = inspection.neuron_outputs(model, dataset.x_train)
+        image, notes = charts.neuron_replay_image(layers, len(xs))
+        return image, {"annotations": notes}
+
+    def first_figure(model, weights):
+        xs, ys, layers = inspection.neuron_outputs(model, dataset.x_train)
+        return charts.neuron_view(xs, ys, layers, None if weights == -1 else weights,
+                                  image=charts.neuron_replay_image(layers, len(xs))[0])
+
+    found = picture_frames("neurons", current, reel, picture, first_figure)
+    if found is None:
+        return None
+    figure, chosen, frames = found
+    return figure, {**frames, "titles": [weights_title(charts.NEURON_VIEW_TITLE, w) for w in chosen]}
 
 
 def distributions_tab(snapshot, replay_of=None, reel=None) -> None:
@@ -843,7 +898,12 @@ def model_tab(current, snapshot, findings, replay_of=None, reel=None) -> None:
                "relative to the weights (healthy near 1e-3). health = check: the health panel names this layer.")
 
 
-def predictions_tab(current, replay_step: int | None = None) -> None:
+NEURON_CAPTION = ("Each tile: one hidden unit's output over the same plane as the decision boundary, scaled to its own "
+                  "largest value (blue positive, red negative, white zero). Grey tiles marked dead give the same output "
+                  "everywhere: they pass nothing on.")
+
+
+def predictions_tab(current, replay_step: int | None = None, replay_of=None, reel: dict | None = None) -> None:
     # Replayed: the weights stored at or before the replayed batch (batch k is stored as step k - 1).
     model, step = current.inspection_model(None if replay_step is None else replay_step - 1)
     if model is None:
@@ -854,6 +914,15 @@ def predictions_tab(current, replay_step: int | None = None) -> None:
     except (OSError, ValueError) as error:
         st.error(f"Cannot load the dataset for predictions: {error}")
         return
+    if reel is not None and dataset.input_shape == (2,):  # the browser plays both: one picture per weight snapshot
+        began = time.monotonic()
+        boundary, neurons = boundary_frames(current, dataset, reel), neuron_frames(current, dataset, reel)
+        if boundary is not None and neurons is not None:
+            restarted = replay_restarted_after(time.monotonic() - began, replay_of.num_steps)
+            draw_chart(st, boundary[0], "boundary_chart", {**boundary[1], **(restarted or reel)})
+            draw_chart(st, neurons[0], "neuron_chart", {**neurons[1], **(restarted or reel)})
+            st.caption(NEURON_CAPTION + " While the replay plays, the boundary shows each class without its confidence.")
+            return
     with current.inspection_lock:
         if dataset.input_shape == (2,):
             xs, ys, classes, confidence = inspection.decision_grid(model, dataset.x_train)
@@ -865,9 +934,7 @@ def predictions_tab(current, replay_step: int | None = None) -> None:
     if dataset.input_shape == (2,):
         draw_chart(st, charts.decision_boundary(xs, ys, classes, confidence, points, labels, step), "boundary_chart")
         draw_chart(st, charts.neuron_view(*neurons, step), "neuron_chart")
-        st.caption("Each tile: one hidden unit's output over the same plane as the decision boundary, scaled to "
-                   "its own largest value (blue positive, red negative, white zero). Grey tiles marked dead give "
-                   "the same output everywhere: they pass nothing on.")
+        st.caption(NEURON_CAPTION)
         return
     labels = dataset.y_val.numpy()
     left, right = st.columns(2)
@@ -1204,11 +1271,12 @@ def run_header(current, members: list) -> tuple | None:
 
 def replay_plays_in_browser() -> bool:
     """Whether a replay playing now is played by the browser: on the Training-curves and Model tabs,
-    and on the Distributions tab in heatmap mode (its ridgeline view is redrawn by the server, frame
-    by frame; so is the Predictions tab)."""
+    on the Distributions tab in heatmap mode, and on the Predictions tab of 2-D data (the ridgeline
+    view and the image datasets' predictions are redrawn by the server, frame by frame)."""
     view = st.session_state.get("view")
     return plotly_js_served() and (view in (None, "Training curves", "Model") or (
-        view == "Distributions" and chart_setting("hist_mode") == "heatmap"))
+        view == "Distributions" and chart_setting("hist_mode") == "heatmap") or (
+        view == "Predictions" and run is not None and run.config is not None and run.config.dataset not in IMAGE_DATASETS))
 
 
 def tab_changed() -> None:
@@ -1249,7 +1317,7 @@ def live_panels() -> None:
     reel = replay_reel(whole.num_steps) if replay_step is not None else None
     renderers = (lambda: curves_tab(current, snapshot, findings, replay_of, replay_step, reel),
                  lambda: distributions_tab(snapshot, replay_of, reel),
-                 lambda: model_tab(current, snapshot, findings, replay_of, reel), lambda: predictions_tab(current, replay_step),
+                 lambda: model_tab(current, snapshot, findings, replay_of, reel), lambda: predictions_tab(current, replay_step, replay_of, reel),
                  lambda: system_tab(current, snapshot), lambda: runs_tab(current))
     for tab, render in zip(tabs, renderers):
         if tab.open:  # only the tab on screen is computed and sent

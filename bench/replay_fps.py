@@ -2,13 +2,13 @@
 (MLP 128x3, 20 epochs, 760 batches) plays back, on each tab that changes with the step.
 
 The replay plays on a clock, 200 frames a run, one every 0.1 s at 1x (10 frames/s; issue target
->= 5). On the Training-curves, Distributions and Model tabs the browser plays the frames itself: the page records each frame
-a chart has shown, a chart's rate is its frames from its first to its last, the tab's is its
-slowest chart's, and the wait from the Play click to every chart playing is printed beside it.
-The other tabs are redrawn by the server, as often as it manages while it plays: a frame is counted
-when the step the slider shows changes.
+>= 5). On these tabs the browser plays the frames itself: the page records each frame a chart has
+shown, a chart's rate is its frames from its first to its last, the tab's is its slowest chart's,
+and the wait from the Play click to every chart playing is printed beside it. Where the server
+redraws each frame instead (the ridgeline histograms, an image dataset's predictions), a frame is
+counted when the step the slider shows changes.
 
-    python bench/replay_fps.py [--seconds 10] [--repeats 2]
+    python bench/replay_fps.py [--seconds 10] [--repeats 2] [--tabs Predictions ...]
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tabs", nargs="+", choices=TABS, default=TABS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as runs, dashboard_server(Path(runs) / "server.log") as url, \
             sync_playwright() as playwright:
@@ -85,9 +86,9 @@ def main() -> None:
         page.get_by_text("Finished 20 epochs").first.wait_for(timeout=120_000)
         expect(page).to_have_url(re.compile(r"\?run=[0-9a-f]{12}"))
         run_page = page.url
-        results = {tab: [] for tab in TABS}
+        results = {tab: [] for tab in args.tabs}
         for _ in range(args.repeats):
-            for tab in TABS:
+            for tab in args.tabs:
                 # A fresh page each time: Replay on starts at the last batch, so Play plays from batch 1.
                 page.goto(run_page)
                 page.get_by_text("Replay", exact=True).click()

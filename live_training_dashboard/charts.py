@@ -11,7 +11,9 @@ import base64
 import math
 import re
 import shlex
+import struct
 import threading
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -1060,8 +1062,14 @@ CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
                 "#bcbd22", "#17becf")
 
 
-def decision_boundary(xs, ys, classes, confidence, points: np.ndarray, labels: np.ndarray, step: int | None) -> go.Figure:
-    """Predicted class over the plane (faded where the model is unsure), training points on top."""
+BOUNDARY_OPACITY = 0.35
+
+
+def decision_boundary(xs, ys, classes, confidence, points: np.ndarray, labels: np.ndarray, step: int | None,
+                      image: str | None = None) -> go.Figure:
+    """Predicted class over the plane (faded where the model is unsure), training points on top.
+    `image`: the classes come as that picture (a replay's frame, see boundary_replay_image) in
+    place of the heatmap."""
     num_classes = int(max(classes.max(), labels.max())) + 1
     figure = _figure("Decision boundary" + (f" (weights of batch {step})" if step is not None and step >= 0 else ""),
                      "x₁", "x₂", height=460)
@@ -1072,7 +1080,7 @@ def decision_boundary(xs, ys, classes, confidence, points: np.ndarray, labels: n
         color = CLASS_COLORS[k % len(CLASS_COLORS)]
         scale += [[k / num_classes, color], [(k + 1) / num_classes, color]]
     figure.add_trace(go.Heatmap(x=xs, y=ys, z=(classes + 0.5) / num_classes, zmin=0, zmax=1, colorscale=scale,
-                                opacity=0.35, showscale=False, customdata=confidence,
+                                opacity=BOUNDARY_OPACITY, showscale=False, customdata=confidence,
                                 hovertemplate="predicted class %{text}<br>confidence %{customdata:.0%}<extra></extra>",
                                 text=classes.astype(str)))
     for k in range(num_classes):
@@ -1085,6 +1093,11 @@ def decision_boundary(xs, ys, classes, confidence, points: np.ndarray, labels: n
     figure.update_yaxes(scaleanchor="x", scaleratio=1, constrain="domain")
     figure.update_xaxes(constrain="domain", range=[float(xs[0]), float(xs[-1])])
     figure.update_yaxes(range=[float(ys[0]), float(ys[-1])])
+    if image is not None:
+        figure.update_traces(visible=False, selector={"type": "heatmap"})
+        figure.update_layout(images=[{"source": image, "xref": "x", "yref": "y", "x": float(xs[0]), "y": float(ys[-1]),
+                                      "sizex": float(xs[-1] - xs[0]), "sizey": float(ys[-1] - ys[0]),
+                                      "sizing": "stretch", "layer": "below"}])
     return figure
 
 
@@ -1448,24 +1461,22 @@ def system_metrics_chart(snapshot: HistorySnapshot) -> go.Figure:
 # output) is flat: dead for a ReLU (all zero), stuck for a saturated tanh or sigmoid.
 FLAT_UNIT_SPREAD = 1e-6
 NEURON_COLUMNS = 16
+NEURON_VIEW_TITLE = "Neurons: each hidden unit's output over the input plane"
 
 
-def neuron_view(xs: np.ndarray, ys: np.ndarray, layers: list[tuple[str, np.ndarray]], step: int | None,
-                max_units: int = 64) -> go.Figure:
-    """Each hidden unit's output over the input plane as small tiles, one block of rows per layer
-    (TensorFlow Playground's neurons). Each tile is scaled to its own largest |output| (blue
-    positive, red negative, white 0), so a unit's shape shows whatever its size; a flat unit (a
-    dead ReLU) is grey and marked "dead"."""
-    figure = go.Figure()
-    title = "Neurons: each hidden unit's output over the input plane" + (
-        f" (weights of batch {step})" if step is not None and step >= 0 else "")
-    figure.update_layout(title={"text": title, "x": 0.01, "font": {"size": 14}}, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                         xaxis={"visible": False}, yaxis={"visible": False, "autorange": "reversed"},
-                         plot_bgcolor="white", showlegend=False, hovermode="closest")
-    if not layers:
-        figure.update_layout(height=200)
-        return _empty_note(figure, "this model has no hidden activations to show")
-    side, gap, header = len(xs), 4, 10
+@dataclass
+class NeuronTiles:
+    """The neuron view laid out: every shown unit's output as a tile on one canvas (NaN between
+    tiles and on flat units), the flat units' boxes, and the notes (layer headers, "dead")."""
+    canvas: np.ndarray  # (height, width) float32, each tile scaled to -1..1 by its own largest |output|
+    flat_boxes: list[tuple[int, int]]  # (top row, left column) of each flat unit's tile
+    notes: list[dict]
+    side: int
+    height: int  # of the figure, px
+
+
+def neuron_tiles(layers: list[tuple[str, np.ndarray]], side: int, max_units: int = 64) -> NeuronTiles:
+    gap, header = 4, 10
     blocks = []
     for name, outputs in layers:
         shown = outputs[:max_units]
@@ -1475,9 +1486,7 @@ def neuron_view(xs: np.ndarray, ys: np.ndarray, layers: list[tuple[str, np.ndarr
     height_px = sum(header + rows * (side + gap) for *_, rows in blocks)
     canvas = np.full((height_px, NEURON_COLUMNS * (side + gap)), np.nan, dtype=np.float32)
     top = 0
-    # Collected and set once: plotly.py validates the whole list on each add_shape/add_annotation
-    # (0.7 s for 38 dead units here, which made each replayed frame of this tab take a second).
-    shapes, notes = [], []
+    boxes, notes = [], []
     for name, outputs, shown, rows in blocks:
         scale = float(np.nanmax(np.abs(outputs))) if np.isfinite(outputs).any() else 1.0
         spread = np.nanmax(shown.reshape(len(shown), -1), 1) - np.nanmin(shown.reshape(len(shown), -1), 1)
@@ -1491,18 +1500,114 @@ def neuron_view(xs: np.ndarray, ys: np.ndarray, layers: list[tuple[str, np.ndarr
         for unit, tile in enumerate(shown):
             r, c = divmod(unit, NEURON_COLUMNS)
             y0, x0 = top + r * (side + gap), c * (side + gap)
-            peak = float(np.nanmax(np.abs(tile))) if np.isfinite(tile).any() else 0.0
-            canvas[y0:y0 + side, x0:x0 + side] = 0.0 if flat[unit] else tile / max(peak, 1e-12)
-            if flat[unit]:
-                canvas[y0:y0 + side, x0:x0 + side] = np.nan  # drawn grey below
-                shapes.append({"type": "rect", "x0": x0 - 0.5, "x1": x0 + side - 0.5, "y0": y0 - 0.5, "y1": y0 + side - 0.5,
-                               "fillcolor": "#d9d9d9", "line": {"color": "#d62728", "width": 1}, "layer": "below"})
+            if flat[unit]:  # left NaN: drawn grey
+                boxes.append((y0, x0))
                 notes.append({"text": "dead", "x": x0 + side / 2, "y": y0 + side / 2, "showarrow": False,
-                              "font": {"size": 9, "color": "#d62728"}})
+                              "font": {"size": 9, "color": DEAD_UNIT_COLOR}})
+                continue
+            peak = float(np.nanmax(np.abs(tile))) if np.isfinite(tile).any() else 0.0
+            canvas[y0:y0 + side, x0:x0 + side] = tile / max(peak, 1e-12)
         top += rows * (side + gap)
-    figure.update_layout(shapes=shapes, annotations=notes)
+    return NeuronTiles(canvas, boxes, notes, side, int(60 + 18 * len(blocks) + total_rows * 75))
+
+
+DEAD_UNIT_COLOR, DEAD_UNIT_FILL = "#d62728", "#d9d9d9"
+
+
+def neuron_view(xs: np.ndarray, ys: np.ndarray, layers: list[tuple[str, np.ndarray]], step: int | None,
+                max_units: int = 64, image: str | None = None) -> go.Figure:
+    """Each hidden unit's output over the input plane as small tiles, one block of rows per layer
+    (TensorFlow Playground's neurons). Each tile is scaled to its own largest |output| (blue
+    positive, red negative, white 0), so a unit's shape shows whatever its size; a flat unit (a
+    dead ReLU) is grey and marked "dead". `image`: the tiles come as that picture (a replay's
+    frame, see neuron_replay_image) and the heatmap is left empty."""
+    figure = go.Figure()
+    title = NEURON_VIEW_TITLE + (f" (weights of batch {step})" if step is not None and step >= 0 else "")
+    figure.update_layout(title={"text": title, "x": 0.01, "font": {"size": 14}}, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                         xaxis={"visible": False}, yaxis={"visible": False, "autorange": "reversed"},
+                         plot_bgcolor="white", showlegend=False, hovermode="closest")
+    if not layers:
+        figure.update_layout(height=200)
+        return _empty_note(figure, "this model has no hidden activations to show")
+    tiles = neuron_tiles(layers, len(xs), max_units)
+    height, width = tiles.canvas.shape
+    # Collected and set once: plotly.py validates the whole list on each add_shape/add_annotation
+    # (0.7 s for 38 dead units here, which made each replayed frame of this tab take a second).
+    shapes = [] if image is not None else [
+        {"type": "rect", "x0": x0 - 0.5, "x1": x0 + tiles.side - 0.5, "y0": y0 - 0.5, "y1": y0 + tiles.side - 0.5,
+         "fillcolor": DEAD_UNIT_FILL, "line": {"color": DEAD_UNIT_COLOR, "width": 1}, "layer": "below"}
+        for y0, x0 in tiles.flat_boxes]
+    figure.update_layout(shapes=shapes, annotations=tiles.notes)
     # No per-pixel hover text: at 64 units x 3 layers it would be ~200k strings every refresh.
-    figure.add_trace(go.Heatmap(z=canvas, colorscale="RdBu", zmin=-1, zmax=1, showscale=False, hoverinfo="skip"))
+    figure.add_trace(go.Heatmap(z=tiles.canvas if image is None else [[np.nan]], colorscale="RdBu", zmin=-1, zmax=1,
+                                showscale=False, hoverinfo="skip"))
     figure.update_yaxes(scaleanchor="x", scaleratio=1)
-    figure.update_layout(height=int(60 + 18 * len(blocks) + total_rows * 75))
+    if image is not None:  # the picture fills the plane the heatmap would have
+        figure.update_xaxes(range=[-0.5, width - 0.5])
+        figure.update_yaxes(range=[height - 0.5, -0.5], autorange=False)
+        figure.update_layout(images=[{**neuron_image_place(tiles), "source": image}])
+    figure.update_layout(height=tiles.height)
     return figure
+
+
+def neuron_image_place(tiles: NeuronTiles) -> dict:
+    """Where a replay's picture of the tiles goes (in the neuron view's pixel coordinates)."""
+    height, width = tiles.canvas.shape
+    return {"xref": "x", "yref": "y", "x": -0.5, "y": -0.5, "sizex": width, "sizey": height, "sizing": "stretch",
+            "layer": "below"}
+
+
+# A replay's neuron pictures: 63 levels of the tiles' colour scale (a 28 px tile shows no more),
+# then transparent (between tiles), a flat unit's grey and its red edge. ~28 kB a picture as PNG.
+NEURON_LEVELS = 63
+_TRANSPARENT, _FLAT, _EDGE = 0, NEURON_LEVELS + 1, NEURON_LEVELS + 2
+
+
+def neuron_replay_image(layers: list[tuple[str, np.ndarray]], side: int, max_units: int = 64) -> tuple[str, list[dict]]:
+    """One replayed moment of the neuron view as a picture: (PNG data URL, its notes). The browser
+    swaps it in when the replay reaches the weights it was drawn from."""
+    tiles = neuron_tiles(layers, side, max_units)
+    finite = np.isfinite(tiles.canvas)
+    levels = np.full(tiles.canvas.shape, _TRANSPARENT, dtype=np.uint8)
+    levels[finite] = 1 + np.rint((np.clip(tiles.canvas[finite], -1, 1) + 1) / 2 * (NEURON_LEVELS - 1)).astype(np.uint8)
+    for y0, x0 in tiles.flat_boxes:
+        levels[y0:y0 + side, x0:x0 + side] = _EDGE
+        levels[y0 + 1:y0 + side - 1, x0 + 1:x0 + side - 1] = _FLAT
+    return palette_png(levels, _neuron_palette()), tiles.notes
+
+
+def _neuron_palette() -> list[tuple[int, int, int, int]]:
+    scale = go.Heatmap(colorscale="RdBu").colorscale  # the live view's colours, as plotly.py sends them
+    colours = sample_colorscale([list(stop) for stop in scale], list(np.linspace(0, 1, NEURON_LEVELS)), colortype="tuple")
+    return [(0, 0, 0, 0), *[(*(round(255 * c) for c in rgb), 255) for rgb in colours],  # (tuples are 0..1)
+            (*_rgb(DEAD_UNIT_FILL), 255), (*_rgb(DEAD_UNIT_COLOR), 255)]
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def palette_png(levels: np.ndarray, palette: list[tuple[int, int, int, int]]) -> str:
+    """A (height, width) array of palette indices as an 8-bit indexed PNG data URL (the standard
+    library's zlib is all it takes; the browser decodes it natively)."""
+    levels = np.ascontiguousarray(levels, dtype=np.uint8)
+    height, width = levels.shape
+    if levels.size and int(levels.max()) >= len(palette):
+        raise ValueError(f"level {int(levels.max())} has no colour in a palette of {len(palette)}")
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), levels], 1)  # filter type 0 before each row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0))
+           + chunk(b"PLTE", bytes(v for r, g, b, _ in palette for v in (r, g, b)))
+           + chunk(b"tRNS", bytes(a for *_, a in palette)) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+           + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def boundary_replay_image(classes: np.ndarray) -> str:
+    """A replayed moment of the decision boundary: the predicted class of each cell (row 0 the
+    lowest y) as a picture in the class colours at the live chart's opacity."""
+    return palette_png(np.flipud(np.asarray(classes) % len(CLASS_COLORS)),
+                       [(*_rgb(colour), round(255 * BOUNDARY_OPACITY)) for colour in CLASS_COLORS])

@@ -602,8 +602,11 @@ def live_chart_data(app: AppTest) -> dict[str, dict]:
 
 
 def test_a_playing_replay_hands_the_browser_every_frame_of_the_curves_and_the_boundary():
-    import base64
     import json
+
+    from conftest import png_pixels
+
+    from live_training_dashboard import charts
 
     app = new_app()
     train_in_app(app, 4)  # 152 batches
@@ -624,17 +627,46 @@ def test_a_playing_replay_hands_the_browser_every_frame_of_the_curves_and_the_bo
     assert any(shape.get("name") == "replay-cursor" for shape in spec["layout"]["shapes"])
     assert all(charts_now[key]["reel"]["id"] == reel["id"] for key in ("accuracy_chart", "batch_loss_chart",
                                                                         "grad_norm_chart", "lr_chart"))
-    # The boundary: one grid of predicted classes per weight snapshot the frames use, weights from
-    # before each frame's step, titled with their batch.
+    # The boundary: one picture of the predicted classes per weight snapshot the frames use, weights
+    # from before each frame's step, titled with their batch.
     frames = boundary["reel"]
-    size, used = frames["size"], sorted(set(frames["grid_of_frame"]))
-    grids = np.frombuffer(base64.b64decode(frames["grids"]["bdata"]), dtype=np.uint8).reshape(-1, size, size)
-    assert used == list(range(len(grids))) and 3 <= len(grids) <= len(steps)
-    assert grids.max() < 3 <= len(frames["colors"])  # a colour for each of the spiral's three classes
-    assert (grids[0] != grids[-1]).any()  # the boundary moves while it plays
+    pictures, used = frames["payload"]["data"]["images"], sorted(set(frames["image_of_frame"]))
+    assert used == list(range(len(pictures))) and 3 <= len(pictures) <= len(steps)
+    classes = np.stack([png_pixels(picture)[0] for picture in pictures])
+    palette = png_pixels(pictures[0])[1]
+    assert classes.shape[1:] == (64, 64) and classes.max() < 3 <= len(palette)  # a colour for each of 3 classes
+    assert {alpha for *_, alpha in palette} == {round(255 * charts.BOUNDARY_OPACITY)}  # the live chart's opacity
+    assert (classes[0] != classes[-1]).any()  # the boundary moves while it plays
+    spec = json.loads(boundary["spec"])  # drawn at the first frame: its picture over the plane, the heatmap hidden
+    assert spec["layout"]["images"][0]["source"] == pictures[frames["image_of_frame"][0]]
+    assert spec["data"][0]["type"] == "heatmap" and spec["data"][0]["visible"] is False
     batches = [int(t.rsplit(" ", 1)[1].rstrip(")")) for t in frames["titles"]]
     assert len(batches) == len(steps) and all(b < step for b, step in zip(batches, steps))
     assert batches == sorted(batches)
+    # The Predictions tab plays in the browser too: the same boundary pictures, named by their id only
+    # (this browser page has them), and one picture of every hidden unit per snapshot.
+    app.session_state["view"] = "Predictions"
+    app.run()
+    charts_now = live_chart_data(app)
+    assert charts_now["boundary_chart"]["reel"]["payload"] == {"id": frames["payload"]["id"]}
+    neurons = charts_now["neuron_chart"]["reel"]
+    assert neurons["image_of_frame"] == frames["image_of_frame"] and len(neurons["titles"]) == len(steps)
+    tiles = neurons["payload"]["data"]
+    assert len(tiles["images"]) == len(pictures) == len(tiles["layout_of_image"]) and tiles["images"][0] != tiles["images"][-1]
+    assert len(tiles["layouts"]) == len({repr(layout) for layout in tiles["layouts"]})  # each distinct set of notes once
+    for picture, layout in zip(tiles["images"], tiles["layout_of_image"]):
+        levels, _ = png_pixels(picture)
+        dead = [note for note in tiles["layouts"][layout]["annotations"] if note["text"] == "dead"]  # at its tile's centre
+        for note in dead:
+            tile = levels[int(note["y"]) - 14:int(note["y"]) + 14, int(note["x"]) - 14:int(note["x"]) + 14]
+            assert (tile[1:-1, 1:-1] == charts.NEURON_LEVELS + 1).all() and (tile[0] == charts.NEURON_LEVELS + 2).all()
+        assert (levels == charts.NEURON_LEVELS + 1).sum() == len(dead) * 26 * 26  # only the units labelled dead are grey
+        assert (levels == 0).mean() < 0.5 and ((levels >= 1) & (levels <= charts.NEURON_LEVELS)).any()
+    app.run()  # the next rerun: the pictures are not sent again
+    assert live_chart_data(app)["neuron_chart"]["reel"]["payload"] == {"id": neurons["payload"]["id"]}
+    app.session_state["sent_payloads"] = set()  # what the page does when the browser asks for them again
+    app.run()
+    assert live_chart_data(app)["neuron_chart"]["reel"]["payload"]["data"] == tiles
     # The Distributions tab plays in the browser too: the whole run's heatmaps veiled right of the cursor, and
     # each latest histogram the frames reach.
     app.session_state["view"] = "Distributions"

@@ -275,6 +275,23 @@ def test_pause_holds_training_while_the_page_stays_live_and_step_trains_one_batc
     assert len(titles) >= 2 and all(re.fullmatch(r"Layer statistics after batch [\d,]+", t) for t in titles), titles
     page.locator(".st-key-replay_pause button").click()
     expect(page.locator(".st-key-replay_play button")).to_be_visible(timeout=BUSY_PAGE_MS)
+    # And the Predictions tab's neurons, from batch 1 again: each weight snapshot's picture of the units swapped in.
+    neurons = page.locator(".js-plotly-plot:visible", has_text="Neurons: each hidden unit")
+    open_tab(page, "Predictions", shows=neurons)
+    page.locator('.st-key-replay_step input[type="range"]').focus()
+    page.keyboard.press("Home")
+    expect(page.locator('.st-key-replay_step [data-testid="stSliderThumbValue"]')).to_have_text("1", timeout=BUSY_PAGE_MS)
+    page.locator(".st-key-replay_play button").click()
+    playwright_api.expect(neurons).to_have_attribute("data-replay-step", re.compile(r"\d+"), timeout=BUSY_PAGE_MS)
+    shown = set()  # (title, its picture), sampled
+    for _ in range(20):
+        shown.add(tuple(neurons.evaluate("gd => [gd.layout.title.text, gd.layout.images[0].source.slice(-64)]")))
+        page.wait_for_timeout(100)
+    titles = {title for title, _ in shown}
+    assert len(titles) >= 2 and all(re.fullmatch(r"Neurons: .* \(weights of batch \d+\)", t) for t in titles), titles
+    assert len({picture for _, picture in shown}) >= 2  # the picture changes with the weights
+    page.locator(".st-key-replay_pause button").click()
+    expect(page.locator(".st-key-replay_play button")).to_be_visible(timeout=BUSY_PAGE_MS)
     no_exception(page)
 
 

@@ -528,3 +528,46 @@ def test_the_neuron_view_shows_every_hidden_unit_and_marks_a_dead_one():
     assert any(n.startswith("<b>fc2</b>: 4 units") for n in notes) and "batch 40" in figure.layout.title.text
     few = charts.neuron_view(xs, ys, [("fc1", np.zeros((100, 12, 12)))], step=None, max_units=64)
     assert "first 64 shown" in few.layout.annotations[0].text
+
+
+def test_a_replayed_neuron_picture_is_the_live_view_in_63_levels_with_dead_units_grey():
+    from conftest import png_pixels
+
+    rng = np.random.default_rng(0)
+    outputs = rng.normal(size=(5, 12, 12)).astype(np.float32)
+    outputs[3] = 0.0  # a dead unit
+    layers = [("fc1", outputs), ("fc2", rng.normal(size=(20, 12, 12)).astype(np.float32))]
+    url, notes = charts.neuron_replay_image(layers, side=12)
+    levels, palette = png_pixels(url)
+    tiles = charts.neuron_tiles(layers, 12)
+    assert levels.shape == tiles.canvas.shape and notes == tiles.notes
+    drawn = np.isfinite(tiles.canvas)
+    values = (levels[drawn].astype(float) - 1) / (charts.NEURON_LEVELS - 1) * 2 - 1  # each level's value in -1..1
+    assert np.abs(values - tiles.canvas[drawn]).max() <= 1 / (charts.NEURON_LEVELS - 1) + 1e-6
+    # The live view's colour scale: red at -1, near-white at 0, blue at +1; between tiles transparent.
+    assert palette[1][:3] == (103, 0, 31) and palette[32][:3] == (247, 247, 247)
+    assert palette[charts.NEURON_LEVELS][:3] == (5, 48, 97) and palette[0][3] == 0
+    assert set(np.unique(levels[~drawn])) <= {0, charts.NEURON_LEVELS + 1, charts.NEURON_LEVELS + 2}
+    (top, left), = tiles.flat_boxes  # the dead unit: a grey tile with a red edge, labelled
+    dead = levels[top:top + 12, left:left + 12]
+    assert (dead[1:-1, 1:-1] == charts.NEURON_LEVELS + 1).all() and (dead[[0, -1]] == charts.NEURON_LEVELS + 2).all()
+    assert palette[charts.NEURON_LEVELS + 2][:3] == (0xD6, 0x27, 0x28) and [n["text"] for n in notes].count("dead") == 1
+    # The replay's chart: the picture over exactly the plane the heatmap fills, on fixed axes.
+    figure = charts.neuron_view(np.arange(12.0), np.arange(12.0), layers, step=7, image=url)
+    height, width = tiles.canvas.shape
+    image = figure.layout.images[0]
+    assert image.source == url and (image.x, image.y, image.sizex, image.sizey) == (-0.5, -0.5, width, height)
+    assert tuple(figure.layout.xaxis.range) == (-0.5, width - 0.5) and tuple(figure.layout.yaxis.range) == (height - 0.5, -0.5)
+    assert not figure.layout.shapes and "batch 7" in figure.layout.title.text
+
+
+def test_a_palette_png_refuses_a_level_without_a_colour_and_a_boundary_picture_puts_the_lowest_y_at_the_bottom():
+    from conftest import png_pixels
+
+    with pytest.raises(ValueError, match="no colour"):
+        charts.palette_png(np.array([[0, 2]]), [(0, 0, 0, 0), (1, 1, 1, 255)])
+    classes = np.zeros((4, 5), np.int64)
+    classes[0] = 2  # row 0 of a decision grid is the lowest y
+    levels, palette = png_pixels(charts.boundary_replay_image(classes))
+    assert (levels[-1] == 2).all() and (levels[:-1] == 0).all()
+    assert palette[2][:3] == tuple(int(charts.CLASS_COLORS[2][i:i + 2], 16) for i in (1, 3, 5))
