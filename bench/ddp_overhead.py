@@ -101,9 +101,9 @@ def worker(args) -> None:
         if rank == 0:
             print(f"  rep {repeat}: bare {bare * 1e6 / args.batches:7.1f} us/batch   "
                   f"monitored {monitored * 1e6 / args.batches:7.1f} us/batch   ratio {ratios[-1]:.3f}", flush=True)
+    print(f"rank {rank}: {inside[0] * 1e6 / (args.repeats * args.batches):.1f} us/batch inside log_batch", flush=True)
     if rank == 0:
         median = statistics.median(ratios)
-        print(f"rank 0: {inside[0] * 1e6 / (args.repeats * args.batches):.1f} us/batch inside log_batch", flush=True)
         print(f"DDP {args.model.upper()} on {dist.get_world_size()} ranks ({'nccl' if cuda else 'gloo'}): monitored/bare median "
               f"{median:.3f}x (spread {min(ratios):.3f}-{max(ratios):.3f}, target <= {TARGET:.2f}x) "
               f"{'OK' if median <= TARGET else 'OVER TARGET'}", flush=True)

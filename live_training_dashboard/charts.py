@@ -1461,6 +1461,7 @@ def system_metrics_chart(snapshot: HistorySnapshot) -> go.Figure:
 # output) is flat: dead for a ReLU (all zero), stuck for a saturated tanh or sigmoid.
 FLAT_UNIT_SPREAD = 1e-6
 NEURON_COLUMNS = 16
+NEURON_VIEW_WIDTH = 900  # px, the plot's width the figure's height is made for
 NEURON_VIEW_TITLE = "Neurons: each hidden unit's output over the input plane"
 
 
@@ -1482,7 +1483,6 @@ def neuron_tiles(layers: list[tuple[str, np.ndarray]], side: int, max_units: int
         shown = outputs[:max_units]
         rows = math.ceil(len(shown) / NEURON_COLUMNS)
         blocks.append((name, outputs, shown, rows))
-    total_rows = sum(rows for *_, rows in blocks)
     height_px = sum(header + rows * (side + gap) for *_, rows in blocks)
     canvas = np.full((height_px, NEURON_COLUMNS * (side + gap)), np.nan, dtype=np.float32)
     top = 0
@@ -1508,7 +1508,9 @@ def neuron_tiles(layers: list[tuple[str, np.ndarray]], side: int, max_units: int
             peak = float(np.nanmax(np.abs(tile))) if np.isfinite(tile).any() else 0.0
             canvas[y0:y0 + side, x0:x0 + side] = tile / max(peak, 1e-12)
         top += rows * (side + gap)
-    return NeuronTiles(canvas, boxes, notes, side, int(60 + 18 * len(blocks) + total_rows * 75))
+    # Tall enough for the tiles at a wide column's ~900 px (the axes keep square pixels and sit top-left: a
+    # narrower column leaves room below them, never above).
+    return NeuronTiles(canvas, boxes, notes, side, int(50 + canvas.shape[0] * NEURON_VIEW_WIDTH / canvas.shape[1]))
 
 
 DEAD_UNIT_COLOR, DEAD_UNIT_FILL = "#d62728", "#d9d9d9"
@@ -1541,7 +1543,8 @@ def neuron_view(xs: np.ndarray, ys: np.ndarray, layers: list[tuple[str, np.ndarr
     # No per-pixel hover text: at 64 units x 3 layers it would be ~200k strings every refresh.
     figure.add_trace(go.Heatmap(z=tiles.canvas if image is None else [[np.nan]], colorscale="RdBu", zmin=-1, zmax=1,
                                 showscale=False, hoverinfo="skip"))
-    figure.update_yaxes(scaleanchor="x", scaleratio=1)
+    figure.update_yaxes(scaleanchor="x", scaleratio=1, constrain="domain", constraintoward="top")
+    figure.update_xaxes(constrain="domain", constraintoward="left")
     if image is not None:  # the picture fills the plane the heatmap would have
         figure.update_xaxes(range=[-0.5, width - 0.5])
         figure.update_yaxes(range=[height - 0.5, -0.5], autorange=False)
