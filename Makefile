@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 # the newest multi-GB CUDA build; elsewhere it is the same release from PyPI.
 TORCH_SPEC ?= torch==2.13.0
 PORT ?= 8501
+TEST_WORKERS ?= 2
 
 .PHONY: run test bench clean
 
@@ -24,10 +25,16 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 run: $(VENV)/.installed
 	$(PY) -m streamlit run dashboard.py --server.port $(PORT)
 
+# The tests that train run on TEST_WORKERS processes (most use one torch thread), while Chromium
+# is installed if missing; the browser tests then run alone, so nothing else competes with the
+# page they time. Both halves always run; the target fails if either did.
 test: $(VENV)/.dev-installed
-	bash scripts/ensure_chromium.sh
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	bash scripts/ensure_chromium.sh & chromium=$$!; \
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not browser"; status=$$?; \
+	wait $$chromium || status=1; \
+	$(PY) -m pytest -m browser || status=1; \
+	exit $$status
 
 bench: $(VENV)/.installed
 	$(PY) bench/monitor_overhead.py
