@@ -242,6 +242,16 @@ def test_runs_survive_a_server_restart_and_can_be_renamed_and_deleted(runs_folde
     restarted = new_app(run=run_id)
     assert any(run_id in c.value for c in restarted.caption)
     assert restarted.metric[0].value == "2 / 2"
+    # Replay reads everything from the folder: scrubbed back to the first epoch, the metrics and the
+    # predictions are the run's then (its weights stored before that batch).
+    restarted.toggle(key="replay_on").set_value(True).run()
+    restarted.slider(key="replay_step").set_value(38).run()
+    assert restarted.metric[0].value == "1 / 2" and any("Replaying: batch 38 of 76" in c.value for c in restarted.caption)
+    restarted.session_state["view"] = "Predictions"
+    restarted.run()
+    title = next(t for t in chart_specs(restarted) if t.startswith("Decision boundary"))
+    assert int(title.rsplit(" ", 1)[1].rstrip(")")) < 38, title
+    restarted.toggle(key="replay_on").set_value(False).run()
     restarted.session_state["view"] = "Runs"
     restarted.run()
     assert any("stray-file.txt" in w.value for w in restarted.warning)
