@@ -15,6 +15,7 @@ Arms:
   bare         the user's loop: forward, backward, step; validation loss and accuracy per epoch
   floor        bare + per-layer gradient norms and the loss copied into a preallocated buffer
                each batch, read once at the end: the least any per-batch monitor can cost
+  memory       the dashboard's monitor and fit() without a runs folder: history in memory only
   dashboard    exactly what a Train click runs (worker.train_run's path): TrainingMonitor.watch
                into a runs folder (writer thread, weight snapshots) then fit(), stats every 20
   stats10      dashboard with histograms and layer statistics every 10 batches
@@ -43,7 +44,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ARMS = ("bare", "floor", "dashboard", "stats10", "tensorboard", "wandb")
+ARMS = ("bare", "floor", "memory", "dashboard", "stats10", "tensorboard", "wandb")
 PEER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 TARGETS = {"mlp": 1.15, "cnn": 1.05}
 # The spiral MLP of the sidebar's defaults (2-128-128-128-3, batch 32, Adam), and the 28x28 CNN
@@ -84,8 +85,8 @@ def child(arm: str, model_name: str, batches: int) -> dict:
             break
 
     setup = build_training(config)
-    if arm in ("dashboard", "stats10"):
-        return _dashboard(setup)
+    if arm in ("memory", "dashboard", "stats10"):
+        return _dashboard(setup, store=arm != "memory")
     model = setup.model
     params = [p for p in model.parameters() if p.requires_grad]
     per_batch = None  # what the arm does after each optimizer step: f(step, loss)
@@ -162,18 +163,20 @@ def _plain_loop(setup, per_batch, finish) -> dict:
     return {"seconds": seconds, "batches": step, "final_loss": loss.item(), "val_accuracy": val[1]}
 
 
-def _dashboard(setup) -> dict:
-    """worker.train_run's path, with its clock started after the build as the others' are."""
+def _dashboard(setup, store: bool = True) -> dict:
+    """worker.train_run's path, with its clock started after the build as the others' are.
+    Without `store`, the same monitor keeps its history in memory only (no writer thread, no files)."""
     from dataclasses import asdict
 
     from live_training_dashboard.run_store import RunStore
 
-    store = RunStore(tempfile.mkdtemp(prefix="bench-runs-"))
     config, monitor = setup.config, setup.monitor
     start = time.perf_counter()
-    monitor.watch(store, name="bench", config=config.to_dict(), planned_epochs=config.epochs,
-                  batches_per_epoch=len(setup.train_batches), architecture=[asdict(layer) for layer in setup.architecture],
-                  source="dashboard")
+    if store:
+        runs = RunStore(tempfile.mkdtemp(prefix="bench-runs-"))
+        monitor.watch(runs, name="bench", config=config.to_dict(), planned_epochs=config.epochs,
+                      batches_per_epoch=len(setup.train_batches),
+                      architecture=[asdict(layer) for layer in setup.architecture], source="dashboard")
     status = setup.fit()
     seconds = time.perf_counter() - start
     snapshot = monitor.history.snapshot()
@@ -181,7 +184,7 @@ def _dashboard(setup) -> dict:
     assert status == "finished", monitor.message
     assert snapshot.num_steps == config.epochs * len(setup.train_batches)
     assert len(snapshot.stats_steps) > 0 and snapshot.weight_histograms.counts.shape[0] > 0
-    weight_files = len(list(Path(store.root).rglob("weights/*")))  # snapshots + final: proof they were written
+    weight_files = len(list(Path(runs.root).rglob("weights/*"))) if store else 0  # snapshots + final: proof they were written
     return {"seconds": seconds, "batches": snapshot.num_steps, "final_loss": float(snapshot.batch("loss")[-1]),
             "val_accuracy": float(snapshot.epoch("val_accuracy")[-1]), "weight_files": weight_files}
 
