@@ -8,6 +8,7 @@ spike stays visible), and every figure has a fixed height so the page does not j
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import re
 import shlex
@@ -15,6 +16,7 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -1497,7 +1499,11 @@ def neuron_tiles(layers: list[tuple[str, np.ndarray]], side: int, max_units: int
         notes.append({"text": note, "x": 0, "y": top, "xref": "x", "yref": "y", "xanchor": "left", "yanchor": "top",
                       "showarrow": False, "font": {"size": 11}})
         top += header
-        for unit, tile in enumerate(shown):
+        finite = np.isfinite(shown)
+        peaks = np.where(finite, np.abs(shown), 0).reshape(len(shown), -1).max(1, initial=0.0)
+        with np.errstate(invalid="ignore"):
+            scaled = shown / np.maximum(peaks, 1e-12)[:, None, None]  # each tile by its own largest |output|
+        for unit, tile in enumerate(scaled):
             r, c = divmod(unit, NEURON_COLUMNS)
             y0, x0 = top + r * (side + gap), c * (side + gap)
             if flat[unit]:  # left NaN: drawn grey
@@ -1505,8 +1511,7 @@ def neuron_tiles(layers: list[tuple[str, np.ndarray]], side: int, max_units: int
                 notes.append({"text": "dead", "x": x0 + side / 2, "y": y0 + side / 2, "showarrow": False,
                               "font": {"size": 9, "color": DEAD_UNIT_COLOR}})
                 continue
-            peak = float(np.nanmax(np.abs(tile))) if np.isfinite(tile).any() else 0.0
-            canvas[y0:y0 + side, x0:x0 + side] = tile / max(peak, 1e-12)
+            canvas[y0:y0 + side, x0:x0 + side] = tile
         top += rows * (side + gap)
     # Tall enough for the tiles at a wide column's ~900 px (the axes keep square pixels and sit top-left: a
     # narrower column leaves room below them, never above).
@@ -1579,20 +1584,22 @@ def neuron_replay_image(layers: list[tuple[str, np.ndarray]], side: int, max_uni
     return palette_png(levels, _neuron_palette()), tiles.notes
 
 
-def _neuron_palette() -> list[tuple[int, int, int, int]]:
+@functools.cache
+def _neuron_palette() -> tuple[tuple[int, int, int, int], ...]:
     scale = go.Heatmap(colorscale="RdBu").colorscale  # the live view's colours, as plotly.py sends them
     colours = sample_colorscale([list(stop) for stop in scale], list(np.linspace(0, 1, NEURON_LEVELS)), colortype="tuple")
-    return [(0, 0, 0, 0), *[(*(round(255 * c) for c in rgb), 255) for rgb in colours],  # (tuples are 0..1)
-            (*_rgb(DEAD_UNIT_FILL), 255), (*_rgb(DEAD_UNIT_COLOR), 255)]
+    return ((0, 0, 0, 0), *[(*(round(255 * c) for c in rgb), 255) for rgb in colours],  # (tuples are 0..1)
+            (*_rgb(DEAD_UNIT_FILL), 255), (*_rgb(DEAD_UNIT_COLOR), 255))
 
 
 def _rgb(hex_colour: str) -> tuple[int, int, int]:
     return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
 
 
-def palette_png(levels: np.ndarray, palette: list[tuple[int, int, int, int]]) -> str:
+def palette_png(levels: np.ndarray, palette: Sequence[tuple[int, int, int, int]]) -> str:
     """A (height, width) array of palette indices as an 8-bit indexed PNG data URL (the standard
-    library's zlib is all it takes; the browser decodes it natively)."""
+    library's zlib is all it takes; the browser decodes it natively). zlib level 3: a neuron picture
+    in 2.3 ms and 32 kB, where level 6 took 6 ms for 27 kB."""
     levels = np.ascontiguousarray(levels, dtype=np.uint8)
     height, width = levels.shape
     if levels.size and int(levels.max()) >= len(palette):
@@ -1604,7 +1611,7 @@ def palette_png(levels: np.ndarray, palette: list[tuple[int, int, int, int]]) ->
 
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0))
            + chunk(b"PLTE", bytes(v for r, g, b, _ in palette for v in (r, g, b)))
-           + chunk(b"tRNS", bytes(a for *_, a in palette)) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+           + chunk(b"tRNS", bytes(a for *_, a in palette)) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 3))
            + chunk(b"IEND", b""))
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
