@@ -261,11 +261,7 @@ def test_pause_holds_training_while_the_page_stays_live_and_step_trains_one_batc
     # The Distributions tab plays in the browser too (from batch 1, so a slow page still sees it move): each
     # latest histogram swapped in as the frames reach it.
     latest = page.locator(".js-plotly-plot:visible", has_text="Latest weights histogram")
-    open_tab(page, "Distributions", shows=latest)
-    page.locator('.st-key-replay_step input[type="range"]').focus()
-    page.keyboard.press("Home")
-    expect(page.locator('.st-key-replay_step [data-testid="stSliderThumbValue"]')).to_have_text("1", timeout=BUSY_PAGE_MS)
-    page.locator(".st-key-replay_play button").click()
+    play_from_the_start(page, "Distributions", latest)
     titles = titles_while_playing(page, latest, samples=20)
     assert len(titles) >= 3 and all(re.fullmatch(r"Latest weights histogram \(step \d+\)", t) for t in titles), titles
     # And the Model tab's layer table, frame by frame.
@@ -277,11 +273,7 @@ def test_pause_holds_training_while_the_page_stays_live_and_step_trains_one_batc
     expect(page.locator(".st-key-replay_play button")).to_be_visible(timeout=BUSY_PAGE_MS)
     # And the Predictions tab's neurons, from batch 1 again: each weight snapshot's picture of the units swapped in.
     neurons = page.locator(".js-plotly-plot:visible", has_text="Neurons: each hidden unit")
-    open_tab(page, "Predictions", shows=neurons)
-    page.locator('.st-key-replay_step input[type="range"]').focus()
-    page.keyboard.press("Home")
-    expect(page.locator('.st-key-replay_step [data-testid="stSliderThumbValue"]')).to_have_text("1", timeout=BUSY_PAGE_MS)
-    page.locator(".st-key-replay_play button").click()
+    play_from_the_start(page, "Predictions", neurons)
     playwright_api.expect(neurons).to_have_attribute("data-replay-step", re.compile(r"\d+"), timeout=BUSY_PAGE_MS)
     shown = set()  # (title, its picture), sampled
     for _ in range(20):
@@ -293,6 +285,16 @@ def test_pause_holds_training_while_the_page_stays_live_and_step_trains_one_batc
     page.locator(".st-key-replay_pause button").click()
     expect(page.locator(".st-key-replay_play button")).to_be_visible(timeout=BUSY_PAGE_MS)
     no_exception(page)
+
+
+def play_from_the_start(page, tab: str, chart) -> None:
+    """Open `tab` until `chart` shows, move the paused replay to batch 1 and press Play."""
+    open_tab(page, tab, shows=chart)
+    page.locator('.st-key-replay_step input[type="range"]').focus()
+    page.keyboard.press("Home")
+    playwright_api.expect(page.locator('.st-key-replay_step [data-testid="stSliderThumbValue"]')).to_have_text(
+        "1", timeout=BUSY_PAGE_MS)
+    page.locator(".st-key-replay_play button").click()
 
 
 def titles_while_playing(page, chart, samples: int) -> set[str]:
