@@ -734,9 +734,9 @@ def picture_frames(name: str, current, reel: dict, picture, first_figure) -> tup
     """A replay playing in the browser on a chart of one moment of the model (the decision
     boundary, the neurons): picture(model) -> (PNG data URL, relayout with it or None) for each
     weight snapshot the frames use, computed once per run and snapshot, and first_figure(model,
-    weights step) -> the chart at the first frame. Returns (that figure, the frames for the
-    browser) or None without weights. The pictures travel once per browser page (draw_chart), as
-    a payload named by the run and the snapshots."""
+    weights step) -> the chart at the first frame. Returns (that figure, each frame's weights
+    step, the frames for the browser) or None without weights. The pictures travel once per
+    browser page (draw_chart), as a payload named by the run and the snapshots."""
     try:
         stored = current.store.weight_steps(current.run_id)
     except (OSError, ValueError):
@@ -751,16 +751,17 @@ def picture_frames(name: str, current, reel: dict, picture, first_figure) -> tup
         known = st.session_state[f"{name}_pictures"] = (current.run_id, {})
     pictures = known[1]  # {weights: picture(...), ("figure", weights): first_figure(...)}
     for weights in distinct:
-        wanted = [what for what in (weights, ("figure", weights) if weights == distinct[0] else None)
-                  if what is not None and what not in pictures]
-        if not wanted:
+        needs_figure = weights == distinct[0] and ("figure", weights) not in pictures
+        if weights in pictures and not needs_figure:
             continue
         model, _ = current.inspection_model(weights)
         if model is None:
             return None
         with current.inspection_lock:
-            for what in wanted:
-                pictures[what] = picture(model) if what == weights else first_figure(model, weights)
+            if weights not in pictures:
+                pictures[weights] = picture(model)
+            if needs_figure:
+                pictures[("figure", weights)] = first_figure(model, weights)
     figure = pictures[("figure", distinct[0])]
     # Relayouts as few as the distinct ones: a neuron view's notes cost the browser ~110 ms to swap and
     # change only when a unit dies or revives (a picture alone: 3 ms).
@@ -799,7 +800,7 @@ def boundary_frames(current, dataset, reel: dict) -> tuple | None:
 
 def neuron_frames(current, dataset, reel: dict) -> tuple | None:
     """The neuron view at each frame of a replay playing in the browser, like boundary_frames: each
-    snapshot's tiles as one picture (~37 kB) with its notes (which units are dead then)."""
+    snapshot's tiles as one picture (~32 kB) with its notes (which units are dead then)."""
     def picture(model):
         xs, _, layers = inspection.neuron_outputs(model, dataset.x_train)
         image, notes = charts.neuron_replay_image(layers, len(xs))

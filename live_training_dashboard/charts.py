@@ -1566,7 +1566,7 @@ def neuron_image_place(tiles: NeuronTiles) -> dict:
 
 
 # A replay's neuron pictures: 63 levels of the tiles' colour scale (a 28 px tile shows no more),
-# then transparent (between tiles), a flat unit's grey and its red edge. ~28 kB a picture as PNG.
+# then transparent (between tiles), a flat unit's grey and its red edge. ~32 kB a picture as PNG.
 NEURON_LEVELS = 63
 _TRANSPARENT, _FLAT, _EDGE = 0, NEURON_LEVELS + 1, NEURON_LEVELS + 2
 
