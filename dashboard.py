@@ -123,10 +123,11 @@ function showFrame(chart, reel, frame, player, fresh) {
     player.layout = layout;
     drawn = window.Plotly.relayout(chart, update);
   }
-  if (reel.states && reel.state_of_frame[frame] !== player.state && reel.states[reel.state_of_frame[frame]]) {
+  const states = player.payload.states;
+  if (states && reel.state_of_frame[frame] !== player.state && states[reel.state_of_frame[frame]]) {
     // A chart of one moment (the latest histograms, the layer table): its data and title swapped when the moment changes.
     player.state = reel.state_of_frame[frame];
-    const state = reel.states[player.state];
+    const state = states[player.state];
     drawn = window.Plotly.update(chart, decodedDeep(state.restyle), state.layout);
   }
   chart.dataset.replayStep = String(reel.steps[frame]);
@@ -174,7 +175,7 @@ function nextRedraw() {
     return;
   }
 }
-// A replay's large, unchanging part (its pictures) comes once per browser page: later reruns name it
+// A replay's large, unchanging part (its pictures, a chart's states) comes once per browser page: later reruns name it
 // by id. Kept here, not on the chart, so a chart drawn again (a tab opened again) finds it; one the
 // page lacks (evicted, or a rerun's message lost) is asked for again.
 const payloads = (window.__ltdPayloads = window.__ltdPayloads || new Map());
@@ -843,13 +844,18 @@ def distributions_tab(snapshot, replay_of=None, reel=None) -> None:
         draw_chart(column, charts.latest_histograms(snapshot, kind, scale=scale), f"{kind}_latest_chart")
 
 
-def once_per_replay(name: str, whole, reel: dict, compute, *settings):
-    """compute() for the replay playing, kept under `name` until the run, its frames or `settings`
-    change (the page reruns every 2 s while it plays)."""
+def once_per_replay(name: str, whole, reel: dict, compute, *settings) -> tuple:
+    """compute() -> (figure, frames) for the replay playing, kept under `name` until the run, its
+    frames or `settings` change (the page reruns every 2 s while it plays). The frames' states (a
+    chart's data at each moment) go to the browser page once, as a payload (draw_chart)."""
     key = (whole.history_id, whole.num_steps, tuple(reel["steps"]), settings)
     cached = st.session_state.get(name)
     if cached is None or cached[0] != key:
-        cached = st.session_state[name] = (key, compute())
+        figure, frames = compute()
+        payload_id = hashlib.sha1(repr((name, key)).encode()).hexdigest()[:16]
+        frames = {**{k: v for k, v in frames.items() if k != "states"},
+                  "payload": {"id": payload_id, "data": {"states": frames["states"]}}}
+        cached = st.session_state[name] = (key, (figure, frames))
     return cached[1]
 
 

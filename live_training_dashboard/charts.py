@@ -1081,10 +1081,11 @@ def decision_boundary(xs, ys, classes, confidence, points: np.ndarray, labels: n
     for k in range(num_classes):
         color = CLASS_COLORS[k % len(CLASS_COLORS)]
         scale += [[k / num_classes, color], [(k + 1) / num_classes, color]]
-    figure.add_trace(go.Heatmap(x=xs, y=ys, z=(classes + 0.5) / num_classes, zmin=0, zmax=1, colorscale=scale,
-                                opacity=BOUNDARY_OPACITY, showscale=False, customdata=confidence,
-                                hovertemplate="predicted class %{text}<br>confidence %{customdata:.0%}<extra></extra>",
-                                text=classes.astype(str)))
+    if image is None:  # (a replay's picture replaces it, and its 3 x cells values need not travel every rerun)
+        figure.add_trace(go.Heatmap(x=xs, y=ys, z=(classes + 0.5) / num_classes, zmin=0, zmax=1, colorscale=scale,
+                                    opacity=BOUNDARY_OPACITY, showscale=False, customdata=confidence,
+                                    hovertemplate="predicted class %{text}<br>confidence %{customdata:.0%}<extra></extra>",
+                                    text=classes.astype(str)))
     for k in range(num_classes):
         mine = labels == k
         figure.add_trace(go.Scatter(x=points[mine, 0], y=points[mine, 1], mode="markers", name=f"class {k}",
@@ -1096,7 +1097,6 @@ def decision_boundary(xs, ys, classes, confidence, points: np.ndarray, labels: n
     figure.update_xaxes(constrain="domain", range=[float(xs[0]), float(xs[-1])])
     figure.update_yaxes(range=[float(ys[0]), float(ys[-1])])
     if image is not None:
-        figure.update_traces(visible=False, selector={"type": "heatmap"})
         figure.update_layout(images=[{"source": image, "xref": "x", "yref": "y", "x": float(xs[0]), "y": float(ys[-1]),
                                       "sizex": float(xs[-1] - xs[0]), "sizey": float(ys[-1] - ys[0]),
                                       "sizing": "stretch", "layer": "below"}])

@@ -647,9 +647,9 @@ def test_a_playing_replay_hands_the_browser_every_frame_of_the_curves_and_the_bo
     assert classes.shape[1:] == (64, 64) and classes.max() < 3 <= len(palette)  # a colour for each of 3 classes
     assert {alpha for *_, alpha in palette} == {round(255 * charts.BOUNDARY_OPACITY)}  # the live chart's opacity
     assert (classes[0] != classes[-1]).any()  # the boundary moves while it plays
-    spec = json.loads(boundary["spec"])  # drawn at the first frame: its picture over the plane, the heatmap hidden
+    spec = json.loads(boundary["spec"])  # drawn at the first frame: its picture over the plane, in place of the heatmap
     assert spec["layout"]["images"][0]["source"] == pictures[frames["image_of_frame"][0]]
-    assert spec["data"][0]["type"] == "heatmap" and spec["data"][0]["visible"] is False
+    assert [trace["type"] for trace in spec["data"]] == ["scatter"] * 3  # the training points of the 3 classes
     batches = [int(t.rsplit(" ", 1)[1].rstrip(")")) for t in frames["titles"]]
     assert len(batches) == len(steps) and all(b < step for b, step in zip(batches, steps))
     assert batches == sorted(batches)
@@ -686,15 +686,19 @@ def test_a_playing_replay_hands_the_browser_every_frame_of_the_curves_and_the_bo
         over_time, latest = charts_now[f"{kind}_hist_chart"]["reel"], charts_now[f"{kind}_latest_chart"]["reel"]
         assert over_time["id"] == latest["id"] and over_time["steps"] == latest["steps"]
         assert len(over_time["cursor"]) == len(over_time["steps"]) and over_time["cursor"] == sorted(over_time["cursor"])
-        assert len(latest["state_of_frame"]) == len(latest["steps"]) and len(latest["states"]) > 3
-        titles = [state["layout"]["title.text"] for state in latest["states"]]
+        states = latest["payload"]["data"]["states"]  # (sent to the browser page once)
+        assert len(latest["state_of_frame"]) == len(latest["steps"]) and len(states) > 3
+        titles = [state["layout"]["title.text"] for state in states]
         assert len(set(titles)) == len(titles)
     # The Model tab: the layer table played frame by frame (the sortable table is back once paused).
     app.session_state["view"] = "Model"
     app.run()
     table = live_chart_data(app)["layer_table_chart"]["reel"]
-    assert len(table["states"]) == len(table["steps"]) and not app.dataframe
-    assert table["states"][-1]["layout"]["title.text"] == "Layer statistics after batch 152"
+    states = table["payload"]["data"]["states"]
+    assert len(states) == len(table["steps"]) and not app.dataframe
+    assert states[-1]["layout"]["title.text"] == "Layer statistics after batch 152"
+    app.run()  # the next rerun names the states only
+    assert live_chart_data(app)["layer_table_chart"]["reel"]["payload"] == {"id": table["payload"]["id"]}
     app.button(key="replay_pause").click().run()
     assert "layer_table_chart" not in live_chart_data(app) and len(app.dataframe) == 1
     app.session_state["view"] = "Distributions"
