@@ -734,10 +734,10 @@ def replay_restarted_after(took: float, last: int) -> dict | None:
 def picture_frames(name: str, current, reel: dict, picture, first_figure) -> tuple | None:
     """A replay playing in the browser on a chart of one moment of the model (the decision
     boundary, the neurons): picture(model) -> (PNG data URL, relayout with it or None) for each
-    weight snapshot the frames use, computed once per run and snapshot, and first_figure(model,
-    weights step) -> the chart at the first frame. Returns (that figure, each frame's weights
-    step, the frames for the browser) or None without weights. The pictures travel once per
-    browser page (draw_chart), as a payload named by the run and the snapshots."""
+    weight snapshot the frames use, and first_figure(model, weights step, its PNG) -> the chart at
+    the first frame, each computed once per run. Returns (that figure, each frame's weights step,
+    the frames for the browser) or None without weights. The pictures travel once per browser page
+    (draw_chart), as a payload named by the run and the snapshots."""
     try:
         stored = current.store.weight_steps(current.run_id)
     except (OSError, ValueError):
@@ -745,34 +745,37 @@ def picture_frames(name: str, current, reel: dict, picture, first_figure) -> tup
     if not stored:
         return None
     chosen = [run_store.snapshot_at(stored, step - 1) for step in reel["steps"]]
-    distinct = sorted(set(chosen), key=chosen.index)
-    # Each snapshot's picture is kept for this run: a second play (another start, another speed) is instant.
+    distinct = tuple(sorted(set(chosen), key=chosen.index))
+    # Kept for this run: a second play (another start, another speed) is instant, and the page's
+    # reruns every 2 s while it plays reuse the frames assembled for these snapshots.
     known = st.session_state.get(f"{name}_pictures")
     if known is None or known[0] != current.run_id:
-        known = st.session_state[f"{name}_pictures"] = (current.run_id, {})
-    pictures = known[1]  # {weights: picture(...), ("figure", weights): first_figure(...)}
-    for weights in distinct:
-        needs_figure = weights == distinct[0] and ("figure", weights) not in pictures
-        if weights in pictures and not needs_figure:
-            continue
-        model, _ = current.inspection_model(weights)
-        if model is None:
-            return None
-        with current.inspection_lock:
-            if weights not in pictures:
-                pictures[weights] = picture(model)
-            if needs_figure:
-                pictures[("figure", weights)] = first_figure(model, weights)
-    figure = pictures[("figure", distinct[0])]
-    # Relayouts as few as the distinct ones: a neuron view's notes cost the browser ~110 ms to swap and
-    # change only when a unit dies or revives (a picture alone: 3 ms).
-    layouts = [pictures[weights][1] for weights in distinct]
-    unique = [layout for index, layout in enumerate(layouts) if layout not in layouts[:index]]
-    payload_id = hashlib.sha1(repr((name, current.run_id, distinct)).encode()).hexdigest()[:16]
-    frames = {"payload": {"id": payload_id, "data": {"images": [pictures[weights][0] for weights in distinct], **(
-                  {"layouts": unique, "layout_of_image": [unique.index(layout) for layout in layouts]} if any(layouts) else {})}},
-              "image_of_frame": [distinct.index(w) for w in chosen]}
-    return figure, chosen, {**frames, **reel}
+        known = st.session_state[f"{name}_pictures"] = (current.run_id, {}, {})
+    _, pictures, assembled = known  # {weights: picture(...)}, {distinct snapshots: (figure, frames)}
+    if distinct not in assembled:
+        for weights in distinct:
+            needs_figure = weights == distinct[0]
+            if weights in pictures and not needs_figure:
+                continue
+            model, _ = current.inspection_model(weights)
+            if model is None:
+                return None
+            with current.inspection_lock:
+                if weights not in pictures:
+                    pictures[weights] = picture(model)
+                if needs_figure:
+                    figure = first_figure(model, weights, pictures[weights][0])
+        # Relayouts as few as the distinct ones: a neuron view's notes cost the browser ~110 ms to swap
+        # and change only when a unit dies or revives (a picture alone: 3 ms).
+        layouts = [pictures[weights][1] for weights in distinct]
+        unique = [layout for index, layout in enumerate(layouts) if layout not in layouts[:index]]
+        payload_id = hashlib.sha1(repr((name, current.run_id, distinct)).encode()).hexdigest()[:16]
+        payload = {"id": payload_id, "data": {"images": [pictures[weights][0] for weights in distinct], **(
+            {"layouts": unique, "layout_of_image": [unique.index(layout) for layout in layouts]} if any(layouts) else {})}}
+        assembled.clear()  # (only the replay playing now)
+        assembled[distinct] = (figure, payload)
+    figure, payload = assembled[distinct]
+    return figure, chosen, {"payload": payload, "image_of_frame": [distinct.index(w) for w in chosen], **reel}
 
 
 def weights_title(title: str, weights: int) -> str:
@@ -786,11 +789,10 @@ def boundary_frames(current, dataset, reel: dict) -> tuple | None:
     def picture(model):
         return charts.boundary_replay_image(inspection.decision_grid(model, dataset.x_train, REPLAY_GRID_RESOLUTION)[2]), None
 
-    def first_figure(model, weights):
+    def first_figure(model, weights, image):
         xs, ys, classes, _ = inspection.decision_grid(model, dataset.x_train, REPLAY_GRID_RESOLUTION)
         return charts.decision_boundary(xs, ys, classes, np.ones(classes.shape), dataset.x_train.numpy(),
-                                        dataset.y_train.numpy(), None if weights == -1 else weights,
-                                        image=charts.boundary_replay_image(classes))
+                                        dataset.y_train.numpy(), None if weights == -1 else weights, image=image)
 
     found = picture_frames("boundary", current, reel, picture, first_figure)
     if found is None:
@@ -807,10 +809,9 @@ def neuron_frames(current, dataset, reel: dict) -> tuple | None:
         image, notes = charts.neuron_replay_image(layers, len(xs))
         return image, {"annotations": notes}
 
-    def first_figure(model, weights):
+    def first_figure(model, weights, image):
         xs, ys, layers = inspection.neuron_outputs(model, dataset.x_train)
-        return charts.neuron_view(xs, ys, layers, None if weights == -1 else weights,
-                                  image=charts.neuron_replay_image(layers, len(xs))[0])
+        return charts.neuron_view(xs, ys, layers, None if weights == -1 else weights, image=image)
 
     found = picture_frames("neurons", current, reel, picture, first_figure)
     if found is None:

@@ -543,12 +543,12 @@ SHARE_LEVELS = 255
 
 def share_levels(fractions: np.ndarray) -> np.ndarray:
     """uint8 colour levels of shares: 0 at MIN_VISIBLE_SHARE (or below), SHARE_LEVELS at 100%."""
-    decades = -math.log10(MIN_VISIBLE_SHARE)
-    log_share = np.log10(np.maximum(fractions, MIN_VISIBLE_SHARE))
-    return np.clip(np.rint((log_share + decades) / decades * SHARE_LEVELS), 0, SHARE_LEVELS).astype(np.uint8)
+    level = _share_level(np.log10(np.maximum(fractions, MIN_VISIBLE_SHARE)))
+    return np.clip(np.rint(level), 0, SHARE_LEVELS).astype(np.uint8)
 
 
-def _share_level(log_share: float) -> float:
+def _share_level(log_share):
+    """The (unrounded) colour level of a log10 share, or of an array of them."""
     decades = -math.log10(MIN_VISIBLE_SHARE)
     return (log_share + decades) / decades * SHARE_LEVELS
 
@@ -1553,16 +1553,10 @@ def neuron_view(xs: np.ndarray, ys: np.ndarray, layers: list[tuple[str, np.ndarr
     if image is not None:  # the picture fills the plane the heatmap would have
         figure.update_xaxes(range=[-0.5, width - 0.5])
         figure.update_yaxes(range=[height - 0.5, -0.5], autorange=False)
-        figure.update_layout(images=[{**neuron_image_place(tiles), "source": image}])
+        figure.update_layout(images=[{"source": image, "xref": "x", "yref": "y", "x": -0.5, "y": -0.5, "sizex": width,
+                                      "sizey": height, "sizing": "stretch", "layer": "below"}])
     figure.update_layout(height=tiles.height)
     return figure
-
-
-def neuron_image_place(tiles: NeuronTiles) -> dict:
-    """Where a replay's picture of the tiles goes (in the neuron view's pixel coordinates)."""
-    height, width = tiles.canvas.shape
-    return {"xref": "x", "yref": "y", "x": -0.5, "y": -0.5, "sizex": width, "sizey": height, "sizing": "stretch",
-            "layer": "below"}
 
 
 # A replay's neuron pictures: 63 levels of the tiles' colour scale (a 28 px tile shows no more),
