@@ -244,28 +244,28 @@ def _activation_statistics_device(values: torch.Tensor, activation: str | None) 
 
 def _activation_statistics_host(values: torch.Tensor, activation: str | None) -> np.ndarray:
     """_activation_statistics of a CPU tensor with numpy: the same numbers, ~5x faster for a
-    small layer, whose ~15 torch ops cost far more in dispatch than in arithmetic.
+    small layer, whose ~15 torch ops cost far more in dispatch than in arithmetic. Counts, not
+    means, for the fractions (np.mean of a mask costs ~4x a count_nonzero).
     tests/test_neural_network.py checks both agree."""
     array = values.float().numpy()  # a view of the tensor's memory
-    flat = array.reshape(-1)
-    count = flat.size
-    result = np.full(4, math.nan)
+    count = array.size
     if count == 0:
-        return result
+        return np.full(4, math.nan)
+    flat = array.reshape(-1)
+    dead = saturation = math.nan
     with np.errstate(all="ignore"):  # NaN/Inf activations give NaN/Inf statistics, as on the device
         mean = float(flat.sum()) / count
         squares = float(np.dot(flat, flat))
-        result[0] = mean
-        result[1] = math.sqrt(max(squares - count * mean * mean, 0.0) / max(count - 1, 1))
         if activation in ("relu", "leaky_relu"):
-            sample_axes = tuple(d for d in range(array.ndim) if d != 1)
-            unit_max = array.max(axis=sample_axes) if sample_axes else array
-            result[2] = float(np.mean(unit_max <= 0))
+            unit_max = array.max(axis=0 if array.ndim <= 2 else tuple(d for d in range(array.ndim) if d != 1))
+            dead = np.count_nonzero(unit_max <= 0) / unit_max.size
         elif activation == "tanh":
-            result[3] = float(np.mean(np.abs(flat) > 1.0 - 2 * SATURATION_MARGIN))
+            saturation = np.count_nonzero(np.abs(flat) > 1.0 - 2 * SATURATION_MARGIN) / count
         elif activation == "sigmoid":
-            result[3] = float(np.mean(np.abs(flat - 0.5) > 0.5 - SATURATION_MARGIN))
-    return result
+            saturation = np.count_nonzero(np.abs(flat - 0.5) > 0.5 - SATURATION_MARGIN) / count
+    std = math.sqrt(max(squares - count * mean * mean, 0.0) / max(count - 1, 1)) \
+        if math.isfinite(squares) and math.isfinite(mean) else math.nan
+    return np.array([mean, std, dead, saturation])
 
 
 class MonitoredMLP(MonitoredModel):

@@ -37,13 +37,12 @@ def small_monitor(lr=1e-2, stats_every=5, optimizer="adam", **kwargs):
 
 
 def test_spiral_mlp_with_dashboard_defaults_reaches_95_percent():
+    # How long it takes is bench/'s question, not a test's: a timed assertion fails whenever the
+    # machine is busy (it did, at 146 s, beside two valgrind runs).
     setup = build_training(RunConfig(), device="cpu")
-    started = time.perf_counter()
     assert setup.fit() == FINISHED
-    seconds = time.perf_counter() - started
     epochs = setup.monitor.history.snapshot().epoch_frame()
     assert epochs.val_accuracy.iloc[-1] >= 0.95, epochs
-    assert seconds < 30  # "a few seconds" on a laptop CPU; generous for shared CI machines
 
 
 @pytest.mark.slow
