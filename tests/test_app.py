@@ -38,7 +38,9 @@ def train_in_app(app: AppTest, epochs: int) -> str:
     """Press Train with `epochs` and wait until the run finished; returns its id."""
     app.number_input(key="epochs").set_value(epochs).run()
     app.button(key="train").click().run()
-    rerun_until(app, lambda a: any(f"Finished {epochs} epochs" in s.value for s in a.success))
+    # 120 s: a hang guard, not a speed check. The runs here take 3-25 s, but beside two other
+    # multi-process tests on 2 cores one may have gone past 60 s (a failure seen once, not reproduced).
+    rerun_until(app, lambda a: any(f"Finished {epochs} epochs" in s.value for s in a.success), timeout=120)
     return app.session_state.run_id
 
 
