@@ -248,24 +248,25 @@ def _activation_statistics_host(values: torch.Tensor, activation: str | None) ->
     means, for the fractions (np.mean of a mask costs ~4x a count_nonzero).
     tests/test_neural_network.py checks both agree."""
     array = values.float().numpy()  # a view of the tensor's memory
-    count = array.size
-    if count == 0:
-        return np.full(4, math.nan)
     flat = array.reshape(-1)
-    dead = saturation = math.nan
+    count = flat.size
+    result = np.full(4, math.nan)
+    if count == 0:
+        return result
     with np.errstate(all="ignore"):  # NaN/Inf activations give NaN/Inf statistics, as on the device
         mean = float(flat.sum()) / count
         squares = float(np.dot(flat, flat))
+        result[0] = mean
+        result[1] = math.sqrt(max(squares - count * mean * mean, 0.0) / max(count - 1, 1))
         if activation in ("relu", "leaky_relu"):
-            unit_max = array.max(axis=0 if array.ndim <= 2 else tuple(d for d in range(array.ndim) if d != 1))
-            dead = np.count_nonzero(unit_max <= 0) / unit_max.size
+            sample_axes = tuple(d for d in range(array.ndim) if d != 1)
+            unit_max = array.max(axis=sample_axes) if sample_axes else array
+            result[2] = np.count_nonzero(unit_max <= 0) / unit_max.size
         elif activation == "tanh":
-            saturation = np.count_nonzero(np.abs(flat) > 1.0 - 2 * SATURATION_MARGIN) / count
+            result[3] = np.count_nonzero(np.abs(flat) > 1.0 - 2 * SATURATION_MARGIN) / count
         elif activation == "sigmoid":
-            saturation = np.count_nonzero(np.abs(flat - 0.5) > 0.5 - SATURATION_MARGIN) / count
-    std = math.sqrt(max(squares - count * mean * mean, 0.0) / max(count - 1, 1)) \
-        if math.isfinite(squares) and math.isfinite(mean) else math.nan
-    return np.array([mean, std, dead, saturation])
+            result[3] = np.count_nonzero(np.abs(flat - 0.5) > 0.5 - SATURATION_MARGIN) / count
+    return result
 
 
 class MonitoredMLP(MonitoredModel):

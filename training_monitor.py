@@ -149,7 +149,7 @@ def _segment_statistics_host(tensors: Sequence[torch.Tensor | np.ndarray], bins:
         scaled = values - low
         scaled *= bins / max(high - low, 1e-12)
         # Clamped before the cast: numpy's float minimum is vectorised; its int64 minimum with a
-        # scalar ran ~15 instructions per element (callgrind), an eighth of a stats batch.
+        # scalar ran ~15 instructions per element (callgrind): ~9% of a stats batch.
         np.minimum(scaled, bins - 1, out=scaled)
         bin_index = scaled.astype(np.intp)  # >= 0: values never go below low
         rows[index, :2] = low, high

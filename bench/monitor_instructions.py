@@ -98,6 +98,8 @@ def main() -> int:
         arm, model, batches, shim = args.child
         child(arm, model, int(batches), shim)
         return 0
+    if args.batches < 1 or args.jobs < 1:
+        parser.error("--batches and --jobs must be at least 1")
     missing = [tool for tool in ("valgrind", "cc") if shutil.which(tool) is None]
     if missing:
         print(f"needs {' and '.join(missing)} (Debian: apt-get install valgrind gcc)")
