@@ -13,7 +13,7 @@ TEST_WORKERS ?= 2
 .PHONY: run test bench clean
 
 # uv installs the rest from PyPI: the releases pip would pick, downloaded in parallel, with their
-# bytecode compiled on both cores (a clean set-up took 187 s with pip alone, 55 s this way). pip
+# bytecode compiled on both cores (a clean set-up took 187 s with pip alone, 55-75 s this way). pip
 # takes over wherever uv cannot install. torch goes through pip, which reads this machine's pip
 # configuration (find-links, caps), and is compiled here: uv compiles only what it installs.
 install = $(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode $(1) || $(PY) -m pip install --quiet $(1)
