@@ -350,6 +350,28 @@ def check_skipped_steps(snapshot: HistorySnapshot) -> Finding | None:
     )
 
 
+def unit_levels(snapshot: HistorySnapshot) -> dict[str, str]:
+    """What an all-clear says about the unit statistics it did measure, with the check's line and
+    the run's own number: the worst layer's recent share of dead ReLUs and of saturated outputs (the
+    medians the checks hold against their thresholds). A few dead units are normal, so "no sign of
+    dead ReLUs" beside a unit drawn dead would mislead: {"dead ReLUs": "dead ReLUs over 60% of a
+    layer (the most: 30%, fc2)"}."""
+    levels = {}
+    for stat, words, line in (("dead_fraction", "dead ReLUs", f"over {DEAD_FRACTION_WARN:.0%} of a layer"),
+                              ("saturation", "saturation", f"over {SATURATION_WARN:.0%} of a layer's outputs")):
+        recent = _recent_layer_stat(snapshot, stat)
+        if recent is None or not np.isfinite(recent).any():
+            continue
+        layer = int(np.nanargmax(recent))
+        share = float(recent[layer])
+        if share == 0:
+            levels[words] = f"{words} (none in any layer)"
+        else:
+            amount = f"{share:.0%}" if share >= 0.005 else "under 1%"
+            levels[words] = f"{words} {line} (the most: {amount}, {snapshot.layer_names[layer]})"
+    return levels
+
+
 def unmeasured(snapshot: HistorySnapshot) -> list[str]:
     """What the doctor could not check on this run, in words, so "all clear" never claims it."""
     missing = []

@@ -121,6 +121,28 @@ def test_all_clear_never_claims_what_was_not_measured():
     assert diagnostics.unmeasured(default) == ["saturation (no tanh/sigmoid modules seen)"]
 
 
+def test_an_all_clear_states_the_shares_of_dead_and_saturated_units_it_measured():
+    def history_with(dead_per_snapshot: list[list[float]], saturation: float = np.nan) -> History:
+        history = synthetic_history(np.full(100, 0.5, dtype=np.float32))
+        for step, dead in zip(range(0, 100, 10), dead_per_snapshot):
+            stats = np.full((3, len(LAYER_STATS)), np.nan, dtype=np.float32)  # NaN: not measured
+            stats[:, LAYER_STATS.index("dead_fraction")] = dead
+            stats[:, LAYER_STATS.index("saturation")] = saturation
+            history.append_layer_stats(step, stats)
+        return history
+
+    # The recent snapshots speak, as in the check: fc2 was half dead early on and is at 3% now.
+    early, late = [0.0, 0.5, 0.01], [0.0, 0.03, 0.01]
+    assert diagnostics.unit_levels(history_with([early] * 3 + [late] * 7).snapshot()) == {
+        "dead ReLUs": "dead ReLUs over 60% of a layer (the most: 3%, fc2)"}
+    assert diagnostics.unit_levels(history_with([[0.0, 0.002, 0.0]] * 10, saturation=0.0).snapshot()) == {
+        "dead ReLUs": "dead ReLUs over 60% of a layer (the most: under 1%, fc2)",
+        "saturation": "saturation (none in any layer)"}
+    assert diagnostics.unit_levels(history_with([[0.0] * 3] * 10).snapshot()) == {
+        "dead ReLUs": "dead ReLUs (none in any layer)"}
+    assert diagnostics.unit_levels(synthetic_history(np.full(50, 0.5, dtype=np.float32)).snapshot()) == {}
+
+
 def sign(code, severity=diagnostics.WARNING, epoch=2.0):
     return diagnostics.Finding(code, severity, code.replace("_", " "), "", f"{code} evidence", "loss", 10, epoch)
 
