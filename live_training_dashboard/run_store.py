@@ -403,6 +403,9 @@ class RunStore:
             raise StoreError("The runs folder cannot be empty; type e.g. ./runs")
         if len(text) > 1024:
             raise StoreError("The runs folder is over 1024 characters long; type a shorter path")
+        if control := next((c for c in text if ord(c) < 32 or ord(c) == 127), None):
+            # No file system takes a NUL (os.stat raises ValueError), and a pasted tab or newline is a typo.
+            raise StoreError(f"The runs folder contains the control character {control!r}; type a plain path")
         if "://" not in text:
             text = str(Path(text).expanduser().absolute())
         try:

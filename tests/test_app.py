@@ -349,7 +349,9 @@ def test_opening_another_run_and_renaming_twice_from_the_runs_tab():
     ("runs_dir", "r" * 300, "runs folder"),
     ("runs_dir", "memory://runs", "runs folder"),
     ("runs_dir", "nosuch://x/y", "runs folder"),
+    ("runs_dir", "runs\x00evil", "runs folder"),  # os.stat raises ValueError on a NUL
     ("mnist_path", "m" * 5000, "mnist"),
+    ("mnist_path", "/tmp\x00/mnist", "mnist"),
 ])
 def test_unusable_folders_are_messages_not_tracebacks(widget_key, value, where):
     app = new_app()
