@@ -19,6 +19,8 @@ Arms:
   dashboard    exactly what a Train click runs (worker.train_run's path): TrainingMonitor.watch
                into a runs folder (writer thread, weight snapshots) then fit(), stats every 20
   stats10      dashboard with histograms and layer statistics every 10 batches
+  nostats      memory with statistics every 10,000 batches (only batch 0's): memory minus this is
+               what the stats batches cost, the rest is the per-batch monitoring
   tensorboard  bare + SummaryWriter: loss every batch, weight and gradient histograms every 10
   wandb        bare + wandb (offline): wandb.watch(log="all", log_freq=10), loss every batch
 
@@ -53,7 +55,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ARMS = ("bare", "floor", "memory", "dashboard", "stats10", "tensorboard", "wandb")
+ARMS = ("bare", "floor", "memory", "nostats", "dashboard", "stats10", "tensorboard", "wandb")
 PEER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 TARGETS = {"mlp": 1.15, "cnn": 1.05}
 # The spiral MLP of the sidebar's defaults (2-128-128-128-3, batch 32, Adam), and the 28x28 CNN
@@ -84,6 +86,8 @@ def child(arm: str, model_name: str, batches: int, paired: bool = False) -> dict
     settings["epochs"] = max(1, math.ceil(batches / len(probe.train_batches)))
     if arm == "stats10":
         settings["stats_every"] = 10
+    elif arm == "nostats":
+        settings["stats_every"] = 10_000  # the sidebar's largest
     config = RunConfig(**settings)
 
     # Warm-up on a throwaway copy, a whole epoch and its validation: lazy initialisation and the
@@ -93,8 +97,8 @@ def child(arm: str, model_name: str, batches: int, paired: bool = False) -> dict
 
     setup = build_training(config)
     bare = PlainLoop(build_training(config)) if paired else None  # same data, initial weights, optimizer
-    if arm in ("memory", "dashboard", "stats10"):
-        return _dashboard(setup, store=arm != "memory", bare=bare)
+    if arm in ("memory", "nostats", "dashboard", "stats10"):
+        return _dashboard(setup, store=arm not in ("memory", "nostats"), bare=bare)
     model = setup.model
     params = [p for p in model.parameters() if p.requires_grad]
     per_batch = None  # what the arm does after each optimizer step: f(step, loss)
