@@ -1121,9 +1121,12 @@ def confusion_matrix_chart(counts: np.ndarray) -> go.Figure:
 def mistakes_gallery(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, limit: int = 24,
                      columns: int = 8) -> go.Figure:
     """Misclassified validation images in a grid, each titled 'true → predicted'."""
-    wrong = np.flatnonzero(labels[: len(predictions)] != predictions)[:limit]
+    every_wrong = np.flatnonzero(labels[: len(predictions)] != predictions)
+    wrong = every_wrong[:limit]
+    shown = ("none" if not len(wrong) else f"all {len(wrong)}" if len(wrong) == len(every_wrong)
+             else f"first {len(wrong)} of {len(every_wrong)}")
     figure = go.Figure()
-    figure.update_layout(title={"text": f"Misclassified validation digits ({len(wrong)} shown)", "x": 0.01,
+    figure.update_layout(title={"text": f"Misclassified validation digits ({shown})", "x": 0.01,
                                 "font": {"size": 14}}, height=360, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                          xaxis={"visible": False}, yaxis={"visible": False, "autorange": "reversed"})
     if len(wrong) == 0:

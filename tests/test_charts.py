@@ -571,3 +571,28 @@ def test_a_palette_png_refuses_a_level_without_a_colour_and_a_boundary_picture_p
     levels, palette = png_pixels(charts.boundary_replay_image(classes))
     assert (levels[-1] == 2).all() and (levels[:-1] == 0).all()
     assert palette[2][:3] == tuple(int(charts.CLASS_COLORS[2][i:i + 2], 16) for i in (1, 3, 5))
+
+
+def test_the_mistakes_gallery_shows_each_wrong_digit_with_its_true_and_predicted_class():
+    rng = np.random.default_rng(0)
+    images = rng.random((40, 1, 28, 28)).astype(np.float32)
+    labels = np.arange(40) % 10
+    predictions = labels.copy()
+    wrong = [3, 7, 19, 30]
+    predictions[wrong] = (labels[wrong] + 1) % 10
+    figure = charts.mistakes_gallery(images, labels, predictions)
+    assert figure.layout.title.text == "Misclassified validation digits (all 4)"
+    assert [a.text for a in figure.layout.annotations] == [f"{labels[i]}→{predictions[i]}" for i in wrong]
+    canvas = np.asarray(figure.data[0].z, dtype=np.float32)
+    side, gap = 28, 10
+    for position, index in enumerate(wrong):  # each tile is that image, in reading order
+        column = position * (side + gap)
+        np.testing.assert_array_equal(canvas[:side, column:column + side], images[index, 0])
+    # Over the limit: the first ones, and the title says how many there are.
+    predictions = (labels + 1) % 10
+    figure = charts.mistakes_gallery(images, labels, predictions, limit=24)
+    assert figure.layout.title.text == "Misclassified validation digits (first 24 of 40)"
+    assert len(figure.layout.annotations) == 24
+    perfect = charts.mistakes_gallery(images, labels, labels)
+    assert perfect.layout.title.text == "Misclassified validation digits (none)"
+    assert "no mistakes" in perfect.layout.annotations[0].text
