@@ -894,7 +894,7 @@ def model_tab(current, snapshot, findings, replay_of=None, reel=None) -> None:
     flagged = {f.layer for f in findings if f.chart == "layer_table" and f.layer}
     table = charts.layer_table(snapshot, architecture)
     table.insert(0, "health", ["check" if name in flagged else "ok" for name in table["layer"]])
-    st.dataframe(table, key="layer_table", hide_index=True, width="stretch", column_config={
+    st.dataframe(table, key="layer_table", hide_index=True, width="stretch", placeholder="–", column_config={
         "parameters": st.column_config.NumberColumn(format="localized"),
         "update/weight": st.column_config.NumberColumn(format="%.2e"),
         "dead %": st.column_config.NumberColumn(format="%.1f"),
@@ -1021,7 +1021,7 @@ def runs_table_section(all_runs):
         st.warning(problem)
     st.session_state.runs_table_ids = shown["id"].tolist()
     st.dataframe(shown, key="runs_table", on_select=compare_ticked_rows, selection_mode="multi-row", hide_index=True,
-                 width="stretch", column_config={
+                 width="stretch", placeholder="–", column_config={
                      "final val accuracy": st.column_config.NumberColumn(format="%.4f"),
                      "best val accuracy": st.column_config.NumberColumn(format="%.4f"),
                      "final train loss": st.column_config.NumberColumn(format="%.4g"),
@@ -1055,7 +1055,7 @@ def runs_tab(current) -> None:
         comparison, differing = charts.comparison_table([(label, r.config_dict, snap) for label, r, snap in entries],
                                                         health=[run_health(r, snap) for _, r, snap in entries])
         st.dataframe(comparison.style.set_properties(subset=differing, **{"background-color": "#fff3cd"}),
-                     hide_index=True, width="stretch", key="compare_table")
+                     hide_index=True, width="stretch", key="compare_table", placeholder="–")
         st.caption("Highlighted: settings that differ between the selected runs.")
 
     st.subheader("This run")
