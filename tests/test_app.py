@@ -708,6 +708,8 @@ def test_a_playing_replay_hands_the_browser_every_frame_of_the_curves_and_the_bo
     assert live_chart_data(app)["layer_table_chart"]["reel"]["payload"] == {"id": table["payload"]["id"]}
     app.button(key="replay_pause").click().run()
     assert "layer_table_chart" not in live_chart_data(app) and len(app.dataframe) == 1
+    # Paused: the sortable table, where a statistic that does not apply (fc4's dead %) reads "–", not "None".
+    assert app.dataframe[0].value["dead %"].isna().iloc[-1] and app.dataframe[0].proto.placeholder == "–"
     app.session_state["view"] = "Distributions"
     app.run()
     assert "reel" not in live_chart_data(app)["weight_latest_chart"]
