@@ -62,8 +62,8 @@ def test_scenario_names_its_root_cause_with_fitting_advice(name, seed):
 def test_each_datasets_sidebar_defaults_are_healthy(dataset, model, seed):
     """What a learner gets by picking a dataset and a model and pressing Train: all clear or
     information only (the spiral's defaults, seeds 0-2: test_diagnostics.py, where the doctor finds
-    nothing at all). Image datasets have their own LR and
-    epochs: with the spiral's, the digits MLP killed its ReLUs on seed 1 and overfit on seed 0.
+    nothing at all). Image datasets have their own LR and epochs: with the spiral's, the digits
+    MLP killed its ReLUs on seed 1 and overfit on seed 0.
     (mnist_idx shares mnist_like's defaults; it needs files, so it is not trained here.)"""
     torch.set_num_threads(1)
     config = sidebar_defaults(dataset, model=model, seed=seed)
