@@ -332,7 +332,12 @@ def browser_session() -> str | None:
 
 
 def start_run(run_config: RunConfig) -> None:
-    watch([run.run_id for run in registry.launch([("", run_config)], requester=browser_session())])
+    shown_before = st.session_state.get("run_id")
+    run_ids = [run.run_id for run in registry.launch([("", run_config)], requester=browser_session())]
+    if shown_before and shown_before not in run_ids:
+        # The run on screen when Train was pressed: its epoch curves stay beneath the new run's.
+        st.session_state.previous_run = {"of": run_ids[0], "id": shown_before}
+    watch(run_ids)
 
 
 def start_preset(key: str) -> None:
@@ -638,7 +643,7 @@ def health_panel(current, findings: list, snapshot, active: bool) -> None:
 # Chart settings as TensorBoard users know them. Only the open tab is drawn, and Streamlit forgets
 # a widget's value when it is not drawn, so each value is also kept under "kept_<key>".
 CHART_SETTINGS = {"smoothing": 0.9, "x_axis": "epoch", "y_scale": "auto", "ignore_outliers": False,
-                  "hist_mode": "heatmap", "hist_scale": "layer"}
+                  "hist_mode": "heatmap", "hist_scale": "layer", "show_previous": True}
 X_AXIS_LABELS = {"step": "Step", "epoch": "Epoch", "time": "Time"}
 Y_SCALE_LABELS = {"auto": "Auto", "linear": "Linear", "log": "Log"}
 
@@ -683,8 +688,28 @@ def curve_settings() -> None:
                             "does not flatten the rest.")
 
 
+def previous_run_curves(current) -> tuple[str, object] | None:
+    """(name, history) of the run on screen when this one's Train was pressed, if it finished an
+    epoch and is still there; None otherwise."""
+    previous = st.session_state.get("previous_run") or {}
+    if previous.get("of") != current.run_id:
+        return None
+    run = registry.get(previous.get("id"))
+    history = run.snapshot() if run is not None else None
+    if history is None or len(history.epochs) == 0:
+        return None
+    return run.name, history
+
+
 def curves_tab(current, snapshot, findings, replay_of=None, replay_step=None, reel=None) -> None:
     curve_settings()
+    previous = previous_run_curves(current)
+    if previous is not None:
+        setting_widget(st.checkbox, f"Dashed: the previous run, {charts.escape_markdown(previous[0])}",
+                       "show_previous", help="The epoch curves of the run you were looking at when you pressed "
+                                             "Train, faint beneath this run's, to see what your change did.")
+        if not chart_setting("show_previous"):
+            previous = None
     left, right = st.columns(2)
     keys = ("loss_chart", "accuracy_chart", "batch_loss_chart", "grad_norm_chart", "lr_chart")
     options = chart_options()
@@ -701,10 +726,10 @@ def curves_tab(current, snapshot, findings, replay_of=None, replay_step=None, re
             reel = restarted
             boundary = boundary and (boundary[0], {**boundary[1], **reel})
     if reel is not None:  # the browser plays it: the whole run's charts, veiled right of each frame's cursor
-        figures = charts.training_curves_figures(replay_of, [], options, replay_of)
+        figures = charts.training_curves_figures(replay_of, [], options, replay_of, previous)
         curves_reel = {**reel, "cursor": charts.replay_cursor_x(replay_of, options.x_axis, reel["steps"])}
     else:
-        figures, curves_reel = charts.training_curves_figures(snapshot, findings, options, replay_of), None
+        figures, curves_reel = charts.training_curves_figures(snapshot, findings, options, replay_of, previous), None
     for index, (figure, key) in enumerate(zip(figures, keys)):
         draw_chart((left if index % 2 == 0 else right), figure, key, curves_reel)
     if boundary is not None:  # drawn at the first frame; the browser plays on

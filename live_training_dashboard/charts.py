@@ -340,14 +340,34 @@ def _scale_y(figure: go.Figure, options: ChartOptions, log: bool) -> go.Figure:
 # --------------------------------------------------------------------------- epoch curves
 
 
+# The previous run's epoch curves: the same colours, faint and dashed, beneath this run's.
+PREVIOUS_OPACITY = 0.45
+
+
 def epoch_metric_chart(snapshot: HistorySnapshot, metric: str, markers=None,
-                       options: ChartOptions = DEFAULT_OPTIONS) -> go.Figure:
-    """Train vs validation `metric` ("loss" or "accuracy") per epoch."""
+                       options: ChartOptions = DEFAULT_OPTIONS, previous: tuple[str, HistorySnapshot] | None = None
+                       ) -> go.Figure:
+    """Train vs validation `metric` ("loss" or "accuracy") per epoch. previous: (name, history)
+    of the run trained before this one, drawn faint and dashed beneath it, so a changed setting's
+    effect shows on one chart (from the first moment: before this run's first epoch too)."""
     title = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch"}[metric]
     log = metric == "loss" and options.log_y(False)
     figure = _figure(title, X_AXES[options.x_axis], metric, log_y=log)
+    previous_rows = _epoch_points(previous[1]) if previous is not None else ()
+    if len(previous_rows):
+        name, history = previous
+        x = _epoch_x(history, options.x_axis)[previous_rows].astype(np.float32)
+        for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
+            figure.add_trace(go.Scatter(
+                x=x, y=history.epoch(f"{split}_{metric}")[previous_rows].astype(np.float32),
+                name=f"{split}, previous run", mode="lines", opacity=PREVIOUS_OPACITY, legendgroup="previous",
+                legendrank=1001,  # listed after this run's lines
+                line={"color": color, "dash": "dash", "width": 1.5}, meta=escape_plotly(name),
+                hovertemplate=f"{split}, previous run (%{{meta}}): %{{y:.4g}}<extra></extra>"))
     rows = _epoch_points(snapshot)
     if len(rows) == 0:
+        if metric == "accuracy" and len(previous_rows):
+            figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
         return _empty_note(figure, "appears after the first epoch")
     x = _epoch_x(snapshot, options.x_axis)[rows].astype(np.float32)
     for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
@@ -425,13 +445,15 @@ def doctor_markers(findings: list, chart: str) -> list:
 
 
 def training_curves_figures(snapshot: HistorySnapshot, findings: list, options: ChartOptions = DEFAULT_OPTIONS,
-                            replay_of: HistorySnapshot | None = None) -> list[go.Figure]:
+                            replay_of: HistorySnapshot | None = None,
+                            previous: tuple[str, HistorySnapshot] | None = None) -> list[go.Figure]:
     """The Training-curves tab: loss and accuracy per epoch, batch loss, gradient norms, LR.
     replay_of: the whole run, when `snapshot` is it cut at a replayed step: every chart keeps the
-    whole run's x-range and shows a cursor where the replay is."""
+    whole run's x-range and shows a cursor where the replay is. previous: (name, history) of the
+    run trained before, beneath the epoch curves (epoch_metric_chart)."""
     figures = [
-        epoch_metric_chart(snapshot, "loss", doctor_markers(findings, "loss"), options),
-        epoch_metric_chart(snapshot, "accuracy", doctor_markers(findings, "accuracy"), options),
+        epoch_metric_chart(snapshot, "loss", doctor_markers(findings, "loss"), options, previous),
+        epoch_metric_chart(snapshot, "accuracy", doctor_markers(findings, "accuracy"), options, previous),
         batch_loss_chart(snapshot, doctor_markers(findings, "batch_loss"), options),
         grad_norm_chart(snapshot, doctor_markers(findings, "grad_norm"), options),
         lr_chart(snapshot, options),

@@ -519,6 +519,28 @@ def test_tensorboard_chart_settings_change_the_charts_and_survive_a_tab_switch()
     assert app.radio(key="hist_mode").value == "offset"
 
 
+def test_the_run_before_a_train_click_stays_faint_beneath_the_new_runs_epoch_curves():
+    app = new_app()
+    first = train_in_app(app, 2)
+    assert not [box for box in app.checkbox if box.key == "show_previous"]  # nothing trained before it
+    first_loss = chart_specs(app)["Loss per epoch"]["data"]
+    app.text_input(key="lr").set_value("0.03").run()
+    second = train_in_app(app, 2)
+    assert second != first
+    label = next(box.label for box in app.checkbox if box.key == "show_previous")
+    for title in ("Loss per epoch", "Accuracy per epoch"):
+        traces = chart_specs(app)[title]["data"]
+        assert [t["name"] for t in traces] == ["train, previous run", "val, previous run", "train", "val"], title
+        for trace in traces[:2]:  # dashed, and its hover names the run the checkbox names
+            assert trace["line"]["dash"] == "dash" and trace["meta"] and trace["meta"] in label.replace("\\", "")
+    loss = chart_specs(app)["Loss per epoch"]["data"]
+    assert loss[1]["y"] == first_loss[1]["y"] and loss[3]["y"] != loss[1]["y"]  # the first run's val loss, and this one's
+    app.checkbox(key="show_previous").uncheck().run()
+    assert [t["name"] for t in chart_specs(app)["Loss per epoch"]["data"]] == ["train", "val"]
+    app.checkbox(key="show_previous").check().run()
+    assert len(chart_specs(app)["Loss per epoch"]["data"]) == 4
+
+
 def test_runs_table_filters_runs_and_tags_notes_and_parallel_coordinates_work(runs_folder):
     from live_training_dashboard.run_store import RunStore
 

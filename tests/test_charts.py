@@ -142,6 +142,27 @@ def test_empty_history_gives_empty_charts_with_a_note():
     assert charts.headline_metrics(snapshot)[1].value == "–"
 
 
+def test_the_previous_runs_epoch_curves_lie_faint_beneath_and_show_before_the_first_epoch(trained):
+    snapshot, _ = trained
+    empty = build_training(RunConfig(epochs=1), device="cpu").monitor.history.snapshot()
+    hostile = "<b>x</b> %{y}"
+    for metric in ("loss", "accuracy"):
+        figure = charts.epoch_metric_chart(snapshot, metric, previous=(hostile, snapshot))
+        previous, current = figure.data[:2], figure.data[2:]
+        assert [t.name for t in current] == ["train", "val"]  # drawn last: on top
+        for trace, split, own in zip(previous, ("train", "val"), current):
+            assert trace.line.dash == "dash" and trace.opacity < 1 and trace.line.color == own.line.color
+            assert np.array_equal(trace.y, snapshot.epoch(f"{split}_{metric}").astype(np.float32))
+            assert trace.meta == "&lt;b&gt;x&lt;/b&gt; %{y}" and "%{meta}" in trace.hovertemplate  # the name, as text
+        # This run before its first epoch: the previous run's curves already, under the note.
+        waiting = charts.epoch_metric_chart(empty, metric, previous=("before", snapshot))
+        assert len(waiting.data) == 2 and waiting.layout.annotations
+    # A previous run without an epoch adds nothing.
+    assert len(charts.epoch_metric_chart(snapshot, "loss", previous=("before", empty)).data) == 2
+    figures = charts.training_curves_figures(snapshot, [], previous=("before", snapshot))
+    assert [len(f.data) for f in figures[:2]] == [4, 4]
+
+
 def test_architecture_diagram_and_layer_table(trained):
     snapshot, architecture = trained
     boxes = charts.architecture_boxes(architecture)
