@@ -331,12 +331,16 @@ def browser_session() -> str | None:
     return context.session_id if context is not None else None
 
 
+def remember_previous(new_run_id: str, shown_before: str | None) -> None:
+    """The run on screen when a run was started: its epoch curves stay beneath the new run's."""
+    if shown_before and shown_before != new_run_id:
+        st.session_state.previous_run = {"of": new_run_id, "id": shown_before}
+
+
 def start_run(run_config: RunConfig) -> None:
     shown_before = st.session_state.get("run_id")
     run_ids = [run.run_id for run in registry.launch([("", run_config)], requester=browser_session())]
-    if shown_before and shown_before not in run_ids:
-        # The run on screen when Train was pressed: its epoch curves stay beneath the new run's.
-        st.session_state.previous_run = {"of": run_ids[0], "id": shown_before}
+    remember_previous(run_ids[0], shown_before)
     watch(run_ids)
 
 
@@ -529,6 +533,7 @@ def start_try(original_id: str, changed: RunConfig) -> None:
     """A doctor's remedy: train the same settings with one change, overlaid with the original."""
     st.session_state.update(widget_values(changed))
     [run] = registry.launch([("", changed)], requester=browser_session())
+    remember_previous(run.run_id, original_id)
     watch([run.run_id, original_id])
     st.session_state.needs_app_rerun = True  # clicked inside the live fragment: Train/Stop must change too
 

@@ -440,6 +440,8 @@ def test_the_doctor_names_one_cause_with_its_consequences_and_a_remedy_runs_with
     try_lower.click().run()
     rerun_until(app, lambda a: a.session_state.run_id != first)
     assert app.session_state.compare_ids == [app.session_state.run_id, first]  # overlaid with the original
+    beneath = [t["name"] for t in chart_specs(app)["Loss per epoch"]["data"][:2]]  # and beneath its curves
+    assert beneath == ["train, previous run", "val, previous run"]
     assert app.text_input(key="lr").value == "0.1" and app.text_input(key="hidden_sizes").value.count("128") == 6
 
 
