@@ -332,7 +332,7 @@ def browser_session() -> str | None:
 
 
 def remember_previous(new_run_id: str, shown_before: str | None) -> None:
-    """The run on screen when a run was started: its epoch curves stay beneath the new run's."""
+    """The run on screen when a run was started: its curves stay beneath the new run's."""
     if shown_before and shown_before != new_run_id:
         st.session_state.previous_run = {"of": new_run_id, "id": shown_before}
 
@@ -694,14 +694,14 @@ def curve_settings() -> None:
 
 
 def previous_run_curves(current) -> tuple[str, object] | None:
-    """(name, history) of the run on screen when this one's Train was pressed, if it finished an
-    epoch and is still there; None otherwise."""
+    """(name, history) of the run on screen when this one's Train (or a doctor's Try) was pressed,
+    if it trained a batch and is still there; None otherwise."""
     previous = st.session_state.get("previous_run") or {}
     if previous.get("of") != current.run_id:
         return None
     run = registry.get(previous.get("id"))
     history = run.snapshot() if run is not None else None
-    if history is None or len(history.epochs) == 0:
+    if history is None or history.num_steps == 0:
         return None
     return run.name, history
 
@@ -711,8 +711,9 @@ def curves_tab(current, snapshot, findings, replay_of=None, replay_step=None, re
     previous = previous_run_curves(current)
     if previous is not None:
         setting_widget(st.checkbox, f"Dashed: the previous run, {charts.escape_markdown(previous[0])}",
-                       "show_previous", help="The epoch curves of the run you were looking at when you pressed "
-                                             "Train, faint beneath this run's, to see what your change did.")
+                       "show_previous", help="The loss and accuracy curves of the run you were looking at when "
+                                             "you pressed Train, faint beneath this run's, to see what your "
+                                             "change did.")
         if not chart_setting("show_previous"):
             previous = None
     left, right = st.columns(2)

@@ -340,8 +340,16 @@ def _scale_y(figure: go.Figure, options: ChartOptions, log: bool) -> go.Figure:
 # --------------------------------------------------------------------------- epoch curves
 
 
-# The previous run's epoch curves: the same colours, faint and dashed, beneath this run's.
+# The previous run's curves: the same colours, faint and dashed, beneath this run's.
 PREVIOUS_OPACITY = 0.45
+
+
+def _previous_line(figure: go.Figure, x, y, label: str, color: str, run_name: str) -> None:
+    figure.add_trace(go.Scatter(
+        x=x, y=y, name=label, mode="lines", opacity=PREVIOUS_OPACITY, legendgroup="previous",
+        legendrank=1001,  # listed after this run's lines
+        line={"color": color, "dash": "dash", "width": 1.5}, meta=escape_plotly(run_name),
+        hovertemplate=f"{label} (%{{meta}}): %{{y:.4g}}<extra></extra>"))
 
 
 def epoch_metric_chart(snapshot: HistorySnapshot, metric: str, markers=None,
@@ -358,12 +366,8 @@ def epoch_metric_chart(snapshot: HistorySnapshot, metric: str, markers=None,
         name, history = previous
         x = _epoch_x(history, options.x_axis)[previous_rows].astype(np.float32)
         for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
-            figure.add_trace(go.Scatter(
-                x=x, y=history.epoch(f"{split}_{metric}")[previous_rows].astype(np.float32),
-                name=f"{split}, previous run", mode="lines", opacity=PREVIOUS_OPACITY, legendgroup="previous",
-                legendrank=1001,  # listed after this run's lines
-                line={"color": color, "dash": "dash", "width": 1.5}, meta=escape_plotly(name),
-                hovertemplate=f"{split}, previous run (%{{meta}}): %{{y:.4g}}<extra></extra>"))
+            _previous_line(figure, x, history.epoch(f"{split}_{metric}")[previous_rows].astype(np.float32),
+                           f"{split}, previous run", color, name)
     rows = _epoch_points(snapshot)
     if len(rows) == 0:
         if metric == "accuracy" and len(previous_rows):
@@ -381,9 +385,20 @@ def epoch_metric_chart(snapshot: HistorySnapshot, metric: str, markers=None,
     return _markers(figure, markers, snapshot, options.x_axis)
 
 
-def batch_loss_chart(snapshot: HistorySnapshot, markers=None, options: ChartOptions = DEFAULT_OPTIONS) -> go.Figure:
+def batch_loss_chart(snapshot: HistorySnapshot, markers=None, options: ChartOptions = DEFAULT_OPTIONS,
+                     previous: tuple[str, HistorySnapshot] | None = None) -> go.Figure:
+    """Per-batch loss (its envelope) and its smoothed line; previous: (name, history) of the run
+    trained before, its smoothed line (raw without smoothing) faint and dashed beneath."""
     log = options.log_y(False)
     figure = _figure("Loss per batch", X_AXES[options.x_axis], "loss", log_y=log)
+    if previous is not None and previous[1].num_steps:
+        history, loss = previous[1], previous[1].batch("loss")
+        # Its smoothed line only (the raw series' envelope when smoothing is off): one line, not two.
+        points = display_points(len(loss)) if options.smoothing > 0 else envelope_points(history, "loss", loss)
+        y = smooth_ema_at(loss, options.smoothing, points) if options.smoothing > 0 else loss[points]
+        _previous_line(figure, _batch_x(history, options.x_axis)[points], y.astype(np.float32),
+                       "previous run" + (f" (smoothed {options.smoothing:g})" if options.smoothing > 0 else ""),
+                       TRAIN_COLOR, previous[0])
     if snapshot.num_steps == 0:
         return _empty_note(figure, "waiting for the first batch")
     (px, py), smoothed = _batch_lines(snapshot, "loss", snapshot.batch("loss"), options)
@@ -450,11 +465,11 @@ def training_curves_figures(snapshot: HistorySnapshot, findings: list, options: 
     """The Training-curves tab: loss and accuracy per epoch, batch loss, gradient norms, LR.
     replay_of: the whole run, when `snapshot` is it cut at a replayed step: every chart keeps the
     whole run's x-range and shows a cursor where the replay is. previous: (name, history) of the
-    run trained before, beneath the epoch curves (epoch_metric_chart)."""
+    run trained before, beneath the epoch curves and the batch loss."""
     figures = [
         epoch_metric_chart(snapshot, "loss", doctor_markers(findings, "loss"), options, previous),
         epoch_metric_chart(snapshot, "accuracy", doctor_markers(findings, "accuracy"), options, previous),
-        batch_loss_chart(snapshot, doctor_markers(findings, "batch_loss"), options),
+        batch_loss_chart(snapshot, doctor_markers(findings, "batch_loss"), options, previous),
         grad_norm_chart(snapshot, doctor_markers(findings, "grad_norm"), options),
         lr_chart(snapshot, options),
     ]

@@ -537,8 +537,11 @@ def test_the_run_before_a_train_click_stays_faint_beneath_the_new_runs_epoch_cur
             assert trace["line"]["dash"] == "dash" and trace["meta"] and trace["meta"] in label.replace("\\", "")
     loss = chart_specs(app)["Loss per epoch"]["data"]
     assert loss[1]["y"] == first_loss[1]["y"] and loss[3]["y"] != loss[1]["y"]  # the first run's val loss, and this one's
+    batch = chart_specs(app)["Loss per batch"]["data"]
+    assert [t["name"] for t in batch] == ["previous run (smoothed 0.9)", "batch loss", "smoothed (0.9)"]
     app.checkbox(key="show_previous").uncheck().run()
     assert [t["name"] for t in chart_specs(app)["Loss per epoch"]["data"]] == ["train", "val"]
+    assert len(chart_specs(app)["Loss per batch"]["data"]) == 2
     app.checkbox(key="show_previous").check().run()
     assert len(chart_specs(app)["Loss per epoch"]["data"]) == 4
 

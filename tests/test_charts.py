@@ -161,6 +161,16 @@ def test_the_previous_runs_epoch_curves_lie_faint_beneath_and_show_before_the_fi
     assert len(charts.epoch_metric_chart(snapshot, "loss", previous=("before", empty)).data) == 2
     figures = charts.training_curves_figures(snapshot, [], previous=("before", snapshot))
     assert [len(f.data) for f in figures[:2]] == [4, 4]
+    # Loss per batch: the previous run's smoothed line (raw without smoothing), faint and dashed, first.
+    for smoothing in (0.9, 0.0):
+        options = charts.ChartOptions(smoothing=smoothing)
+        batch = charts.batch_loss_chart(snapshot, options=options, previous=("before", snapshot))
+        own = charts.batch_loss_chart(snapshot, options=options)
+        line = batch.data[0]
+        assert line.line.dash == "dash" and line.name.startswith("previous run") and len(batch.data) == len(own.data) + 1
+        expected = own.data[-1] if smoothing else own.data[0]  # this run's own smoothed (or raw) line, same data
+        assert np.allclose(line.y, expected.y) and np.array_equal(line.x, expected.x)
+    assert len(charts.batch_loss_chart(empty, previous=("before", snapshot)).data) == 1  # before this run's first batch
 
 
 def test_architecture_diagram_and_layer_table(trained):
