@@ -60,6 +60,18 @@ def _check_dropout(dropout: float) -> float:
     return float(dropout)
 
 
+class _KeptOutputs(dict):
+    """Layer outputs kept for their gradients during a capture. A copy or a pickle of the model
+    holds none: a non-leaf tensor can be neither deep-copied nor pickled (an EMA copy taken
+    between a stats batch's forward and log_batch must not fail)."""
+
+    def __deepcopy__(self, memo) -> _KeptOutputs:
+        return _KeptOutputs()
+
+    def __reduce__(self):
+        return _KeptOutputs, ()
+
+
 class ActivationCapture:
     """Activation capture shared by the models here and ModuleWatcher: `_watched` lists
     (layer name, module whose output is measured, activation name); a capture registers
@@ -72,7 +84,7 @@ class ActivationCapture:
     monitoring_enabled: bool
     # Outputs whose gradient is kept (retain_grad) until the capture ends, by layer name: see
     # _make_forward_hook. Only models that set _retain_activation_grads use it.
-    _retained: dict[str, torch.Tensor]
+    _retained: _KeptOutputs
     _retain_activation_grads = False
     # CPU tensors are measured with numpy (4-number arrays, float norms), others stay on their device.
     captured_activations: dict[str, torch.Tensor | np.ndarray]
@@ -117,7 +129,7 @@ class ActivationCapture:
         for handle in self._hook_handles:
             handle.remove()
         self._hook_handles = []
-        self._retained = {}
+        self._retained = _KeptOutputs()
 
     def disable_monitoring(self) -> None:
         """Remove the hooks and never register them again: a plain model from now on."""
@@ -163,7 +175,7 @@ class MonitoredModel(ActivationCapture, nn.Module):
         self._activation_of: dict[str, str | None] = {}
         self._watched: list[tuple[str, nn.Module, str | None]] = []
         self._hook_handles: list = []
-        self._retained: dict[str, torch.Tensor] = {}
+        self._retained = _KeptOutputs()
         self.monitoring_enabled = True
         # name -> tensor of ACTIVATION_STATS (without the gradient) and name -> gradient norm
         self.captured_activations: dict[str, torch.Tensor] = {}
@@ -447,7 +459,7 @@ class ModuleWatcher(ActivationCapture):
         self._activation_of: dict[str, str | None] = {}
         self._watched = []
         self._hook_handles = []
-        self._retained = {}
+        self._retained = _KeptOutputs()
         self.monitoring_enabled = True
         self.captured_activations = {}
         self.captured_activation_grads = {}

@@ -99,6 +99,23 @@ def test_capture_measures_activations_and_their_gradients_only_when_asked():
     assert model.captured_activation_grads["fc1"] == pytest.approx(hidden.grad.norm().item(), rel=1e-5)
 
 
+def test_a_model_copied_in_the_middle_of_a_capture_copies_and_captures():
+    """Between a stats batch's forward and the end of its capture the model holds its outputs
+    (non-leaf tensors, which deepcopy refuses): an EMA copy taken there must still work."""
+    import copy
+    import pickle
+
+    model = MonitoredMLP(4, [16], 3)
+    model.capture(True)
+    logits = model(torch.randn(8, 4))
+    twin = copy.deepcopy(model)
+    assert all(torch.equal(a, b) for a, b in zip(twin.parameters(), model.parameters())) and twin._retained == {}
+    assert pickle.loads(pickle.dumps(model._retained)) == {}
+    nn.functional.cross_entropy(logits, torch.randint(0, 3, (8,))).backward()
+    model.capture(False)
+    assert set(model.captured_activation_grads) == {"fc1", "fc2"}
+
+
 def test_any_modules_capture_measures_the_same_activation_gradients():
     """ModuleWatcher keeps per-output hooks (no gradient held through a large model's step), the
     models here keep the gradients until the capture ends: the same numbers either way."""
