@@ -318,6 +318,7 @@ def watch(run_ids: list[str]) -> None:
     st.session_state.run_id = run_ids[0]
     st.session_state.compare_ids = run_ids
     st.query_params["run"] = run_ids[0]
+    st.query_params.pop("previous", None)  # (remember_previous sets it again for a run just started)
     if len(run_ids) > 1:
         st.query_params["compare"] = ",".join(run_ids)
     else:
@@ -332,16 +333,18 @@ def browser_session() -> str | None:
 
 
 def remember_previous(new_run_id: str, shown_before: str | None) -> None:
-    """The run on screen when a run was started: its curves stay beneath the new run's."""
+    """The run on screen when a run was started: its curves stay beneath the new run's (after
+    watch(): the URL keeps it too, so a refresh or a shared link shows the same charts)."""
     if shown_before and shown_before != new_run_id:
         st.session_state.previous_run = {"of": new_run_id, "id": shown_before}
+        st.query_params["previous"] = shown_before
 
 
 def start_run(run_config: RunConfig) -> None:
     shown_before = st.session_state.get("run_id")
     run_ids = [run.run_id for run in registry.launch([("", run_config)], requester=browser_session())]
-    remember_previous(run_ids[0], shown_before)
     watch(run_ids)
+    remember_previous(run_ids[0], shown_before)
 
 
 def start_preset(key: str) -> None:
@@ -373,6 +376,9 @@ if "run_id" not in st.session_state:
     st.session_state.run_id = st.query_params.get("run")
     st.session_state.compare_ids = [i for i in st.query_params.get("compare", "").split(",") if i] or (
         [st.session_state.run_id] if st.session_state.run_id else [])
+    if (st.session_state.run_id and st.query_params.get("previous") != st.session_state.run_id
+            and registry.get(st.query_params.get("previous")) is not None):
+        st.session_state.previous_run = {"of": st.session_state.run_id, "id": st.query_params["previous"]}
     attached = registry.get(st.session_state.run_id)
     if attached is not None and attached.config is not None:
         st.session_state.update(widget_values(attached.config))  # the sidebar shows that run's settings
@@ -533,8 +539,8 @@ def start_try(original_id: str, changed: RunConfig) -> None:
     """A doctor's remedy: train the same settings with one change, overlaid with the original."""
     st.session_state.update(widget_values(changed))
     [run] = registry.launch([("", changed)], requester=browser_session())
-    remember_previous(run.run_id, original_id)
     watch([run.run_id, original_id])
+    remember_previous(run.run_id, original_id)
     st.session_state.needs_app_rerun = True  # clicked inside the live fragment: Train/Stop must change too
 
 

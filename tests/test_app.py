@@ -544,6 +544,12 @@ def test_the_run_before_a_train_click_stays_faint_beneath_the_new_runs_epoch_cur
     assert len(chart_specs(app)["Loss per batch"]["data"]) == 2
     app.checkbox(key="show_previous").check().run()
     assert len(chart_specs(app)["Loss per epoch"]["data"]) == 4
+    # The URL keeps it: a refresh (or the link, shared) shows the same charts; a bad or circular one nothing.
+    assert app.query_params["previous"] == first and app.query_params["run"] == second
+    assert len(chart_specs(new_app(run=second, previous=first))["Loss per epoch"]["data"]) == 4
+    for bad in (second, "../../etc", "0" * 5000, "ab\x00cd"):
+        reopened = new_app(run=second, previous=bad)
+        assert not reopened.exception and len(chart_specs(reopened)["Loss per epoch"]["data"]) == 2
 
 
 def test_runs_table_filters_runs_and_tags_notes_and_parallel_coordinates_work(runs_folder):
