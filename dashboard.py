@@ -1290,7 +1290,7 @@ def run_header(current, members: list) -> tuple | None:
         st.progress(progress.fraction, text=f"{whole.num_steps:,} batches in {seconds:.2f}s "
                                             f"({whole.num_steps / max(seconds, 1e-9):,.0f} batches/s)")
     elif (writer := current.writer_state) is not None and writer.paused:
-        st.progress(progress.fraction, text=f"{progress.batches_done:,} / {progress.batches_total:,} batches · paused")
+        st.progress(progress.fraction, text=f"{progress.done_text()} · paused")
     else:
         st.progress(progress.fraction, text=progress.text())
     if ranks := charts.rank_speeds_text(current.rank_speeds):

@@ -1063,8 +1063,14 @@ class Progress:
 
     def text(self) -> str:
         rate = f"{self.batches_per_second:,.0f} batches/s" if self.batches_per_second > 0 else "– batches/s"
+        if not self.batches_total:  # a script that did not say how long it trains
+            return f"{self.batches_done:,} batches · {rate}"
         left = f"{_duration(self.seconds_left)} left" if math.isfinite(self.seconds_left) else "time left: –"
         return f"{self.batches_done:,} / {self.batches_total:,} batches · {rate} · {left}"
+
+    def done_text(self) -> str:
+        """'790 / 1,500 batches', or '790 batches' when the run's length is unknown."""
+        return f"{self.batches_done:,} / {self.batches_total:,} batches" if self.batches_total else f"{self.batches_done:,} batches"
 
 
 def _duration(seconds: float) -> str:
@@ -1081,17 +1087,18 @@ def rank_speeds_text(speeds) -> str:
 
 
 def training_progress(snapshot: HistorySnapshot, window_seconds: float = 5.0) -> Progress:
-    """Progress through the planned batches; speed over the last few seconds of training."""
+    """Progress through the planned batches; speed over the last few seconds of training. A run
+    whose length is unknown (a script's watch() without planned_epochs) has a speed but no fraction."""
     total = snapshot.planned_epochs * snapshot.batches_per_epoch
     done = snapshot.num_steps
-    if done == 0 or total == 0:
+    if done == 0:
         return Progress(0.0, done, total, 0.0, math.inf)
     seconds = snapshot.batch("seconds").astype(np.float64)
     start = int(np.searchsorted(seconds, seconds[-1] - window_seconds))
     span = seconds[-1] - (seconds[start - 1] if start > 0 else 0.0)
     rate = (done - start) / span if span > 0 else 0.0
-    left = (total - done) / rate if rate > 0 else math.inf
-    return Progress(min(done / total, 1.0), done, total, rate, left)
+    left = (total - done) / rate if rate > 0 and total else math.inf
+    return Progress(min(done / total, 1.0) if total else 0.0, done, total, rate, left)
 
 
 # --------------------------------------------------------------------------- predictions

@@ -197,6 +197,13 @@ def test_headline_metrics_and_progress(trained):
     progress = charts.training_progress(snapshot)
     assert progress.fraction == 1.0 and progress.batches_done == progress.batches_total == snapshot.num_steps
     assert progress.batches_per_second > 0 and "batches/s" in progress.text()
+    # A script's run that never said how long it trains: its speed, no "/ 0" and no time left.
+    import dataclasses
+
+    unknown = charts.training_progress(dataclasses.replace(snapshot, planned_epochs=0))
+    assert unknown.fraction == 0.0 and unknown.batches_per_second == progress.batches_per_second
+    assert unknown.text() == f"{snapshot.num_steps:,} batches · {progress.batches_per_second:,.0f} batches/s"
+    assert unknown.done_text() == f"{snapshot.num_steps:,} batches" and "/" in progress.done_text()
 
 
 def test_robust_rebinning_keeps_every_value_and_ignores_a_lone_spike():
