@@ -376,9 +376,12 @@ if "run_id" not in st.session_state:
     st.session_state.run_id = st.query_params.get("run")
     st.session_state.compare_ids = [i for i in st.query_params.get("compare", "").split(",") if i] or (
         [st.session_state.run_id] if st.session_state.run_id else [])
-    if (st.session_state.run_id and st.query_params.get("previous") != st.session_state.run_id
-            and registry.get(st.query_params.get("previous")) is not None):
-        st.session_state.previous_run = {"of": st.session_state.run_id, "id": st.query_params["previous"]}
+    linked_previous = st.query_params.get("previous")
+    if st.session_state.run_id and linked_previous and linked_previous != st.session_state.run_id:
+        if registry.get(linked_previous) is not None:
+            st.session_state.previous_run = {"of": st.session_state.run_id, "id": linked_previous}
+        else:  # said under the chart settings (the id itself is not echoed: it came from a link)
+            st.session_state.previous_run = {"of": st.session_state.run_id, "id": None}
     attached = registry.get(st.session_state.run_id)
     if attached is not None and attached.config is not None:
         st.session_state.update(widget_values(attached.config))  # the sidebar shows that run's settings
@@ -701,12 +704,16 @@ def curve_settings() -> None:
 
 def previous_run_curves(current) -> tuple[str, object] | None:
     """(name, history) of the run on screen when this one's Train (or a doctor's Try) was pressed,
-    if it trained a batch and is still there; None otherwise."""
+    if it trained a batch and is still there; None otherwise (a caption says so when it is gone)."""
     previous = st.session_state.get("previous_run") or {}
     if previous.get("of") != current.run_id:
         return None
     run = registry.get(previous.get("id"))
-    history = run.snapshot() if run is not None else None
+    if run is None:
+        st.caption("The run this page compared with is not in this runs folder (deleted, or not a run id): "
+                   "only this run is drawn.")
+        return None
+    history = run.snapshot()
     if history is None or history.num_steps == 0:
         return None
     return run.name, history

@@ -550,6 +550,8 @@ def test_the_run_before_a_train_click_stays_faint_beneath_the_new_runs_epoch_cur
     for bad in (second, "../../etc", "0" * 5000, "ab\x00cd"):
         reopened = new_app(run=second, previous=bad)
         assert not reopened.exception and len(chart_specs(reopened)["Loss per epoch"]["data"]) == 2
+        said = any("not in this runs folder" in c.value for c in reopened.caption)
+        assert said == (bad != second)  # an unknown id is said; the run itself is simply not drawn twice
 
 
 def test_runs_table_filters_runs_and_tags_notes_and_parallel_coordinates_work(runs_folder):
