@@ -385,6 +385,28 @@ def epoch_metric_chart(snapshot: HistorySnapshot, metric: str, markers=None,
     return _markers(figure, markers, snapshot, options.x_axis)
 
 
+# (history id, batches, smoothing, x axis) -> the previous run's batch-loss line: that run has
+# usually ended, and its line at smoothing 0.99 took 42 ms of every 1 s refresh at 1M batches.
+_PREVIOUS_LINES: OrderedDict = OrderedDict()
+
+
+def _previous_batch_line(history: HistorySnapshot, options: ChartOptions) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of a run's smoothed batch loss (its raw envelope with smoothing off), one line."""
+    key = (history.history_id, history.num_steps, options.smoothing, options.x_axis)
+    with _ENVELOPES_LOCK:
+        line = _PREVIOUS_LINES.get(key) if history.history_id else None
+    if line is None:
+        loss = history.batch("loss")
+        points = display_points(len(loss)) if options.smoothing > 0 else envelope_points(history, "loss", loss)
+        y = smooth_ema_at(loss, options.smoothing, points) if options.smoothing > 0 else loss[points]
+        line = (_batch_x(history, options.x_axis)[points], y.astype(np.float32))
+        with _ENVELOPES_LOCK:
+            _PREVIOUS_LINES[key] = line
+            while len(_PREVIOUS_LINES) > MAX_ENVELOPES:
+                _PREVIOUS_LINES.popitem(last=False)
+    return line
+
+
 def batch_loss_chart(snapshot: HistorySnapshot, markers=None, options: ChartOptions = DEFAULT_OPTIONS,
                      previous: tuple[str, HistorySnapshot] | None = None) -> go.Figure:
     """Per-batch loss (its envelope) and its smoothed line; previous: (name, history) of the run
@@ -392,11 +414,7 @@ def batch_loss_chart(snapshot: HistorySnapshot, markers=None, options: ChartOpti
     log = options.log_y(False)
     figure = _figure("Loss per batch", X_AXES[options.x_axis], "loss", log_y=log)
     if previous is not None and previous[1].num_steps:
-        history, loss = previous[1], previous[1].batch("loss")
-        # Its smoothed line only (the raw series' envelope when smoothing is off): one line, not two.
-        points = display_points(len(loss)) if options.smoothing > 0 else envelope_points(history, "loss", loss)
-        y = smooth_ema_at(loss, options.smoothing, points) if options.smoothing > 0 else loss[points]
-        _previous_line(figure, _batch_x(history, options.x_axis)[points], y.astype(np.float32),
+        _previous_line(figure, *_previous_batch_line(previous[1], options),
                        "previous run" + (f" (smoothed {options.smoothing:g})" if options.smoothing > 0 else ""),
                        TRAIN_COLOR, previous[0])
     if snapshot.num_steps == 0:
