@@ -11,6 +11,31 @@ from streamlit.testing.v1 import AppTest
 SCRIPT = str(Path(__file__).resolve().parent.parent / "dashboard.py")
 
 
+@pytest.fixture(autouse=True)
+def no_run_outlives_its_test(runs_folder):
+    """Every AppTest session has the same id ("test session id"), and a Train click gets back that
+    session's previous launch while it still trains (five quick clicks start one run): a run one
+    test leaves training (a doctor's Try) was what the next test's Train click got in this process,
+    and that test then waited for the wrong run. Stop every run still training when a test ends."""
+    yield
+    from live_training_dashboard import run_catalog
+    from live_training_dashboard.run_store import RunStore
+
+    pool = run_catalog._pool
+    if pool is None:
+        return
+    store = RunStore(str(runs_folder))
+    for group in [g for g in pool.groups if not g.exited]:
+        for run in group.runs:
+            group.cancelled[run.run_id].set()  # a run still queued never starts
+            if store.exists(store.path(run.run_id)):  # (a run in another test's folder: killed below)
+                store.request_stop(run.run_id)
+        group.process.join(timeout=30)
+        if not group.exited:
+            group.process.kill()
+            group.process.join(timeout=10)
+
+
 def new_app(pace: str = "fast", **query) -> AppTest:
     """The page, as a fresh browser tab opens it; runs at full speed unless a test watches the pace."""
     app = AppTest.from_file(SCRIPT, default_timeout=60)
