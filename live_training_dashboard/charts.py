@@ -17,7 +17,7 @@ import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -291,6 +291,9 @@ def _figure(title: str, x_title: str, y_title: str, height: int = CHART_HEIGHT, 
 
 def _empty_note(figure: go.Figure, text: str) -> go.Figure:
     figure.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"color": "gray"})
+    if not figure.data:  # Plotly's axes of nothing (-1..6 by -1..4) would read as data
+        figure.update_xaxes(visible=False)
+        figure.update_yaxes(visible=False)
     return figure
 
 
@@ -329,12 +332,58 @@ def outlier_free_range(values: list[np.ndarray], log: bool) -> list[float] | Non
 
 
 def _scale_y(figure: go.Figure, options: ChartOptions, log: bool) -> go.Figure:
-    """Ignore outliers: set the y-range from the figure's own lines (every point drawn counts)."""
-    if options.ignore_outliers:
-        span = outlier_free_range([np.asarray(t.y, dtype=np.float64) for t in figure.data if t.y is not None], log)
+    """Ignore outliers: set the y-range from the figure's own lines (every point drawn counts).
+    On a log axis, label more than the powers of ten where fewer than three would show."""
+    lines = [np.asarray(t.y, dtype=np.float64) for t in figure.data if t.y is not None]
+    span = outlier_free_range(lines, log) if options.ignore_outliers else None
+    if span is not None:
+        figure.update_yaxes(range=span)
+    if log:
         if span is not None:
-            figure.update_yaxes(range=span)
+            low, high = 10.0 ** span[0], 10.0 ** span[1]
+        else:
+            pooled = np.concatenate([line.ravel() for line in lines]) if lines else np.empty(0)
+            pooled = pooled[np.isfinite(pooled) & (pooled > 0)]
+            low, high = (float(pooled.min()), float(pooled.max())) if len(pooled) else (0.0, 0.0)
+            if low == high:  # a constant (an unscheduled learning rate): ticks around it
+                low, high = low / 2, high * 2
+        _label_log_axis(figure, low, high)
     return figure
+
+
+# Tick mantissas per power of ten, sparsest first: a log axis gets the first set that labels at
+# least three values in view. A run's gradient norms often span less than a power of ten, where
+# the powers of ten alone label one tick or none.
+LOG_TICK_MANTISSAS = ((1,), (1, 2, 5), (1, 2, 3, 5, 7), tuple(range(1, 10)))
+
+
+def log_axis_ticks(low: float, high: float) -> list[float] | None:
+    """Tick values for a log axis that shows [low, high], or None where the powers of ten label
+    three or more (or there is no range: non-positive, non-finite or empty). A range too narrow
+    for whole mantissas (1.1 to 2.9) gets evenly spaced round values (1.5, 2, 2.5)."""
+    if not (0 < low < high < math.inf):
+        return None
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    if last - first > 2:  # three powers of ten or more in view
+        return None
+    for mantissas in LOG_TICK_MANTISSAS:
+        ticks = [value for exponent in range(first, last + 1) for mantissa in mantissas
+                 if low <= (value := float(f"{mantissa}e{exponent}")) <= high]
+        if len(ticks) >= 3:
+            return None if mantissas == (1,) else ticks
+    rough = (high - low) / 4
+    power = 10.0 ** math.floor(math.log10(rough))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= rough)
+    start = math.ceil(low / step)
+    ticks = [float(f"{(start + index) * step:.12g}") for index in range(int((high - low) / step) + 2)]
+    return [tick for tick in ticks if low <= tick <= high] or None
+
+
+def _label_log_axis(figure: go.Figure, low: float, high: float) -> None:
+    ticks = log_axis_ticks(low, high)
+    if ticks is not None:
+        # Written in full (0.2, 0.5, 1, 2): "2" and "5" alone are what _figure's comment avoids.
+        figure.update_yaxes(tickmode="array", tickvals=ticks, ticktext=[f"{tick:g}" for tick in ticks])
 
 
 # --------------------------------------------------------------------------- epoch curves
@@ -469,6 +518,8 @@ def lr_chart(snapshot: HistorySnapshot, options: ChartOptions = DEFAULT_OPTIONS)
         top = float(np.nanmax(y)) if np.isfinite(y).any() else 1.0
         # Plotly pads a constant line to ±1 around it; anchor at zero so the value reads right.
         figure.update_yaxes(exponentformat="e", range=[0, top * 1.1 if top > 0 else 1.0])
+    else:
+        _scale_y(figure, replace(options, ignore_outliers=False), log)
     return figure
 
 

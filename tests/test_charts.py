@@ -413,6 +413,44 @@ def test_log_axes_tick_powers_of_ten_and_a_constant_lr_is_not_drawn_at_zero(trai
     assert low == 0 and high == pytest.approx(trained.batch("lr").max() * 1.1)
 
 
+def test_a_log_axis_spanning_less_than_three_powers_of_ten_is_labelled_in_full(trained):
+    """Gradient norms between 0.3 and 4 (common late in a run) showed one label, "1"."""
+    import dataclasses
+
+    from live_training_dashboard.history import BATCH_COLUMNS
+
+    trained, _ = trained
+    rng = np.random.default_rng(0)
+    narrow = trained.batches.copy()
+    narrow[:, BATCH_COLUMNS.index("grad_norm")] = rng.uniform(0.3, 4.0, len(narrow))
+    snapshot = dataclasses.replace(trained, batches=narrow, history_id="narrow gradient norms",
+                                   layer_grad_norms=rng.uniform(0.3, 4.0, trained.layer_grad_norms.shape))
+    axis = charts.grad_norm_chart(snapshot).layout.yaxis
+    assert axis.type == "log" and axis.tickmode == "array"
+    assert dict(zip(axis.tickvals, axis.ticktext)) == {0.5: "0.5", 1.0: "1", 2.0: "2"}
+    # The comparison draws the smoothed line only, narrower still (about 1.1 to 2.9): round steps.
+    axis = charts.compare_chart([("a", snapshot)], "grad_norm").layout.yaxis
+    assert len(axis.tickvals) >= 3 and list(axis.ticktext) == [f"{tick:g}" for tick in axis.tickvals]
+    assert 1.0 < min(axis.tickvals) and max(axis.tickvals) < 3.0
+    # Three or more powers of ten in view: those alone, as before.
+    assert charts.log_axis_ticks(0.01, 50.0) is None
+    assert charts.log_axis_ticks(0.6, 0.95) == [0.6, 0.7, 0.8, 0.9]  # within one power: every digit
+    assert charts.log_axis_ticks(0.52, 0.58) == [0.52, 0.54, 0.56, 0.58]
+    for low, high in ((0.0, 1.0), (math.nan, 1.0), (1.0, math.inf), (2.0, 1.0)):
+        assert charts.log_axis_ticks(low, high) is None  # no range: Plotly's own
+
+
+def test_a_chart_with_nothing_to_draw_hides_its_empty_axes():
+    from live_training_dashboard.history import History
+
+    empty = History(["fc1"]).snapshot()
+    figure = charts.batch_loss_chart(empty)
+    assert figure.layout.annotations and figure.layout.xaxis.visible is False and figure.layout.yaxis.visible is False
+    table, settings = charts.runs_table(runs_for_table())
+    one_run = charts.parallel_coordinates_chart(table.iloc[:1], settings)
+    assert one_run.layout.xaxis.visible is False
+
+
 def runs_for_table():
     from live_training_dashboard.history import Status
 
