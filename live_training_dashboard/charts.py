@@ -364,7 +364,7 @@ def log_axis_ticks(low: float, high: float) -> list[float] | None:
     if not (0 < low < high < math.inf):
         return None
     first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
-    if last - first > 2:  # three powers of ten or more in view
+    if last - first > 4:  # three powers of ten or more in view, whatever the mantissas would add
         return None
     for mantissas in LOG_TICK_MANTISSAS:
         ticks = [value for exponent in range(first, last + 1) for mantissa in mantissas

@@ -434,6 +434,7 @@ def test_a_log_axis_spanning_less_than_three_powers_of_ten_is_labelled_in_full(t
     assert 1.0 < min(axis.tickvals) and max(axis.tickvals) < 3.0
     # Three or more powers of ten in view: those alone, as before.
     assert charts.log_axis_ticks(0.01, 50.0) is None
+    assert charts.log_axis_ticks(0.02, 2.0) == [0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]  # 0.1 and 1 alone: too few
     assert charts.log_axis_ticks(0.6, 0.95) == [0.6, 0.7, 0.8, 0.9]  # within one power: every digit
     assert charts.log_axis_ticks(0.52, 0.58) == [0.52, 0.54, 0.56, 0.58]
     for low, high in ((0.0, 1.0), (math.nan, 1.0), (1.0, math.inf), (2.0, 1.0)):
