@@ -1012,6 +1012,20 @@ def architecture_boxes(layers: list[LayerInfo]) -> list[dict]:
     return boxes
 
 
+# Box text is cut to what a box holds in the main column (~850 px wide, ~6.5 px a character): a
+# user's module names and types ("block.self_attn.out_proj", "NonDynamicallyQuantizableLinear")
+# ran over the next boxes. The hover has them in full.
+DIAGRAM_WIDTH_PX, DIAGRAM_CHAR_PX = 850, 6.5
+
+
+def _fit(text: str, chars: int, keep_end: bool = False) -> str:
+    """`text` in at most `chars` characters, HTML-escaped; cut with an ellipsis (at the start with
+    keep_end: a dotted module name's last parts say the most)."""
+    if len(text) > chars:
+        text = "…" + text[-(chars - 1):] if keep_end else text[:chars - 1] + "…"
+    return escape_plotly(text)
+
+
 def architecture_diagram(layers: list[LayerInfo], height: int = 260) -> go.Figure:
     """Boxes left to right: name, type (+activation), output shape, parameter count."""
     boxes = architecture_boxes(layers)
@@ -1024,23 +1038,25 @@ def architecture_diagram(layers: list[LayerInfo], height: int = 260) -> go.Figur
         plot_bgcolor="white",
     )
     biggest = max((b["params"] for b in boxes), default=1) or 1
+    chars = int(DIAGRAM_WIDTH_PX / max(len(boxes), 1) * 0.76 / DIAGRAM_CHAR_PX)
     for index, box in enumerate(boxes):
         # Box height grows with log(parameters), so big layers look big without dwarfing the rest.
         half = 0.35 + 0.55 * (math.log1p(box["params"]) / math.log1p(biggest) if box["params"] else 0)
         color = _KIND_COLORS.get(box["kind"], "#c5b0d5")
         figure.add_shape(type="rect", x0=index - 0.38, x1=index + 0.38, y0=-half, y1=half,
                          fillcolor=color, line={"color": "#555"}, layer="below")
-        kind = box["kind"] + ("<br>+" + "+".join(box["extras"]) if box["extras"] else "")
-        shape = "×".join(str(s) for s in box["shape"])
-        figure.add_annotation(x=index, y=0, showarrow=False, font={"size": 11, "color": "#222"},
-                              text=f"<b>{box['name']}</b><br>{kind}<br>{shape}<br>{box['params']:,} p")
+        if chars >= 4:  # (narrower: the hover alone names it)
+            lines = [f"<b>{_fit(box['name'], chars, keep_end=True)}</b>", _fit(box["kind"], chars)]
+            lines += [_fit("+" + "+".join(box["extras"]), chars)] if box["extras"] else []
+            lines += [_fit("×".join(str(s) for s in box["shape"]), chars), _fit(f"{box['params']:,} p", chars)]
+            figure.add_annotation(x=index, y=0, showarrow=False, font={"size": 11, "color": "#222"}, text="<br>".join(lines))
         if index:
             figure.add_annotation(x=index - 0.38, y=0, ax=index - 0.62, ay=0, xref="x", yref="y", axref="x", ayref="y",
                                   showarrow=True, arrowhead=2, arrowsize=1, arrowcolor="#555", text="")
     figure.add_trace(go.Scatter(
         x=list(range(len(boxes))), y=[0] * len(boxes), mode="markers", marker={"opacity": 0},
-        customdata=[[b["kind"], "×".join(map(str, b["shape"])), b["params"]] for b in boxes],
-        text=[b["name"] for b in boxes],
+        customdata=[[escape_plotly(b["kind"]), "×".join(map(str, b["shape"])), b["params"]] for b in boxes],
+        text=[escape_plotly(b["name"]) for b in boxes],
         hovertemplate="%{text}: %{customdata[0]}<br>output %{customdata[1]}<br>%{customdata[2]:,} parameters<extra></extra>",
     ))
     return figure
@@ -1055,6 +1071,8 @@ def layer_table(snapshot: HistorySnapshot | None, layers: list[LayerInfo]) -> pd
         "output shape": ["×".join(map(str, layer.output_shape)) for layer in monitored],
         "parameters": [layer.param_count for layer in monitored],
     })
+    if not any(layer.output_shape for layer in monitored):
+        table = table.drop(columns="output shape")  # a script's module tree: shapes never seen, a blank column
     if snapshot is None or len(snapshot.stats_steps) == 0:
         return table
     names = list(snapshot.layer_names)
@@ -1101,7 +1119,7 @@ def headline_metrics(snapshot: HistorySnapshot) -> list[Headline]:
         if not len(values):
             return Headline(label, "–")
         current = values[-1]
-        text = f"{current:.1%}" if percent else _fmt(current)
+        text = f"{current:.1%}" if percent and math.isfinite(current) else _fmt(current)  # not "nan%": no val logged
         delta = None
         if len(values) > 1 and math.isfinite(values[-2]) and math.isfinite(current):
             change = current - values[-2]

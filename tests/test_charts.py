@@ -188,6 +188,28 @@ def test_architecture_diagram_and_layer_table(trained):
     assert table["dead %"].iloc[:3].between(0, 100).all() and np.isnan(table["dead %"].iloc[3])
 
 
+def test_a_scripts_module_tree_fits_its_boxes_and_its_table_has_no_blank_shape_column():
+    from neural_network import LayerInfo
+
+    layers = [LayerInfo("embed", "Embedding", (), 1600, monitored=True),
+              LayerInfo("block.self_attn.out_proj", "NonDynamicallyQuantizableLinear", (), 1056, monitored=True),
+              *[LayerInfo(f"block.layers.{i}.linear", "Linear", (), 2112, monitored=True) for i in range(8)],
+              LayerInfo("<b>head</b>", "Linear", (), 1650, monitored=True)]
+    figure = charts.architecture_diagram(layers)
+    texts = [a.text for a in figure.layout.annotations if a.text]
+    assert len(texts) == len(layers)
+    chars = int(charts.DIAGRAM_WIDTH_PX / len(layers) * 0.76 / charts.DIAGRAM_CHAR_PX)
+    for text in texts:
+        for line in text.replace("<b>", "").replace("</b>", "").split("<br>"):
+            assert len(line.replace("&lt;", "<").replace("&gt;", ">")) <= chars, line
+    assert "<b>…out_proj</b>" in texts[1] and "NonDyna" in texts[1] and "&lt;" in texts[-1]
+    hover = figure.data[0]
+    assert hover.text[1] == "block.self_attn.out_proj" and hover.customdata[1][0] == "NonDynamicallyQuantizableLinear"
+    assert "output shape" not in charts.layer_table(None, layers).columns
+    # Forty boxes leave no room for text: the hover names them.
+    assert not [a for a in charts.architecture_diagram(layers * 4).layout.annotations if a.text]
+
+
 def test_headline_metrics_and_progress(trained):
     snapshot, _ = trained
     items = {h.label: h for h in charts.headline_metrics(snapshot)}
@@ -204,6 +226,13 @@ def test_headline_metrics_and_progress(trained):
     assert unknown.fraction == 0.0 and unknown.batches_per_second == progress.batches_per_second
     assert unknown.text() == f"{snapshot.num_steps:,} batches · {progress.batches_per_second:,.0f} batches/s"
     assert unknown.done_text() == f"{snapshot.num_steps:,} batches" and "/" in progress.done_text()
+    # A script that logs epochs without validation: a dash, like the val loss, not "nan%".
+    from live_training_dashboard.history import EPOCH_COLUMNS
+
+    epochs = snapshot.epochs.copy()
+    epochs[:, [EPOCH_COLUMNS.index("val_loss"), EPOCH_COLUMNS.index("val_accuracy")]] = np.nan
+    items = {h.label: h for h in charts.headline_metrics(dataclasses.replace(snapshot, epochs=epochs))}
+    assert items["Val accuracy"].value == items["Val loss"].value == "–" and items["Val accuracy"].delta is None
 
 
 def test_robust_rebinning_keeps_every_value_and_ignores_a_lone_spike():
