@@ -879,16 +879,35 @@ def distributions_tab(snapshot, replay_of=None, reel=None) -> None:
                        help="Per layer: each layer on its own value range. Shared: every layer on one log10 "
                             "|value| axis, so a 1000x gap between layers' gradients is three decades apart.")
     mode, scale = chart_setting("hist_mode"), chart_setting("hist_scale")
+    layers = histogram_layers(list((replay_of if replay_of is not None else snapshot).layer_names))
+    if not layers:
+        st.info("Pick one or more layers above to see their distributions.")
+        return
     left, right = st.columns(2)
     for column, kind in ((left, "grad"), (right, "weight")):
         if reel is not None and mode == "heatmap":  # the browser plays it: the whole run veiled right of the cursor
-            draw_chart(column, charts.histogram_heatmaps(replay_of, kind, columns=1, mode=mode, scale=scale),
+            draw_chart(column, charts.histogram_heatmaps(replay_of, kind, layers, columns=1, mode=mode, scale=scale),
                        f"{kind}_hist_chart", {**reel, "cursor": charts.histogram_replay_cursor(replay_of, kind, reel["steps"])})
-            figure, frames = latest_histogram_frames(replay_of, kind, scale, reel)
+            figure, frames = latest_histogram_frames(replay_of, kind, scale, reel, layers)
             draw_chart(column, figure, f"{kind}_latest_chart", {**reel, **frames})
             continue
-        draw_chart(column, charts.histogram_heatmaps(snapshot, kind, columns=1, mode=mode, scale=scale), f"{kind}_hist_chart")
-        draw_chart(column, charts.latest_histograms(snapshot, kind, scale=scale), f"{kind}_latest_chart")
+        draw_chart(column, charts.histogram_heatmaps(snapshot, kind, layers, columns=1, mode=mode, scale=scale),
+                   f"{kind}_hist_chart")
+        draw_chart(column, charts.latest_histograms(snapshot, kind, scale=scale, layers=layers), f"{kind}_latest_chart")
+
+
+def histogram_layers(names: list[str]) -> list[int]:
+    """Which layers the Distributions tab draws: all of a small model's; for more than
+    charts.DEFAULT_HISTOGRAM_LAYERS, the ones picked here (at first, evenly spread from first to last)."""
+    if len(names) <= charts.DEFAULT_HISTOGRAM_LAYERS:
+        return list(range(len(names)))
+    # One picker per set of layer names: another run's names would not be valid choices.
+    key = "hist_layers_" + hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]
+    picked = st.multiselect(
+        f"Layers ({len(names)} in this model)", names, key=key,
+        default=[names[i] for i in charts.default_histogram_layers(len(names))],
+        help="A panel per layer: at first a few spread from the first layer to the last.")
+    return [names.index(name) for name in picked]
 
 
 def once_per_replay(name: str, whole, reel: dict, compute, *settings) -> tuple:
@@ -916,9 +935,10 @@ def layer_table_frames(whole, architecture, reel: dict) -> tuple:
     return once_per_replay("layer_table_frames", whole, reel, compute)
 
 
-def latest_histogram_frames(whole, kind: str, scale: str, reel: dict) -> tuple:
+def latest_histogram_frames(whole, kind: str, scale: str, reel: dict, layers: list[int]) -> tuple:
     return once_per_replay(f"latest_{kind}_histogram_frames", whole, reel,
-                           lambda: charts.latest_histogram_frames(whole, kind, scale, reel["steps"]), scale)
+                           lambda: charts.latest_histogram_frames(whole, kind, scale, reel["steps"], layers),
+                           scale, tuple(layers))
 
 
 def model_tab(current, snapshot, findings, replay_of=None, reel=None) -> None:

@@ -746,6 +746,20 @@ def _layer_grids(series, layers: list[int], shown: np.ndarray, kind: str, scale:
     return grids, None
 
 
+HEATMAP_ROOM_PX = 50
+# The Distributions tab draws this many layers at first (a panel each, ~230 px): a script's model
+# of 60 modules would be a 14,000 px column. The page offers the rest to pick.
+DEFAULT_HISTOGRAM_LAYERS = 8
+
+
+def default_histogram_layers(count: int, most: int = DEFAULT_HISTOGRAM_LAYERS) -> list[int]:
+    """Indices of the layers drawn before anyone picks: all of up to `most`, else `most` spread
+    evenly from the first to the last (depth is what a vanishing gradient shows along)."""
+    if count <= most:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (most - 1)) for i in range(most)})
+
+
 def histogram_heatmaps(snapshot: HistorySnapshot, kind: str, layers: list[int] | None = None, columns: int = 2,
                        mode: str = "heatmap", scale: str = "layer") -> go.Figure:
     """One panel per layer over training steps. mode "heatmap": x = step, y = value, colour = share
@@ -782,13 +796,17 @@ def histogram_heatmaps(snapshot: HistorySnapshot, kind: str, layers: list[int] |
             "colorscale": "Viridis", "cmin": float(steps[0]), "cmax": float(steps[-1]) if len(steps) > 1 else float(steps[0]) + 1,
             "colorbar": {"title": {"text": "step", "side": "right"}, "thickness": 12, "len": 0.9}})
     gap = 0.08
+    # Room above each panel (its name) and below (ticks, axis title) in pixels, not a share of the
+    # figure: a share was 50 px at 4 layers and turned the panels inside out (domains with y0 > y1,
+    # all piled on one another) at 9 or more, a script's transformer block.
+    room = HEATMAP_ROOM_PX / (figure.layout.height - figure.layout.margin.t - figure.layout.margin.b)
     for position, (layer, (centres, fractions)) in enumerate(zip(layers, grids)):
         r, c = divmod(position, columns)
         axis = "" if position == 0 else str(position + 1)
         x0 = c / columns + (gap / 2 if c else 0)
         x1 = (c + 1) / columns - (gap / 2 if c + 1 < columns else 0)
-        y1 = 1 - r / rows - (0.06 if r else 0)
-        y0 = 1 - (r + 1) / rows + 0.06
+        y1 = 1 - r / rows - (room if r else 0)
+        y0 = 1 - (r + 1) / rows + room
         name = escape_plotly(snapshot.layer_names[layer])
         if mode == "heatmap":
             # Log colour: the tails of a distribution matter as much as its peak. (Both from the float32
@@ -841,16 +859,15 @@ def _ridges(figure: go.Figure, steps: np.ndarray, centres: np.ndarray, fractions
                                 xaxis=f"x{axis}", yaxis=f"y{axis}", hoverinfo="skip"))
 
 
-def _latest_histogram_lines(snapshot: HistorySnapshot, kind: str, scale: str, at: int):
-    """Each layer's histogram number `at` (an index into the kind's steps) as (x, share) lines, and
-    the shared log-magnitude edges (None on the per-layer scale)."""
+def _latest_histogram_lines(snapshot: HistorySnapshot, kind: str, scale: str, at: int, layers: list[int]):
+    """Each of `layers`' histogram number `at` (an index into the kind's steps) as (x, share) lines,
+    and the shared log-magnitude edges (None on the per-layer scale)."""
     series = snapshot.weight_histograms if kind == "weight" else snapshot.grad_histograms
     edges = None
     if scale == "shared":
-        edges = magnitude_edges([_occupied_magnitudes(series.counts[[at], i], series.ranges[[at], i])
-                                 for i in range(len(snapshot.layer_names))])
+        edges = magnitude_edges([_occupied_magnitudes(series.counts[[at], i], series.ranges[[at], i]) for i in layers])
     lines = []
-    for index in range(len(snapshot.layer_names)):
+    for index in layers:
         if scale == "shared":
             x = (edges[:-1] + edges[1:]) / 2
             share = magnitude_histograms(series.counts[[at], index], series.ranges[[at], index], edges)[:, 0]
@@ -864,9 +881,12 @@ def _latest_histogram_lines(snapshot: HistorySnapshot, kind: str, scale: str, at
     return lines, edges
 
 
-def latest_histograms(snapshot: HistorySnapshot, kind: str, scale: str = "layer") -> go.Figure:
-    """The most recent histogram of each layer as outlines on one chart. scale "layer": on the value
-    axis; "shared": on log10 |value|, where layers of very different sizes all keep their shape."""
+def latest_histograms(snapshot: HistorySnapshot, kind: str, scale: str = "layer", layers: list[int] | None = None
+                      ) -> go.Figure:
+    """The most recent histogram of each layer (of `layers`, indices; all by default) as outlines on
+    one chart. scale "layer": on the value axis; "shared": on log10 |value|, where layers of very
+    different sizes all keep their shape."""
+    layers = list(range(len(snapshot.layer_names))) if layers is None else layers
     series = snapshot.weight_histograms if kind == "weight" else snapshot.grad_histograms
     label = "weights" if kind == "weight" else "gradients"
     figure = _figure(f"Latest {label} histogram", "log10 |value|" if scale == "shared" else "value",
@@ -875,17 +895,18 @@ def latest_histograms(snapshot: HistorySnapshot, kind: str, scale: str = "layer"
     if len(series.steps) == 0:
         return _empty_note(figure, "no histogram yet")
     figure.update_layout(title={"text": f"Latest {label} histogram (step {int(series.steps[-1])})"})
-    lines, edges = _latest_histogram_lines(snapshot, kind, scale, len(series.steps) - 1)
+    lines, edges = _latest_histogram_lines(snapshot, kind, scale, len(series.steps) - 1, layers)
     if edges is not None:
         figure.update_xaxes(range=[float(edges[0]), float(edges[-1])], **_log_ticks(edges))
-    for index, (name, (x, share)) in enumerate(zip(snapshot.layer_names, lines)):
-        figure.add_trace(go.Scatter(x=x, y=share, name=escape_plotly(name), mode="lines",
+    for index, (x, share) in zip(layers, lines):  # a layer keeps its colour whichever others are shown
+        figure.add_trace(go.Scatter(x=x, y=share, name=escape_plotly(snapshot.layer_names[index]), mode="lines",
                                     line={"shape": "hv" if scale != "shared" else "hvh",
                                           "color": LAYER_COLORS[index % len(LAYER_COLORS)]}))
     return figure
 
 
-def latest_histogram_frames(whole: HistorySnapshot, kind: str, scale: str, steps: list[int]) -> tuple[go.Figure, dict]:
+def latest_histogram_frames(whole: HistorySnapshot, kind: str, scale: str, steps: list[int],
+                            layers: list[int] | None = None) -> tuple[go.Figure, dict]:
     """The latest-histogram chart as a replay plays it in the browser: the figure at the first of
     `steps`, and each histogram the frames show once ("states": a restyle of every layer's x and share
     as float32, and the title, on the shared scale the axis' range and ticks), with the state each
@@ -895,14 +916,15 @@ def latest_histogram_frames(whole: HistorySnapshot, kind: str, scale: str, steps
     # After s batches the newest histogram is the last one taken before batch s (see HistorySnapshot.until).
     taken = np.searchsorted(series.steps, np.asarray(steps, dtype=np.int64), side="left")
     shown = sorted({int(count) for count in taken if count > 0})
-    figure = latest_histograms(whole.until(steps[0]) if steps else whole, kind, scale)
+    layers = list(range(len(whole.layer_names))) if layers is None else layers
+    figure = latest_histograms(whole.until(steps[0]) if steps else whole, kind, scale, layers)
     if not shown:
         return figure, {"states": [], "state_of_frame": [-1] * len(steps)}
-    if len(figure.data) != len(whole.layer_names):  # no histogram yet at the first frame: draw the first one
-        figure = latest_histograms(whole.until(int(series.steps[shown[0] - 1]) + 1), kind, scale)
+    if len(figure.data) != len(layers):  # no histogram yet at the first frame: draw the first one
+        figure = latest_histograms(whole.until(int(series.steps[shown[0] - 1]) + 1), kind, scale, layers)
     states = []
     for count in shown:
-        lines, edges = _latest_histogram_lines(whole, kind, scale, count - 1)
+        lines, edges = _latest_histogram_lines(whole, kind, scale, count - 1, layers)
         layout = {"title.text": f"Latest {label} histogram (step {int(series.steps[count - 1])})"}
         if edges is not None:
             ticks = _log_ticks(edges)

@@ -436,6 +436,49 @@ def test_a_plain_modules_run_fills_every_tab_and_says_what_was_not_measured(runs
             assert any("taken every 5 batches" in c.value for c in app.caption)
 
 
+def test_a_deep_scripts_distributions_show_a_few_layers_and_let_you_pick_others(runs_folder):
+    """A 12-layer module tree: 8 panels spread from the first layer to the last, not 24 panels."""
+    import torch
+    from torch import nn
+
+    from training_monitor import TrainingMonitor
+
+    torch.manual_seed(0)
+    model = nn.Sequential(*[block for _ in range(11) for block in (nn.Linear(8, 8), nn.ReLU())], nn.Linear(8, 3))
+    optimizer = torch.optim.Adam(model.parameters(), 1e-2)
+    monitor = TrainingMonitor(model, optimizer, device="cpu", stats_every=2)
+    inputs, labels = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    with monitor.watch(runs_folder, name="twelve layers", planned_epochs=1, batches_per_epoch=6) as run:
+        for _batch in range(6):
+            logits = model(inputs)
+            loss = nn.functional.cross_entropy(logits, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            monitor.log_batch(loss, logits, labels)
+        monitor.log_epoch()
+    app = new_app(run=Path(run.folder).name)
+    app.session_state["view"] = "Distributions"
+    app.run()
+    assert not app.exception
+    [picker] = app.multiselect
+    assert len(picker.options) == 12 and len(picker.value) == 8
+    assert picker.value[0] == picker.options[0] and picker.value[-1] == picker.options[-1]
+
+    def panels(kind):
+        spec = chart_specs(app)[f"{kind} distributions over time (per layer)"]
+        return [a["text"] for a in spec["layout"]["annotations"]]
+
+    assert panels("Gradient") == [f"<b>{name}</b>" for name in picker.value]
+    picker.set_value([picker.options[1], picker.options[5]]).run()
+    assert panels("Weight") == [f"<b>{picker.options[1]}</b>", f"<b>{picker.options[5]}</b>"]
+    latest = chart_specs(app)
+    assert [t["name"] for t in next(v for k, v in latest.items() if k.startswith("Latest weights"))["data"]] == \
+        [picker.options[1], picker.options[5]]
+    app.multiselect[0].set_value([]).run()
+    assert any("Pick one or more layers" in m.value for m in app.info) and not app.exception
+
+
 def test_settings_over_the_memory_budget_are_a_message_and_train_waits(monkeypatch):
     monkeypatch.setenv("DASHBOARD_MEMORY_BUDGET_MB", "100")
     app = new_app()

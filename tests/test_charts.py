@@ -111,6 +111,29 @@ def test_histogram_heatmaps_have_one_panel_per_layer(trained):
         assert latest.data[0].x[0] == edges.ranges[-1, 0, 0] and latest.data[0].x[-1] == edges.ranges[-1, 0, 1]
 
 
+def test_a_deep_models_heatmap_panels_stay_apart_and_tall_enough():
+    """12 layers in one column: the panels' domains were inside out (y0 > y1) from 9 layers on."""
+    setup = build_training(RunConfig(hidden_sizes=(8,) * 11, epochs=1, num_samples=300, stats_every=2), device="cpu")
+    setup.fit()
+    snapshot = setup.monitor.history.snapshot()
+    assert len(snapshot.layer_names) == 12
+    for mode in ("heatmap", "offset"):
+        layout = charts.histogram_heatmaps(snapshot, "grad", columns=1, mode=mode).layout
+        plot_px = layout.height - layout.margin.t - layout.margin.b
+        domains = sorted((layout[f"yaxis{'' if i == 0 else i + 1}"].domain for i in range(12)), reverse=True)
+        for (low, _), (_, next_high) in zip(domains, domains[1:]):
+            assert low > next_high  # apart, each below the one before
+        assert all((high - low) * plot_px >= 100 for low, high in domains)
+
+
+def test_a_deep_model_draws_a_few_layers_spread_from_first_to_last_at_first():
+    assert charts.default_histogram_layers(5) == [0, 1, 2, 3, 4]
+    picked = charts.default_histogram_layers(60)
+    assert len(picked) == charts.DEFAULT_HISTOGRAM_LAYERS and picked[0] == 0 and picked[-1] == 59
+    assert picked == sorted(set(picked)) and max(np.diff(picked)) - min(np.diff(picked)) <= 1
+    assert charts.default_histogram_layers(9) == [0, 1, 2, 3, 5, 6, 7, 8]
+
+
 def test_heatmap_colours_are_one_byte_log_shares_and_the_hover_keeps_the_exact_share(trained):
     snapshot, _ = trained
     shares = np.array([0.0, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 0.5, 1.0])
