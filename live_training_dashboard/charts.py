@@ -485,9 +485,13 @@ def batch_loss_chart(snapshot: HistorySnapshot, markers=None, options: ChartOpti
 
 
 def grad_norm_chart(snapshot: HistorySnapshot, markers=None, options: ChartOptions = DEFAULT_OPTIONS) -> go.Figure:
-    """Global norm per batch (faint) and smoothed; each layer's norm smoothed (log axis by default)."""
+    """Global norm per batch (faint) and smoothed; each layer's norm smoothed (log axis by default),
+    for a model of more than DEFAULT_HISTOGRAM_LAYERS layers those of default_histogram_layers."""
     log = options.log_y(True)
-    figure = _figure("Gradient norm (global and per layer)", X_AXES[options.x_axis], "L2 norm", log_y=log)
+    layers = default_histogram_layers(len(snapshot.layer_names))
+    # 61 lines and their legend left a deep script's chart 70 px of plot under a scrolling legend.
+    which = "per layer" if len(layers) == len(snapshot.layer_names) else f"{len(layers)} of {len(snapshot.layer_names)} layers"
+    figure = _figure(f"Gradient norm (global and {which})", X_AXES[options.x_axis], "L2 norm", log_y=log)
     if snapshot.num_steps == 0:
         return _empty_note(figure, "waiting for the first batch")
     x = _batch_x(snapshot, options.x_axis)
@@ -498,9 +502,9 @@ def grad_norm_chart(snapshot: HistorySnapshot, markers=None, options: ChartOptio
         figure.add_trace(go.Scatter(x=smoothed[0], y=smoothed[1], name=f"global (smoothed {options.smoothing:g})",
                                     mode="lines", line={"color": "black", "width": 2}))
     points = display_points(snapshot.num_steps)
-    for index, name in enumerate(snapshot.layer_names):
+    for index in layers:
         ly = smooth_ema_at(snapshot.layer_grad_norms[:, index], options.smoothing, points).astype(np.float32)
-        figure.add_trace(go.Scatter(x=x[points], y=ly, name=name, mode="lines",
+        figure.add_trace(go.Scatter(x=x[points], y=ly, name=escape_plotly(snapshot.layer_names[index]), mode="lines",
                                     line={"color": LAYER_COLORS[index % len(LAYER_COLORS)], "width": 1.5}))
     _scale_y(figure, options, log)
     return _markers(figure, markers, snapshot, options.x_axis)

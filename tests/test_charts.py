@@ -126,6 +126,16 @@ def test_a_deep_models_heatmap_panels_stay_apart_and_tall_enough():
         assert all((high - low) * plot_px >= 100 for low, high in domains)
 
 
+def test_a_deep_models_gradient_norms_draw_a_few_layers_spread_from_first_to_last():
+    setup = build_training(RunConfig(hidden_sizes=(8,) * 11, epochs=1, num_samples=300), device="cpu")
+    setup.fit()
+    snapshot = setup.monitor.history.snapshot()
+    figure = charts.grad_norm_chart(snapshot)
+    layers = [t.name for t in figure.data if not t.name.startswith("global")]
+    assert layers == [snapshot.layer_names[i] for i in charts.default_histogram_layers(12)]
+    assert layers[0] == "fc1" and layers[-1] == "fc12" and "8 of 12 layers" in figure.layout.title.text
+
+
 def test_a_deep_model_draws_a_few_layers_spread_from_first_to_last_at_first():
     assert charts.default_histogram_layers(5) == [0, 1, 2, 3, 4]
     picked = charts.default_histogram_layers(60)
