@@ -615,7 +615,7 @@ def health_panel(current, findings: list, snapshot, active: bool) -> None:
     missing = diagnostics.unmeasured(snapshot) if snapshot.num_steps else []
     if not findings:
         if snapshot.num_steps:
-            levels = diagnostics.unit_levels(snapshot)  # "dead ReLUs over 60% of a layer (the most: 30%, fc2)"
+            levels = diagnostics.unit_levels(snapshot)  # "dead ReLUs over 60% of a layer (the most: 30%, in fc2)"
             checked = [levels.get(c, c) for c in ("overfitting", "dead ReLUs", "saturation")
                        if not any(m.startswith(c) for m in missing)]
             st.success("**Health: all clear.** No sign of stalled or exploding loss, exploding or vanishing gradients, "

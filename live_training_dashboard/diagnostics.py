@@ -355,7 +355,7 @@ def unit_levels(snapshot: HistorySnapshot) -> dict[str, str]:
     the run's own number: the worst layer's recent share of dead ReLUs and of saturated outputs (the
     medians the checks hold against their thresholds). A few dead units are normal, so "no sign of
     dead ReLUs" beside a unit drawn dead would mislead: {"dead ReLUs": "dead ReLUs over 60% of a
-    layer (the most: 30%, fc2)"}."""
+    layer (the most: 30%, in fc2)"}."""
     levels = {}
     for stat, words, line in (("dead_fraction", "dead ReLUs", f"over {DEAD_FRACTION_WARN:.0%} of a layer"),
                               ("saturation", "saturation", f"over {SATURATION_WARN:.0%} of a layer's outputs")):
@@ -368,7 +368,7 @@ def unit_levels(snapshot: HistorySnapshot) -> dict[str, str]:
             levels[words] = f"{words} (none in any layer)"
         else:
             amount = f"{share:.0%}" if share >= 0.005 else "under 1%"
-            levels[words] = f"{words} {line} (the most: {amount}, {snapshot.layer_names[layer]})"
+            levels[words] = f"{words} {line} (the most: {amount}, in {snapshot.layer_names[layer]})"
     return levels
 
 

@@ -238,7 +238,7 @@ def test_health_panel_is_green_for_a_healthy_run_and_names_divergence():
     rerun_until(app, lambda a: any("Finished" in s.value for s in a.success))
     [clear] = [s.value for s in app.success if "Health: all clear" in s.value]
     # It says how many units it found dead, from the run (a few are normal): never "no dead ReLUs" beside a dead unit.
-    assert re.search(r"dead ReLUs (\(none in any layer\)|over 60% of a layer \(the most: (\d+%|under 1%), fc\d\))", clear), clear
+    assert re.search(r"dead ReLUs (\(none in any layer\)|over 60% of a layer \(the most: (\d+%|under 1%), in fc\d\))", clear), clear
     app.text_input(key="lr").set_value("10").run()
     app.button(key="train").click().run()
     rerun_until(app, lambda a: any("Training diverged" in e.value for e in a.error), timeout=30)

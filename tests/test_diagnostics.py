@@ -134,9 +134,9 @@ def test_an_all_clear_states_the_shares_of_dead_and_saturated_units_it_measured(
     # The recent snapshots speak, as in the check: fc2 was half dead early on and is at 3% now.
     early, late = [0.0, 0.5, 0.01], [0.0, 0.03, 0.01]
     assert diagnostics.unit_levels(history_with([early] * 3 + [late] * 7).snapshot()) == {
-        "dead ReLUs": "dead ReLUs over 60% of a layer (the most: 3%, fc2)"}
+        "dead ReLUs": "dead ReLUs over 60% of a layer (the most: 3%, in fc2)"}
     assert diagnostics.unit_levels(history_with([[0.0, 0.002, 0.0]] * 10, saturation=0.0).snapshot()) == {
-        "dead ReLUs": "dead ReLUs over 60% of a layer (the most: under 1%, fc2)",
+        "dead ReLUs": "dead ReLUs over 60% of a layer (the most: under 1%, in fc2)",
         "saturation": "saturation (none in any layer)"}
     assert diagnostics.unit_levels(history_with([[0.0] * 3] * 10).snapshot()) == {
         "dead ReLUs": "dead ReLUs (none in any layer)"}
