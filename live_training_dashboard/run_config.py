@@ -172,10 +172,12 @@ def _number(value, what: str, kind=float, low=None, high=None, low_open=False) -
         raise ValueError(f"{what} must be a whole number, got {value}")
     if not math.isfinite(number):
         raise ValueError(f"{what} must be a finite number")
+    # What was typed, as typed: 1e-400 is not "got 0", nor 100.0000001 "at most 100, got 100".
+    got = _short(value, 40) if isinstance(value, str) else _show(number)
     if low is not None and (number <= low if low_open else number < low):
-        raise ValueError(f"{what} must be {'greater than' if low_open else 'at least'} {_show(low)}, got {_show(number)}")
+        raise ValueError(f"{what} must be {'greater than' if low_open else 'at least'} {_show(low)}, got {got}")
     if high is not None and number > high:
-        raise ValueError(f"{what} must be at most {_show(high)}, got {_show(number)}")
+        raise ValueError(f"{what} must be at most {_show(high)}, got {got}")
     return number
 
 
@@ -188,7 +190,7 @@ def _show(number: float) -> str:
     """A number as a person typed it: whole numbers in full (2147483647, not 2.14748e+09)."""
     if float(number).is_integer() and abs(number) < 1e15:
         return str(int(number))
-    return f"{number:g}"
+    return repr(float(number))  # the shortest text that reads back as this number
 
 
 # --------------------------------------------------------------------------- the table of settings

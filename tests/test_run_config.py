@@ -21,7 +21,8 @@ def test_defaults_are_valid_and_round_trip_through_json():
         ({"hidden_sizes": "-5"}, "hidden_sizes", "at least 1"),
         ({"hidden_sizes": "100000"}, "hidden_sizes", "over the limit"),
         ({"lr": "0"}, "lr", "at least 1e-08"),
-        ({"lr": "1e-320"}, "lr", "at least 1e-08"),
+        ({"lr": "1e-320"}, "lr", "at least 1e-08, got 1e-320"),  # what was typed, not the 0 it rounds to
+        ({"lr": "100.0000001"}, "lr", "at most 100, got 100.0000001"),  # was "at most 100, got 100"
         ({"seed": 2147483648}, "seed", "at most 2147483647, got 2147483648"),
         ({"lr": "-0.1"}, "lr", "at least 1e-08"),
         ({"lr": ""}, "lr", "empty"),
