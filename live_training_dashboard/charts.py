@@ -415,18 +415,25 @@ def epoch_metric_chart(snapshot: HistorySnapshot, metric: str, markers=None,
         name, history = previous
         x = _epoch_x(history, options.x_axis)[previous_rows].astype(np.float32)
         for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
-            _previous_line(figure, x, history.epoch(f"{split}_{metric}")[previous_rows].astype(np.float32),
-                           f"{split}, previous run", color, name)
+            y = history.epoch(f"{split}_{metric}")[previous_rows].astype(np.float32)
+            if np.isfinite(y).any():
+                _previous_line(figure, x, y, f"{split}, previous run", color, name)
     rows = _epoch_points(snapshot)
     if len(rows) == 0:
         if metric == "accuracy" and len(previous_rows):
             figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
         return _empty_note(figure, "appears after the first epoch")
     x = _epoch_x(snapshot, options.x_axis)[rows].astype(np.float32)
+    drawn = 0
     for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
-        figure.add_trace(go.Scatter(x=x, y=snapshot.epoch(f"{split}_{metric}")[rows].astype(np.float32),
-                                    name=split, mode="lines+markers" if len(rows) <= 100 else "lines",
+        y = snapshot.epoch(f"{split}_{metric}")[rows].astype(np.float32)
+        if not np.isfinite(y).any():  # a script that logs no validation (or no accuracy): no empty legend entry
+            continue
+        figure.add_trace(go.Scatter(x=x, y=y, name=split, mode="lines+markers" if len(rows) <= 100 else "lines",
                                     line={"color": color}))
+        drawn += 1
+    if not drawn:
+        return _empty_note(figure, f"no {metric} to draw: none logged, or none finite")
     if metric == "accuracy":
         figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
     else:

@@ -266,6 +266,11 @@ def test_headline_metrics_and_progress(trained):
     epochs[:, [EPOCH_COLUMNS.index("val_loss"), EPOCH_COLUMNS.index("val_accuracy")]] = np.nan
     items = {h.label: h for h in charts.headline_metrics(dataclasses.replace(snapshot, epochs=epochs))}
     assert items["Val accuracy"].value == items["Val loss"].value == "–" and items["Val accuracy"].delta is None
+    no_validation = dataclasses.replace(snapshot, epochs=epochs)
+    assert [t.name for t in charts.epoch_metric_chart(no_validation, "loss").data] == ["train"]  # no empty "val"
+    epochs[:, EPOCH_COLUMNS.index("train_accuracy")] = np.nan  # a regression script: no accuracy at all
+    nothing = charts.epoch_metric_chart(dataclasses.replace(snapshot, epochs=epochs), "accuracy")
+    assert not nothing.data and "none logged" in nothing.layout.annotations[0].text
 
 
 def test_robust_rebinning_keeps_every_value_and_ignores_a_lone_spike():
