@@ -79,11 +79,48 @@ function decodedDeep(value) {  // every {dtype, bdata} array in a restyle decode
   if (value && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, decodedDeep(v)]));
   return value;
 }
+// Dark theme (Streamlit follows the system's by default): the figures are built for a white page.
+// On a dark one their backgrounds become the page's, text and grids turn light, and the colours
+// picked against white swap (black lines, white fills, light table headers). Read from the page's
+// own background at each drawing, so a theme switched in the menu applies from the next one.
+const DARK_COLORS = {
+  "black": "#e8e8e8", "rgba(0,0,0,0.2)": "rgba(255,255,255,0.25)", "#555": "#b0b0b0", "white": "rgba(0,0,0,0)",
+  "rgba(255,255,255,0.85)": "rgba(14,17,23,0.85)", "#f0f2f6": "#262730", "#e6e9ef": "#3b3d4a", "#fde2e1": "#5a2626",
+};
+function pageIsDark(element) {
+  const app = element.closest(".stApp") || document.querySelector(".stApp") || document.body;
+  const rgb = (getComputedStyle(app).backgroundColor.match(/[\\d.]+/g) || []).map(Number);
+  return rgb.length >= 3 && (rgb.length < 4 || rgb[3] > 0) && 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 100;
+}
+function swapColors(value) {
+  if (typeof value === "string") return Object.prototype.hasOwnProperty.call(DARK_COLORS, value) ? DARK_COLORS[value] : value;
+  if (Array.isArray(value)) return typeof value[0] === "number" ? value : value.map(swapColors);
+  if (value && typeof value === "object" && typeof value.bdata !== "string") {
+    for (const key of Object.keys(value)) value[key] = swapColors(value[key]);
+  }
+  return value;
+}
+function forDarkPage(figure) {
+  const { template, ...layout } = figure.layout;
+  swapColors(figure.data);
+  swapColors(layout);
+  const grid = { gridcolor: "rgba(250,250,250,0.12)", linecolor: "rgba(250,250,250,0.35)", zerolinecolor: "rgba(250,250,250,0.35)" };
+  for (const key of new Set(["xaxis", "yaxis", ...Object.keys(layout).filter((k) => /^[xy]axis\\d*$/.test(k))])) {
+    layout[key] = Object.assign({}, grid, layout[key]);
+  }
+  Object.assign(layout, { paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)" });
+  layout.font = Object.assign({}, layout.font, { color: "#e6e6e6" });
+  layout.hoverlabel = Object.assign({ bgcolor: "#262730", bordercolor: "#555", font: { color: "#fafafa" } }, layout.hoverlabel);
+  layout.modebar = Object.assign({ bgcolor: "rgba(0,0,0,0)", color: "#999", activecolor: "#fafafa" }, layout.modebar);
+  figure.layout = template ? { template, ...layout } : layout;
+  return figure;
+}
 function overlays(chart) {
   if (!chart.__veil) {
     chart.style.position = "relative";
     chart.__veil = document.createElement("div");
-    chart.__veil.style.cssText = "position:absolute;background:rgba(255,255,255,0.95);z-index:2;";
+    chart.__veil.style.cssText = "position:absolute;z-index:2;background:" +
+      (pageIsDark(chart) ? "rgba(14,17,23,0.95)" : "rgba(255,255,255,0.95)") + ";";
     chart.__cursor = document.createElement("div");
     chart.__cursor.style.cssText = "position:absolute;width:0;border-left:1.5px solid #555;z-index:3;" +
       "pointer-events:none;font:11px sans-serif;color:#555;white-space:nowrap;";
@@ -202,7 +239,8 @@ export default function ({ parentElement, data, setTriggerValue }) {
       .observe(chart);
   }
   const reel = data.reel || null;
-  const key = data.spec + (reel ? reel.id : "");
+  const dark = pageIsDark(parentElement);
+  const key = data.spec + (reel ? reel.id : "") + (dark ? " dark" : "");
   if (chart.__key === key) return;  // an unchanged figure (a paused or ended run) costs nothing
   const payload = reel ? reelPayload(reel, setTriggerValue) : null;
   if (reel && !payload) return;  // (its pictures were asked for: the rerun brings them)
@@ -214,6 +252,7 @@ export default function ({ parentElement, data, setTriggerValue }) {
         if (chart.__key !== key) return;  // (a newer figure replaced this one while it waited)
         const figure = JSON.parse(data.spec);
         figure.layout.font = Object.assign({ family: '"Source Sans Pro", sans-serif' }, figure.layout.font);
+        if (dark) forDarkPage(figure);
         chart.__config = data.config;
         chart.__chartKey = data.key;
         chart.__player = null;
@@ -229,6 +268,7 @@ export default function ({ parentElement, data, setTriggerValue }) {
     }
     const figure = JSON.parse(data.spec);
     figure.layout.font = Object.assign({ family: '"Source Sans Pro", sans-serif' }, figure.layout.font);
+    if (dark) forDarkPage(figure);
     chart.__config = data.config;
     chart.__chartKey = data.key;
     const running = chart.__player && chart.__player.reel.id === reel.id;

@@ -319,6 +319,36 @@ def test_bad_input_shows_a_message_and_disables_train(page, server):
     no_exception(page)
 
 
+def test_charts_follow_a_dark_theme_and_stay_as_they_were_on_a_light_one(page, server):
+    """Streamlit follows the system's theme: on a dark page the charts were white cards."""
+    expect = playwright_api.expect
+
+    def chart_colours(a_page) -> dict:
+        a_page.goto(server)
+        preview = a_page.locator(".js-plotly-plot", has_text="Architecture").first
+        expect(preview).to_be_visible(timeout=30_000)
+        return preview.evaluate("""chart => ({
+            paper: getComputedStyle(chart.querySelector("rect.bg") || chart.querySelector(".main-svg")).fill,
+            title: getComputedStyle(chart.querySelector(".gtitle")).fill,
+            page: getComputedStyle(document.querySelector(".stApp")).backgroundColor})""")
+
+    def brightness(css: str) -> float:
+        red, green, blue = (float(v) for v in re.findall(r"[\d.]+", css)[:3])
+        return 0.299 * red + 0.587 * green + 0.114 * blue
+
+    light = chart_colours(page)
+    dark_page = page.context.browser.new_page(viewport={"width": 1500, "height": 1000}, color_scheme="dark")
+    try:
+        dark = chart_colours(dark_page)
+        no_exception(dark_page)
+    finally:
+        dark_page.close()
+    assert brightness(light["page"]) > 200 and brightness(light["title"]) < 100, light
+    assert brightness(dark["page"]) < 50 and brightness(dark["title"]) > 200, dark  # light text on the dark page
+    # the page shows through the chart: no white card (transparent, or as dark as the page)
+    assert dark["paper"] in ("none", "rgba(0, 0, 0, 0)") or brightness(dark["paper"]) < 50, dark
+
+
 def test_five_train_clicks_within_a_second_start_one_run(page, server, runs_folder):
     expect = playwright_api.expect
     train = open_with_epochs(page, server, 30)  # (a shorter run could end before the fifth click)
