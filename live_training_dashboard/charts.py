@@ -1552,7 +1552,8 @@ def parallel_coordinates_chart(table: pd.DataFrame, settings: list[str],
     if left_out:
         figure.update_layout(title={"text": f"Settings → {target} ({left_out} run{'s' if left_out > 1 else ''} "
                                             "without it left out)"})
-    if len(measured) < 2:
+    if len(measured) < 2:  # a line of text, not a tall empty frame
+        figure.update_layout(height=110, margin={"t": 40, "b": 10})
         return _empty_note(figure, f"select two or more runs with a {target} to compare their settings")
     dimensions = []
     for column in settings:
