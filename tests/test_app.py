@@ -78,6 +78,29 @@ def metrics(app: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in app.metric}
 
 
+def script_run(runs_folder, model, inputs, labels, name: str, epochs: int, batches: int, stats_every: int) -> str:
+    """A user's own loop (Adam, cross-entropy, the same batch each step) watched into runs_folder;
+    returns the run's id."""
+    import torch
+    from torch import nn
+
+    from training_monitor import TrainingMonitor
+
+    optimizer = torch.optim.Adam(model.parameters(), 1e-2)
+    monitor = TrainingMonitor(model, optimizer, device="cpu", stats_every=stats_every)
+    with monitor.watch(runs_folder, name=name, planned_epochs=epochs, batches_per_epoch=batches) as run:
+        for _epoch in range(epochs):
+            for _batch in range(batches):
+                logits = model(inputs)
+                loss = nn.functional.cross_entropy(logits, labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                monitor.log_batch(loss, logits, labels)
+            monitor.log_epoch()
+    return Path(run.folder).name
+
+
 def test_first_page_shows_the_model_preview_without_errors():
     app = new_app()
     assert not app.exception
@@ -403,26 +426,11 @@ def test_a_plain_modules_run_fills_every_tab_and_says_what_was_not_measured(runs
     """A user's own nn.Module (embedding, attention, LayerNorm; F.relu inside forward)."""
     import torch
     from test_training_monitor import TinyTransformer as Tokens
-    from torch import nn
-
-    from training_monitor import TrainingMonitor
 
     torch.manual_seed(0)
-    model = Tokens()
-    optimizer = torch.optim.Adam(model.parameters(), 1e-2)
-    monitor = TrainingMonitor(model, optimizer, device="cpu", stats_every=5)
-    tokens, labels = torch.randint(0, 20, (64, 6)), torch.randint(0, 3, (64,))
-    with monitor.watch(runs_folder, name="my transformer", planned_epochs=3, batches_per_epoch=10) as run:
-        for _epoch in range(3):
-            for _batch in range(10):
-                logits = model(tokens)
-                loss = nn.functional.cross_entropy(logits, labels)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                monitor.log_batch(loss, logits, labels)
-            monitor.log_epoch()
-    app = new_app(run=Path(run.folder).name)
+    run_id = script_run(runs_folder, Tokens(), torch.randint(0, 20, (64, 6)), torch.randint(0, 3, (64,)),
+                        name="my transformer", epochs=3, batches=10, stats_every=5)
+    app = new_app(run=run_id)
     assert not app.exception
     panel = " ".join(m.value for m in [*app.success, *app.caption])
     assert "dead ReLUs (no ReLU modules seen)" in panel  # never an "all clear" for what was not measured
@@ -441,23 +449,11 @@ def test_a_deep_scripts_distributions_show_a_few_layers_and_let_you_pick_others(
     import torch
     from torch import nn
 
-    from training_monitor import TrainingMonitor
-
     torch.manual_seed(0)
     model = nn.Sequential(*[block for _ in range(11) for block in (nn.Linear(8, 8), nn.ReLU())], nn.Linear(8, 3))
-    optimizer = torch.optim.Adam(model.parameters(), 1e-2)
-    monitor = TrainingMonitor(model, optimizer, device="cpu", stats_every=2)
-    inputs, labels = torch.randn(32, 8), torch.randint(0, 3, (32,))
-    with monitor.watch(runs_folder, name="twelve layers", planned_epochs=1, batches_per_epoch=6) as run:
-        for _batch in range(6):
-            logits = model(inputs)
-            loss = nn.functional.cross_entropy(logits, labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            monitor.log_batch(loss, logits, labels)
-        monitor.log_epoch()
-    app = new_app(run=Path(run.folder).name)
+    run_id = script_run(runs_folder, model, torch.randn(32, 8), torch.randint(0, 3, (32,)),
+                        name="twelve layers", epochs=1, batches=6, stats_every=2)
+    app = new_app(run=run_id)
     app.session_state["view"] = "Distributions"
     app.run()
     assert not app.exception
