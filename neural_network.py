@@ -463,6 +463,8 @@ class ModuleWatcher(ActivationCapture):
         self.monitoring_enabled = True
         self.captured_activations = {}
         self.captured_activation_grads = {}
+        self._shape_handles: list = []
+        self._output_shapes: dict[str, tuple[int, ...]] = {}
         last_layer = None
         for name, module in self.model.named_modules():
             if any(p.requires_grad for p in module.parameters(recurse=False)):
@@ -476,12 +478,44 @@ class ModuleWatcher(ActivationCapture):
 
     def describe(self) -> list[LayerInfo]:
         """The layers and their parameter counts, from the module tree alone (no forward pass:
-        the input shape of an arbitrary model is unknown, so output shapes are left empty)."""
+        the input shape of an arbitrary model is unknown, so output shapes are left empty; see
+        watch_shapes)."""
         return [
             LayerInfo(name, type(module).__name__, (), sum(p.numel() for p in module.parameters(recurse=False)),
                       self._activation_of.get(name), True)
             for name, module in self._monitored.items()
         ]
+
+    def watch_shapes(self) -> None:
+        """Note each layer's output shape (one sample: the first dimension dropped) in the next
+        forward pass; take_shapes() reads them and removes the hooks. A root module with children
+        that holds parameters of its own (a position embedding) is left out: its output is the
+        whole model's, not theirs."""
+        self.take_shapes()
+
+        def hook_for(name):
+            def note_shape(module, inputs, output):
+                if isinstance(output, (tuple, list)):  # MultiheadAttention: (output, weights)
+                    output = next((item for item in output if isinstance(item, torch.Tensor)), None)
+                if isinstance(output, torch.Tensor) and output.dim() >= 1 and name not in self._output_shapes:
+                    self._output_shapes[name] = tuple(int(size) for size in output.shape[1:])
+            return note_shape
+
+        whole_model_is_a_container = any(True for _ in self.model.children())
+        self._shape_handles = [module.register_forward_hook(hook_for(name)) for name, module in self._monitored.items()
+                               if module is not self.model or not whole_model_is_a_container]
+
+    def disable_monitoring(self) -> None:
+        super().disable_monitoring()
+        self.take_shapes()
+
+    def take_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The output shapes watch_shapes saw (empty if none), its hooks removed."""
+        for handle in self._shape_handles:
+            handle.remove()
+        self._shape_handles = []
+        shapes, self._output_shapes = self._output_shapes, {}
+        return shapes
 
 
 def layer_weight(module: nn.Module) -> nn.Parameter:

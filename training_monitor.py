@@ -387,6 +387,7 @@ class TrainingMonitor:
         self._epoch_totals = np.zeros(4)
         self.writer = None  # a run_store.RunWriter while watch() records into a runs folder
         self._watching = False
+        self._shapes_pending = False  # a plain module's output shapes, noted in its first batch for the store
         self._stop_message = "Stopped by the user after {steps} batches."
         self._parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 
@@ -639,6 +640,8 @@ class TrainingMonitor:
         )
         self._pending += 1
         self.step += 1
+        if self._shapes_pending:
+            self._send_shapes()
         if self.scheduler is not None and self.scheduler_interval == "batch":
             self.scheduler.step()
         if self.ranks is not None:  # ranks exchange at the same batches, never by their own clocks
@@ -694,6 +697,9 @@ class TrainingMonitor:
             )
             self.writer.on_stop_requested = self._stop_from_dashboard
             self.writer.on_control = self._apply_control
+            if isinstance(self.watcher, ModuleWatcher):  # the module tree told no shapes: the first batch will
+                self.watcher.watch_shapes()
+                self._shapes_pending = True
             self._report_pause_state()
             self.history.sink = self.writer
         self._watching = True
@@ -890,6 +896,9 @@ class TrainingMonitor:
         warnings.warn(f"TrainingMonitor stopped recording this run after {self.step} batches "
                       f"({type(error).__name__}: {error}); your training goes on.", RuntimeWarning, stacklevel=3)
         try:
+            if self._shapes_pending:  # no hook of ours stays on the user's model
+                self._shapes_pending = False
+                self.watcher.take_shapes()
             self.history.set_status(FAILED, f"Failed: the monitor stopped recording after {self.step} batches: "
                                             f"{self._broken}")
             writer, self.writer = self.writer, None
@@ -900,8 +909,18 @@ class TrainingMonitor:
             pass
         return True
 
+    def _send_shapes(self) -> None:
+        """A plain module's output shapes, seen in the batch just trained, to the run's architecture."""
+        self._shapes_pending = False
+        shapes = self.watcher.take_shapes()
+        if shapes and self.writer is not None:
+            self.writer.on_shapes(shapes)
+
     def _end(self) -> None:
         """Whatever ended the run: stop capturing, write the rest, close the store, tell callbacks."""
+        if self._shapes_pending:  # (no batch came)
+            self._shapes_pending = False
+            self.watcher.take_shapes()
         if self.writer is not None and self.writer.error is None:
             self._flush(check=False)
         if self.step > self._system_step:  # the last stretch, however short: every run has a sample

@@ -30,6 +30,7 @@ from neural_network import LayerInfo
 # One page render asks a run for its state and snapshot several times: the store is read once.
 # Short, because a new run's first piece is what a Train click waits for (it lands ~40 ms in).
 POLL_SECONDS = 0.05
+SHAPES_POLL_SECONDS = 2.0
 # Readers (each holds a run's history in memory) kept open for ended runs; others reopen on demand.
 MAX_OPEN_ENDED_READERS = 8
 # The page loads a run's weights for predictions only up to this size: the page holds no big models.
@@ -63,6 +64,8 @@ class Run:
         self._last_poll = 0.0
         self._lock = threading.Lock()  # guards the reader and the inspection model
         self._inspection: tuple | None = None  # (model, step loaded)
+        self._shapes: dict | None = None  # a script's layers' output shapes, once found
+        self._shapes_looked_at = -float("inf")
         self.last_used = time.monotonic()
 
     # -- what the run is ----------------------------------------------------------------
@@ -158,7 +161,19 @@ class Run:
                                       bool(row.get("monitored", False))))
             except (KeyError, TypeError, ValueError):
                 return []
+        if rows and not any(row.output_shape for row in rows):  # a script's module tree: shapes come later
+            shapes = self._output_shapes()
+            rows = [dataclasses.replace(row, output_shape=shapes.get(row.name, ())) for row in rows]
         return rows
+
+    def _output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """A script's layers' output shapes (shapes.json, written once after its first batch), looked
+        for at most every SHAPES_POLL_SECONDS until found (a run written before there were shapes
+        has none: one small read every few seconds while it is shown)."""
+        if self._shapes is None and time.monotonic() - self._shapes_looked_at >= SHAPES_POLL_SECONDS:
+            self._shapes_looked_at = time.monotonic()
+            self._shapes = self.store.read_shapes(self.run_id) or None
+        return self._shapes or {}
 
     @property
     def folder(self) -> str:

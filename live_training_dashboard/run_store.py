@@ -5,6 +5,7 @@ memory:// in tests, s3:// or any other fsspec URL).
     <runs>/<run id>/labels.json         the display name, notes and tags (rewritten when edited)
     <runs>/<run id>/status.json         status, message, progress and a heartbeat (small, overwritten)
     <runs>/<run id>/control.json        what the page asks of the writer (stop); written by the page
+    <runs>/<run id>/shapes.json         a script's layers' output shapes, seen in its first batch (written once)
     <runs>/<run id>/chunks/NNNNNNNN.npz history written since the previous piece (immutable)
     <runs>/<run id>/chunks/full-N.npz   pieces 0..N in one, written when the run ends
     <runs>/<run id>/weights/NNNNNNNNNN.pt  weight snapshots by step (bounded), final.pt at the end
@@ -47,6 +48,7 @@ from live_training_dashboard.history import (
 
 RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{12}$")
 META_FILE, LABELS_FILE, STATUS_FILE, CONTROL_FILE = "run.json", "labels.json", "status.json", "control.json"
+SHAPES_FILE = "shapes.json"
 # What control.json may ask. stop: end after the current batch. paused: hold between batches.
 # advance: {"id": n, "unit": "batch" | "epoch"}, each new id trains one more batch (or to the
 # epoch's end) while paused. pace: "watchable" or "fast". at: when stop was asked.
@@ -544,6 +546,24 @@ class RunStore:
     def rename(self, run_id: str, name: str) -> str:
         return self.write_labels(run_id, self.read_meta(run_id), name=name).name
 
+    def read_shapes(self, run_id: str) -> dict[str, tuple[int, ...]]:
+        """Each layer's output shape for one sample, as a script's first batch showed them
+        (shapes.json); {} while there is none, or for a malformed one (no shapes are shown)."""
+        try:
+            payload = self.read_json(self.path(run_id, SHAPES_FILE), limit=1 << 20)
+        except (StoreError, OSError):
+            return {}
+        shapes = payload.get("output_shapes") if isinstance(payload, dict) else None
+        if not isinstance(shapes, dict) or len(shapes) > MAX_LAYERS:
+            return {}
+        valid = {}
+        for name, shape in shapes.items():
+            if not (isinstance(name, str) and len(name) <= MAX_TEXT and isinstance(shape, list) and len(shape) <= 8
+                    and all(type(size) is int and 0 <= size <= 1 << 31 for size in shape)):
+                return {}
+            valid[name] = tuple(shape)
+        return valid
+
     def read_state(self, run_id: str) -> RunState:
         try:
             return RunState.parse(self.read_json(self.path(run_id, STATUS_FILE), 64 << 10))
@@ -698,6 +718,7 @@ class RunWriter:
         self._wake = threading.Event()
         self._pending: dict[str, list] = {}
         self._pending_weights: dict[int, tuple] = {}  # step -> (state_dict, wait for its copy), not written yet
+        self._pending_shapes: dict | None = None  # the layers' output shapes, until written
         self._dropped_weights: list[int] = []  # written snapshots that thinning dropped
         self._state = RunState(Status.RUNNING, "", planned_epochs, batches_per_epoch, 0, time.time(), os.getpid())
         self._state_dirty = True
@@ -768,6 +789,12 @@ class RunWriter:
             self._piece_now = True
         self._wake.set()
 
+    def on_shapes(self, shapes: dict) -> None:
+        """The layers' output shapes (name -> sizes of one sample), seen in the first batch."""
+        with self._lock:
+            self._pending_shapes = {str(name): [int(size) for size in shape] for name, shape in shapes.items()}
+        self._wake.set()
+
     def wants_weights(self, parameter_bytes: int) -> bool:
         """Whether the next stats batch should hand over a weight snapshot (bounded and thinned)."""
         if parameter_bytes > MAX_SNAPSHOT_BYTES or self.error:
@@ -808,6 +835,7 @@ class RunWriter:
                 if self._next_piece == 0 or self._piece_now or now - self._last_piece >= PIECE_SECONDS:
                     self._piece_now = False
                     self._write_piece()
+                self._write_shapes()
                 self._write_weights()
                 if self._state_dirty and self._state.status.ended:
                     pass  # an ended status is written by close(), after the last piece
@@ -849,6 +877,12 @@ class RunWriter:
         for old in dropped:
             self.store.fs.rm(self.store.path(self.run_id, WEIGHTS, f"{old:010d}{SNAPSHOT_SUFFIX}"))
 
+    def _write_shapes(self) -> None:
+        with self._lock:
+            shapes, self._pending_shapes = self._pending_shapes, None
+        if shapes is not None:
+            self.store.write_json(self.store.path(self.run_id, SHAPES_FILE), {"output_shapes": shapes})
+
     def _write_state(self) -> None:
         with self._lock:
             self._state = replace(self._state, heartbeat=time.time())
@@ -869,6 +903,7 @@ class RunWriter:
             return
         try:
             self._write_piece()
+            self._write_shapes()
             self._write_weights()
             if final_weights is not None:
                 import torch

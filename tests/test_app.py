@@ -441,6 +441,8 @@ def test_a_plain_modules_run_fills_every_tab_and_says_what_was_not_measured(runs
         if view == "Model":
             table = app.dataframe[0].value
             assert {"embed", "attention", "attention.out_proj", "norm", "head"} <= set(table["layer"])
+            shapes = dict(zip(table["layer"], table["output shape"]))  # from the script's first batch
+            assert shapes["embed"] == "6×16" and shapes["head"] == "3"
             assert any("taken every 5 batches" in c.value for c in app.caption)
 
 

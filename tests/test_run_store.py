@@ -191,6 +191,34 @@ def test_garbage_pieces_status_and_links_are_refused(tmp_path):
     assert (target / "keep.txt").exists()
 
 
+@pytest.mark.parametrize("payload", [
+    {"output_shapes": {"fc1": [-1]}}, {"output_shapes": {"fc1": [1.5]}}, {"output_shapes": {"fc1": [1] * 9}},
+    {"output_shapes": {"fc1": "12x32"}}, {"output_shapes": {"fc1": [True]}}, {"output_shapes": [[1, 2]]},
+    {"output_shapes": {f"l{i}": [1] for i in range(run_store.MAX_LAYERS + 1)}}, [1, 2], "text",
+])
+def test_hostile_output_shapes_are_ignored_whole(tmp_path, payload):
+    store = RunStore(tmp_path)
+    folder = Path(store.path("abcdefabcdef"))
+    folder.mkdir()
+    (folder / run_store.SHAPES_FILE).write_text(json.dumps(payload))
+    assert store.read_shapes("abcdefabcdef") == {}
+
+
+def test_output_shapes_round_trip_and_a_linked_file_is_not_read(tmp_path):
+    store = RunStore(tmp_path)
+    writer = store.create_run(name="shapes", config={}, layer_names=["fc1", "fc2"], source="script")
+    assert store.read_shapes(writer.run_id) == {}  # before the first batch
+    writer.on_shapes({"fc1": (12, 32), "fc2": (3,)})
+    writer.close()
+    assert store.read_shapes(writer.run_id) == {"fc1": (12, 32), "fc2": (3,)}
+    elsewhere = tmp_path.parent / "shapes-elsewhere.json"
+    elsewhere.write_text(json.dumps({"output_shapes": {"fc1": [1]}}))
+    linked = Path(store.path("bbbbbbbbbbbb"))
+    linked.mkdir()
+    (linked / run_store.SHAPES_FILE).symlink_to(elsewhere)
+    assert store.read_shapes("bbbbbbbbbbbb") == {}
+
+
 def test_weights_with_pickled_code_are_refused(tmp_path):
     store = RunStore(tmp_path)
     hostile_run(store, "abcdefabcdef", piece=good_piece())

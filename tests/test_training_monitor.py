@@ -269,6 +269,42 @@ def test_every_module_with_parameters_is_a_layer_and_wrappers_do_not_rename_them
     assert np.isnan(snap.layer_stat("dead_fraction")).all()  # F.relu is invisible: not measured
 
 
+def test_a_watched_plain_modules_first_batch_gives_its_layers_output_shapes_to_the_run(tmp_path):
+    from live_training_dashboard.run_store import RunStore
+
+    torch.manual_seed(0)
+    model = TinyTransformer()
+    monitor = TrainingMonitor(model, torch.optim.Adam(model.parameters(), 1e-2), device="cpu", stats_every=100)
+    tokens, labels = torch.randint(0, 20, (8, 5)), torch.randint(0, 3, (8,))
+    with monitor.watch(tmp_path, name="shapes") as run:
+        hooked = {name: len(module._forward_hooks) for name, module in model.named_modules()}
+        assert hooked["embed"] and hooked["norm"] and hooked["head"]  # every layer, not only those with an activation
+        for _batch in range(2):
+            logits = model(tokens)
+            loss = nn.functional.cross_entropy(logits, labels)
+            loss.backward()
+            monitor.log_batch(loss, logits, labels)
+        # After the first batch no hook of the monitor's is left on the model (stats every 100: none due).
+        assert not any(module._forward_hooks for module in model.modules())
+    shapes = RunStore(tmp_path).read_shapes(Path(run.folder).name)
+    # One sample's shapes (the batch of 8 dropped); attention returns (output, weights): its output's.
+    assert shapes == {"embed": (5, 16), "attention": (5, 16), "norm": (5, 16), "head": (3,)}
+
+
+def test_a_single_layer_model_has_its_shape_and_a_run_without_batches_leaves_no_hook(tmp_path):
+    from neural_network import ModuleWatcher
+
+    watcher = ModuleWatcher(nn.Linear(4, 2))
+    watcher.watch_shapes()
+    watcher.model(torch.zeros(3, 4))
+    assert watcher.take_shapes() == {"model": (2,)} and not watcher.model._forward_hooks
+    model = nn.Sequential(nn.Linear(4, 2))
+    monitor = TrainingMonitor(model, torch.optim.SGD(model.parameters(), 0.1), device="cpu")
+    monitor.watch(tmp_path, name="no batches")
+    monitor.finish()
+    assert not any(module._forward_hooks for module in model.modules())
+
+
 def test_bad_monitor_settings_are_clear_errors():
     model = MonitoredMLP(2, [8], 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
