@@ -367,11 +367,13 @@ def log_axis_ticks(low: float, high: float) -> list[float] | None:
     if last - first > 4:  # three powers of ten or more in view, whatever the mantissas would add
         return None
     for mantissas in LOG_TICK_MANTISSAS:
-        ticks = [value for exponent in range(first, last + 1) for mantissa in mantissas
-                 if low <= (value := float(f"{mantissa}e{exponent}")) <= high]
+        ticks = sorted({value for exponent in range(first, last + 1) for mantissa in mantissas
+                        if low <= (value := float(f"{mantissa}e{exponent}")) <= high})
         if len(ticks) >= 3:
             return None if mantissas == (1,) else ticks
     rough = (high - low) / 4
+    if not 0 < rough < math.inf:  # (a span of a few subnormals rounds to 0)
+        return None
     power = 10.0 ** math.floor(math.log10(rough))
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= rough)
     start = math.ceil(low / step)

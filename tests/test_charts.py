@@ -504,7 +504,7 @@ def test_a_log_axis_spanning_less_than_three_powers_of_ten_is_labelled_in_full(t
     assert charts.log_axis_ticks(0.02, 2.0) == [0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]  # 0.1 and 1 alone: too few
     assert charts.log_axis_ticks(0.6, 0.95) == [0.6, 0.7, 0.8, 0.9]  # within one power: every digit
     assert charts.log_axis_ticks(0.52, 0.58) == [0.52, 0.54, 0.56, 0.58]
-    for low, high in ((0.0, 1.0), (math.nan, 1.0), (1.0, math.inf), (2.0, 1.0)):
+    for low, high in ((0.0, 1.0), (math.nan, 1.0), (1.0, math.inf), (2.0, 1.0), (5e-324, 1e-323)):
         assert charts.log_axis_ticks(low, high) is None  # no range: Plotly's own
 
 
