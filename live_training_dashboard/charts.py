@@ -493,6 +493,10 @@ def batch_loss_chart(snapshot: HistorySnapshot, markers=None, options: ChartOpti
     return _markers(figure, markers, snapshot, options.x_axis)
 
 
+# Legend entries this long or shorter fit half of a chart's width in a 1024 px window.
+LEGEND_HALF_CHARS = 12
+
+
 def grad_norm_chart(snapshot: HistorySnapshot, markers=None, options: ChartOptions = DEFAULT_OPTIONS) -> go.Figure:
     """Global norm per batch (faint) and smoothed; each layer's norm smoothed (log axis by default),
     for a model of more than DEFAULT_HISTOGRAM_LAYERS layers those of default_histogram_layers."""
@@ -505,16 +509,21 @@ def grad_norm_chart(snapshot: HistorySnapshot, markers=None, options: ChartOptio
         return _empty_note(figure, "waiting for the first batch")
     x = _batch_x(snapshot, options.x_axis)
     (gx, gy), smoothed = _batch_lines(snapshot, "grad_norm", snapshot.batch("grad_norm"), options)
-    figure.add_trace(go.Scatter(x=gx, y=gy, name="global (per batch)", mode="lines",
+    # Short names, the smoothed line first: two entries fit a row of a chart in a 1024 px window.
+    figure.add_trace(go.Scatter(x=gx, y=gy, name="global, raw" if smoothed else "global", mode="lines", legendrank=2,
                                 line={"color": "rgba(0,0,0,0.2)" if smoothed else "black", "width": 1}))
     if smoothed is not None:
-        figure.add_trace(go.Scatter(x=smoothed[0], y=smoothed[1], name=f"global (smoothed {options.smoothing:g})",
+        figure.add_trace(go.Scatter(x=smoothed[0], y=smoothed[1], name="global", legendrank=1,
                                     mode="lines", line={"color": "black", "width": 2}))
     points = display_points(snapshot.num_steps)
     for index in layers:
         ly = smooth_ema_at(snapshot.layer_grad_norms[:, index], options.smoothing, points).astype(np.float32)
         figure.add_trace(go.Scatter(x=x[points], y=ly, name=escape_plotly(snapshot.layer_names[index]), mode="lines",
                                     line={"color": LAYER_COLORS[index % len(LAYER_COLORS)], "width": 1.5}))
+    if max(len(trace.name) for trace in figure.data) <= LEGEND_HALF_CHARS:
+        # Two entries a row at any width: in a 1024 px window the six entries stood one a row and
+        # left the plot 100 px, its axis title over the first entry.
+        figure.update_layout(legend={"entrywidthmode": "fraction", "entrywidth": 0.5})
     _scale_y(figure, options, log)
     return _markers(figure, markers, snapshot, options.x_axis)
 

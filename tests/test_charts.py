@@ -134,6 +134,15 @@ def test_a_deep_models_gradient_norms_draw_a_few_layers_spread_from_first_to_las
     layers = [t.name for t in figure.data if not t.name.startswith("global")]
     assert layers == [snapshot.layer_names[i] for i in charts.default_histogram_layers(12)]
     assert layers[0] == "fc1" and layers[-1] == "fc12" and "8 of 12 layers" in figure.layout.title.text
+    # Two legend entries a row (a 1024 px window stacked them one a row over a 100 px plot), the
+    # smoothed global line first; names too long for half a chart keep Plotly's own flow.
+    assert figure.layout.legend.entrywidthmode == "fraction" and figure.layout.legend.entrywidth == 0.5
+    assert sorted(figure.data, key=lambda t: t.legendrank or 1000)[0].name == "global"
+    import dataclasses
+
+    long_names = dataclasses.replace(snapshot, layer_names=tuple(f"encoder.layers.{i}.linear" for i in range(12)),
+                                     history_id="long names")
+    assert charts.grad_norm_chart(long_names).layout.legend.entrywidth is None
 
 
 def test_a_deep_model_draws_a_few_layers_spread_from_first_to_last_at_first():
