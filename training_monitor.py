@@ -31,6 +31,7 @@ from live_training_dashboard.history import (  # noqa: F401  (re-exported: the m
     DEFAULT_MAX_HISTOGRAM_SNAPSHOTS,
     DIVERGED,
     DIVERGENCE_LOSS_FACTOR,
+    ENDED_STATUSES,
     EPOCH_COLUMNS,
     FAILED,
     FINISHED,
@@ -279,6 +280,17 @@ class WatchedRun:
             self.monitor.ranks = None  # only this rank left the block: end here, with no collective to hang in
             self.monitor.finish(FAILED, f"Failed after {self.monitor.step} batches: {type(error).__name__}: {error}")
         return False  # the exception goes on to the user's code: the monitor never swallows it
+
+
+def _epoch_number(value, name: str) -> float:
+    """A validation number given to log_epoch as a float: a number or a one-element tensor."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"log_epoch's {name} must be one number, got a tensor of shape {tuple(value.shape)}")
+        return float(value.detach().reshape(()).item())
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"log_epoch's {name} must be a number, got {type(value).__name__}")
+    return float(value)
 
 
 def _resident_megabytes() -> float:
@@ -807,7 +819,8 @@ class TrainingMonitor:
         """Misuse of log_batch is a clear error at once (shapes only: no device sync). After a
         first call that passed, only what can change between batches is checked (~10 us less)."""
         if self._checked_call is not None and type(loss) is torch.Tensor and loss.dim() == 0 \
-                and batch_size is None and (logits is None) == (self._checked_call == "plain"):
+                and batch_size is None and (logits is None) == (self._checked_call == "plain") \
+                and (labels is None or labels.shape == logits.shape[:1]):  # (a mismatch failed the run at its flush)
             return loss, labels.shape[0] if labels is not None else 1
         if not isinstance(loss, torch.Tensor):
             if isinstance(loss, bool) or not isinstance(loss, (int, float)):
@@ -834,6 +847,11 @@ class TrainingMonitor:
             return
         if self.status != RUNNING or self._stop_event.is_set():
             return
+        # Misuse is a clear error here, before anything is recorded ("x" ended the run as failed).
+        val_loss, val_accuracy = _epoch_number(val_loss, "val_loss"), _epoch_number(val_accuracy, "val_accuracy")
+        if 1 < val_accuracy < math.inf:
+            raise ValueError(f"val_accuracy is a share from 0 to 1, got {val_accuracy:g} (a percentage? "
+                             f"pass {val_accuracy / 100:g})")
         try:
             self._flush()
             if self.ranks is not None:
@@ -848,6 +866,8 @@ class TrainingMonitor:
         if self._broken is not None:
             self._exchange_while_broken()
             return
+        if str(status) not in {str(ended) for ended in ENDED_STATUSES}:  # (misuse: the run used to fail on it)
+            raise ValueError(f"finish's status must be one of finished, stopped, diverged, failed; got {status!r}")
         try:
             if self.status == RUNNING and not self._stop_event.is_set():
                 self._flush(check=False)

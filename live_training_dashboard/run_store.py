@@ -404,6 +404,8 @@ class RunStore:
     """A runs folder: a local path or any fsspec URL (memory://runs, s3://bucket/runs, ...)."""
 
     def __init__(self, url: str | Path):
+        if not isinstance(url, (str, os.PathLike)):  # watch(5) made a folder named "5" in the working directory
+            raise TypeError(f"the runs folder must be a path or an fsspec URL, got {type(url).__name__}")
         text = str(url).strip()
         if not text:
             raise StoreError("The runs folder cannot be empty; type e.g. ./runs")

@@ -584,6 +584,34 @@ def test_log_batch_takes_any_loss_without_logits_and_misuse_is_a_clear_error(tmp
     assert history.epoch("train_loss")[0] == pytest.approx(np.mean(losses), rel=1e-5)
 
 
+def test_misused_log_batch_log_epoch_and_finish_are_clear_errors_and_the_run_goes_on(tmp_path):
+    """The check after a first good call was skipped: the run then failed at its flush ("The size of
+    tensor a (16) must match the size of tensor b (12)") and stopped recording."""
+    model, optimizer, monitor, store = plain_model_and_monitor(tmp_path)
+    x, labels = torch.randn(8, 2), torch.randint(0, 3, (8,))
+    logits = model(x)
+    loss = nn.functional.cross_entropy(logits, labels)
+    loss.backward()
+    assert monitor.log_batch(loss, logits, labels)
+    with pytest.raises(ValueError, match=r"got \(8, 3\) and \(4,\)"):
+        monitor.log_batch(loss, logits, labels[:4])
+    assert monitor.log_batch(loss, logits, labels)  # the run goes on, recorded
+    # log_epoch and finish misused: clear errors, and the run is still recorded (a str ended it "failed").
+    with pytest.raises(TypeError, match="val_loss must be a number, got str"):
+        monitor.log_epoch("x")
+    with pytest.raises(ValueError, match="a percentage"):
+        monitor.log_epoch(0.5, 95.0)
+    with pytest.raises(ValueError, match="one of finished, stopped"):
+        monitor.finish("bogus")
+    monitor.log_epoch(torch.tensor(0.5), np.float32(0.9))  # tensors and numpy numbers are numbers
+    monitor.finish()
+    state, history = stored_state(store)
+    assert state.status == FINISHED and history.num_steps == 2
+    assert history.epoch("val_accuracy")[0] == pytest.approx(0.9) and len(history.epochs) == 1
+    with pytest.raises(TypeError, match="path or an fsspec URL, got int"):
+        TrainingMonitor(model, optimizer, device="cpu").watch(5)
+
+
 def test_watch_as_a_context_manager_ends_the_run_however_the_block_ends(tmp_path):
     from live_training_dashboard.run_store import RunStore
 
