@@ -480,11 +480,21 @@ class ModuleWatcher(ActivationCapture):
         """The layers and their parameter counts, from the module tree alone (no forward pass:
         the input shape of an arbitrary model is unknown, so output shapes are left empty; see
         watch_shapes)."""
-        return [
-            LayerInfo(name, type(module).__name__, (), sum(p.numel() for p in module.parameters(recurse=False)),
-                      self._activation_of.get(name), True)
-            for name, module in self._monitored.items()
-        ]
+        # A tied weight (a language model's embedding and output layer) is counted once, at the first
+        # layer that holds it, so the parameters add up to the model's; the other says it is tied.
+        holder: dict[int, str] = {}
+        rows = []
+        for name, module in self._monitored.items():
+            own, tied_to = 0, []
+            for p in module.parameters(recurse=False):
+                if id(p) in holder:
+                    tied_to.append(holder[id(p)])
+                else:
+                    holder[id(p)] = name
+                    own += p.numel()
+            kind = type(module).__name__ + (f" (tied to {', '.join(dict.fromkeys(tied_to))})" if tied_to else "")
+            rows.append(LayerInfo(name, kind, (), own, self._activation_of.get(name), True))
+        return rows
 
     def watch_shapes(self) -> None:
         """Note each layer's output shape (one sample: the first dimension dropped) in the next

@@ -358,13 +358,15 @@ class TrainingMonitor:
         self._layer_weights = [layer_weight(layers[name]) for name in self.layer_names]
         self._host_stats = self.device.type == "cpu"  # layer statistics in numpy (see _take_layer_stats)
         self._params = [p for p in model.parameters() if p.requires_grad]
-        # Which layer each parameter belongs to, so per-parameter norms sum into per-layer norms.
-        owner = {id(p): index for index, name in enumerate(self.layer_names)
-                 for p in layers[name].parameters(recurse=False)}
+        # Which layers hold each parameter, so per-parameter norms sum into per-layer norms. A tied
+        # weight (a language model's embedding and output layer) counts in both: attributed to one,
+        # the other's gradient read 0, which the doctor would take for a vanishing gradient.
         self._param_layer = np.zeros((len(self._params), len(self.layer_names)), dtype=np.float32)
-        for row, p in enumerate(self._params):
-            if id(p) in owner:
-                self._param_layer[row, owner[id(p)]] = 1.0
+        row_of = {id(p): row for row, p in enumerate(self._params)}
+        for index, name in enumerate(self.layer_names):
+            for p in layers[name].parameters(recurse=False):
+                if id(p) in row_of:
+                    self._param_layer[row_of[id(p)], index] = 1.0
         self.history = History(self.layer_names, histogram_bins, max_histogram_snapshots)
         self.histogram_bins = histogram_bins
 

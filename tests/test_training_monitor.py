@@ -305,6 +305,35 @@ def test_a_single_layer_model_has_its_shape_and_a_run_without_batches_leaves_no_
     assert not any(module._forward_hooks for module in model.modules())
 
 
+def test_a_tied_weight_counts_in_both_layers_that_hold_it():
+    """A language model's embedding and output layer share one weight: the embedding's gradient norm
+    read 0 (the weight went to the output layer alone), a vanishing gradient that was not there."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(30, 16), nn.Linear(16, 16), nn.Linear(16, 30, bias=False))
+    model[2].weight = model[0].weight
+    optimizer = torch.optim.SGD(model.parameters(), 0.1)
+    monitor = TrainingMonitor(model, optimizer, device="cpu")
+    monitor.watch(None, name="tied")
+    shared = []
+    for _batch in range(3):
+        tokens = torch.randint(0, 30, (4, 5))
+        logits = model(tokens).reshape(-1, 30)
+        loss = nn.functional.cross_entropy(logits, tokens.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        shared.append(float(torch.linalg.vector_norm(model[0].weight.grad)))
+        optimizer.step()
+        monitor.log_batch(loss, logits, tokens.reshape(-1))
+    monitor.finish()
+    norms = monitor.history.snapshot().layer_grad_norms
+    # The one weight's gradient (from both uses), on both layers that hold it.
+    assert np.allclose(norms[:, 0], shared, rtol=1e-4) and np.allclose(norms[:, 2], shared, rtol=1e-4)
+    # Counted once in the architecture: its parameters add up to the model's, and the output layer says why.
+    layers = monitor.watcher.describe()
+    assert sum(layer.param_count for layer in layers) == sum(p.numel() for p in model.parameters())
+    assert layers[2].kind == "Linear (tied to 0)" and layers[2].param_count == 0
+
+
 def test_bad_monitor_settings_are_clear_errors():
     model = MonitoredMLP(2, [8], 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
