@@ -186,3 +186,29 @@ def test_bad_settings_and_wrong_weights_give_messages_not_tracebacks(tmp_path):
     fresh = RunCatalog(str(tmp_path)).get(run.run_id)
     assert fresh.config is None and fresh.snapshot().num_steps == 38
     assert fresh.inspection_model()[0] is None
+
+
+def test_the_runs_of_a_big_folder_say_how_they_ended_without_reopening_their_histories(tmp_path):
+    """The catalog closes ended runs' readers beyond MAX_OPEN_ENDED_READERS to bound memory; the runs
+    table then reopened every one at each refresh just to read its status (300 runs: 1.3 s)."""
+    from torch import nn
+
+    from live_training_dashboard import run_catalog
+    from training_monitor import TrainingMonitor
+
+    count = run_catalog.MAX_OPEN_ENDED_READERS + 4
+    for index in range(count):
+        model = nn.Linear(2, 3)
+        monitor = TrainingMonitor(model, torch.optim.SGD(model.parameters(), 0.1), device="cpu")
+        with monitor.watch(tmp_path, name=f"run {index}"):
+            loss = model(torch.randn(4, 2)).pow(2).mean()
+            loss.backward()
+            monitor.log_batch(loss)
+    catalog = RunCatalog(str(tmp_path), warm_up=False)
+    runs = catalog.runs()
+    assert [r.status for r in runs] == [FINISHED] * count  # each read once
+    runs = catalog.runs()  # closes the readers of all but MAX_OPEN_ENDED_READERS
+    assert sum(r.has_reader for r in runs) == run_catalog.MAX_OPEN_ENDED_READERS
+    assert [r.status for r in runs] == [FINISHED] * count and "Finished" in runs[0].message
+    assert sum(r.has_reader for r in runs) == run_catalog.MAX_OPEN_ENDED_READERS  # none reopened
+    assert runs[0].snapshot().num_steps == 1  # its history still reads on demand
