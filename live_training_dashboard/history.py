@@ -208,11 +208,12 @@ class HistorySnapshot:
 
 
 class History:
-    """Everything recorded about a run, bounded in memory whatever its length.
+    """Everything recorded about a run.
 
-    Per-batch series cost (6 + layers) float32 per batch; per-layer statistics
-    len(LAYER_STATS) floats per layer every stats_every batches; histograms at most
-    max_histogram_snapshots snapshots, thinned evenly as the run grows.
+    Per-batch series cost (6 + layers) float32 per batch and per-layer statistics
+    len(LAYER_STATS) floats per layer every stats_every batches, so they grow with the run: 19 MB
+    for a million batches of a 4-layer model, ~0.9 GB for a 160-layer one (not yet thinned).
+    Histograms are bounded: at most max_histogram_snapshots, thinned evenly as the run grows.
     """
 
     def __init__(self, layer_names: Sequence[str], histogram_bins: int = DEFAULT_HISTOGRAM_BINS,
