@@ -87,10 +87,14 @@ const DARK_COLORS = {
   "black": "#e8e8e8", "rgba(0,0,0,0.2)": "rgba(255,255,255,0.25)", "#555": "#b0b0b0", "white": "rgba(0,0,0,0)",
   "rgba(255,255,255,0.85)": "rgba(14,17,23,0.85)", "#f0f2f6": "#262730", "#e6e9ef": "#3b3d4a", "#fde2e1": "#5a2626",
 };
-function pageIsDark(element) {
+function pageBackground(element) {  // [r, g, b] of the page behind the charts, or null
   const app = element.closest(".stApp") || document.querySelector(".stApp") || document.body;
   const rgb = (getComputedStyle(app).backgroundColor.match(/[\\d.]+/g) || []).map(Number);
-  return rgb.length >= 3 && (rgb.length < 4 || rgb[3] > 0) && 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 100;
+  return rgb.length >= 3 && (rgb.length < 4 || rgb[3] > 0) ? rgb.slice(0, 3) : null;
+}
+function pageIsDark(element) {
+  const rgb = pageBackground(element);
+  return rgb !== null && 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 100;
 }
 function swapColors(value) {
   if (typeof value === "string") return Object.prototype.hasOwnProperty.call(DARK_COLORS, value) ? DARK_COLORS[value] : value;
@@ -119,11 +123,12 @@ function overlays(chart) {
   if (!chart.__veil) {
     chart.style.position = "relative";
     chart.__veil = document.createElement("div");
+    const dark = pageIsDark(chart), ink = dark ? "#aaa" : "#555";  // the veil is the page's own colour
     chart.__veil.style.cssText = "position:absolute;z-index:2;background:" +
-      (pageIsDark(chart) ? "rgba(14,17,23,0.95)" : "rgba(255,255,255,0.95)") + ";";
+      (dark ? `rgba(${pageBackground(chart).join(",")},0.95)` : "rgba(255,255,255,0.95)") + ";";
     chart.__cursor = document.createElement("div");
-    chart.__cursor.style.cssText = "position:absolute;width:0;border-left:1.5px solid #555;z-index:3;" +
-      "pointer-events:none;font:11px sans-serif;color:#555;white-space:nowrap;";
+    chart.__cursor.style.cssText = `position:absolute;width:0;border-left:1.5px solid ${ink};z-index:3;` +
+      `pointer-events:none;font:11px sans-serif;color:${ink};white-space:nowrap;`;
     chart.__cursor.innerHTML = "<span style='position:absolute;top:-14px;left:3px'>replay</span>";
     chart.append(chart.__veil, chart.__cursor);
   }
