@@ -672,7 +672,9 @@ def health_panel(current, findings: list, snapshot, active: bool) -> None:
     # changes to try (a button each, for the page's own runs: the same settings with that change).
     for index, cause in enumerate(diagnostics.explain(findings, snapshot, current.config_dict)):
         finding = cause.finding
-        where = f" · from epoch {finding.epoch:.1f}" if finding.epoch is not None else ""
+        # The batch too: a script that never said its epochs' length has every batch at "epoch 0.0".
+        where = (f" · from batch {finding.step:,} (epoch {finding.epoch:.1f})" if finding.step is not None
+                 else f" · from epoch {finding.epoch:.1f}" if finding.epoch is not None else "")
         lines = [f"**{finding.title}** — {finding.explanation}",
                  f"*Evidence:* {finding.evidence}",
                  f"*See:* {CHART_NAMES.get(finding.chart, finding.chart)}{where}"]

@@ -266,6 +266,8 @@ def test_health_panel_is_green_for_a_healthy_run_and_names_divergence():
     app.button(key="train").click().run()
     rerun_until(app, lambda a: any("Training diverged" in e.value for e in a.error), timeout=30)
     assert not any("all clear" in s.value for s in app.success)
+    [diverged] = [e.value for e in app.error if "Training diverged" in e.value]
+    assert re.search(r"Loss per batch · from batch \d+ \(epoch \d+\.\d\)", diverged), diverged
 
 
 def test_predictions_tab_draws_the_decision_boundary():
