@@ -268,25 +268,25 @@ def _epoch_points(snapshot: HistorySnapshot) -> np.ndarray:
 
 
 def _figure(title: str, x_title: str, y_title: str, height: int = CHART_HEIGHT, log_y: bool = False) -> go.Figure:
-    figure = go.Figure()
-    figure.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 14}},
-        height=height,
-        margin={"l": 50, "r": 10, "t": 40, "b": 40},
-        xaxis_title=x_title,
-        yaxis_title=y_title,
-        yaxis_type="log" if log_y else "linear",
-        # Below the x-axis title even when a narrow column wraps the legend into rows (automargin
-        # then shrinks the plot, and the legend moves up with it).
-        legend={"orientation": "h", "y": -0.32, "x": 0, "yanchor": "top"},
-        uirevision=UI_REVISION,
-        hovermode="x unified",
-    )
+    # One nested layout, validated once: update_layout with magic-underscore keys and a separate
+    # update_yaxes took 12.4 ms a chart here against 1.1 ms, most of a 1M-batch refresh's 91 ms.
+    y_axis = {"title": {"text": y_title}, "type": "log" if log_y else "linear"}
     if log_y:
         # Ticks at powers of ten only, written 1e-3: Plotly's default labels its 2x and 5x minor
         # ticks "2" and "5", and a learner cannot tell 0.5 from 0.05 where it matters most.
-        figure.update_yaxes(dtick=1, exponentformat="e", showexponent="all", minor={"ticks": "inside", "dtick": "D1"})
-    return figure
+        y_axis.update(dtick=1, exponentformat="e", showexponent="all", minor={"ticks": "inside", "dtick": "D1"})
+    return go.Figure(layout={
+        "title": {"text": title, "x": 0.01, "font": {"size": 14}},
+        "height": height,
+        "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
+        "xaxis": {"title": {"text": x_title}},
+        "yaxis": y_axis,
+        # Below the x-axis title even when a narrow column wraps the legend into rows (automargin
+        # then shrinks the plot, and the legend moves up with it).
+        "legend": {"orientation": "h", "y": -0.32, "x": 0, "yanchor": "top"},
+        "uirevision": UI_REVISION,
+        "hovermode": "x unified",
+    })
 
 
 def _empty_note(figure: go.Figure, text: str) -> go.Figure:
@@ -385,7 +385,7 @@ def _label_log_axis(figure: go.Figure, low: float, high: float) -> None:
     ticks = log_axis_ticks(low, high)
     if ticks is not None:
         # Written in full (0.2, 0.5, 1, 2): "2" and "5" alone are what _figure's comment avoids.
-        figure.update_yaxes(tickmode="array", tickvals=ticks, ticktext=[f"{tick:g}" for tick in ticks])
+        figure.layout.yaxis.update(tickmode="array", tickvals=ticks, ticktext=[f"{tick:g}" for tick in ticks])
 
 
 # --------------------------------------------------------------------------- epoch curves
@@ -423,7 +423,7 @@ def epoch_metric_chart(snapshot: HistorySnapshot, metric: str, markers=None,
     rows = _epoch_points(snapshot)
     if len(rows) == 0:
         if metric == "accuracy" and len(previous_rows):
-            figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
+            figure.layout.yaxis.update(range=[0, 1.02], tickformat=".0%")
         return _empty_note(figure, "appears after the first epoch")
     x = _epoch_x(snapshot, options.x_axis)[rows].astype(np.float32)
     drawn = 0
@@ -437,7 +437,7 @@ def epoch_metric_chart(snapshot: HistorySnapshot, metric: str, markers=None,
     if not drawn:
         return _empty_note(figure, f"no {metric} to draw: none logged, or none finite")
     if metric == "accuracy":
-        figure.update_yaxes(range=[0, 1.02], tickformat=".0%")
+        figure.layout.yaxis.update(range=[0, 1.02], tickformat=".0%")  # (update_yaxes: ~1 ms more)
     else:
         _scale_y(figure, options, log)
     return _markers(figure, markers, snapshot, options.x_axis)
@@ -523,7 +523,7 @@ def grad_norm_chart(snapshot: HistorySnapshot, markers=None, options: ChartOptio
     if max(len(trace.name) for trace in figure.data) <= LEGEND_HALF_CHARS:
         # Two entries a row at any width: in a 1024 px window the six entries stood one a row and
         # left the plot 100 px, its axis title over the first entry.
-        figure.update_layout(legend={"entrywidthmode": "fraction", "entrywidth": 0.5})
+        figure.layout.legend.update(entrywidthmode="fraction", entrywidth=0.5)
     _scale_y(figure, options, log)
     return _markers(figure, markers, snapshot, options.x_axis)
 
