@@ -282,6 +282,9 @@ class WatchedRun:
         return False  # the exception goes on to the user's code: the monitor never swallows it
 
 
+_ENDED_WORDS = frozenset(str(status) for status in ENDED_STATUSES)  # what finish(status) accepts
+
+
 def _epoch_number(value, name: str) -> float:
     """A validation number given to log_epoch as a float: a number or a one-element tensor."""
     if isinstance(value, torch.Tensor):
@@ -868,7 +871,7 @@ class TrainingMonitor:
         if self._broken is not None:
             self._exchange_while_broken()
             return
-        if str(status) not in {str(ended) for ended in ENDED_STATUSES}:  # (misuse: the run used to fail on it)
+        if str(status) not in _ENDED_WORDS:  # (misuse: the run used to fail on it)
             raise ValueError(f"finish's status must be one of finished, stopped, diverged, failed; got {status!r}")
         try:
             if self.status == RUNNING and not self._stop_event.is_set():
@@ -918,9 +921,7 @@ class TrainingMonitor:
         warnings.warn(f"TrainingMonitor stopped recording this run after {self.step} batches "
                       f"({type(error).__name__}: {error}); your training goes on.", RuntimeWarning, stacklevel=3)
         try:
-            if self._shapes_pending:  # no hook of ours stays on the user's model
-                self._shapes_pending = False
-                self.watcher.take_shapes()
+            self._take_shapes()  # no hook of ours stays on the user's model
             self.history.set_status(FAILED, f"Failed: the monitor stopped recording after {self.step} batches: "
                                             f"{self._broken}")
             writer, self.writer = self.writer, None
@@ -931,18 +932,23 @@ class TrainingMonitor:
             pass
         return True
 
+    def _take_shapes(self) -> dict:
+        """The output shapes watch() asked a plain module for (ModuleWatcher.watch_shapes), its hooks
+        removed; {} when none were asked for."""
+        if not self._shapes_pending:
+            return {}
+        self._shapes_pending = False
+        return self.watcher.take_shapes()
+
     def _send_shapes(self) -> None:
         """A plain module's output shapes, seen in the batch just trained, to the run's architecture."""
-        self._shapes_pending = False
-        shapes = self.watcher.take_shapes()
+        shapes = self._take_shapes()
         if shapes and self.writer is not None:
             self.writer.on_shapes(shapes)
 
     def _end(self) -> None:
         """Whatever ended the run: stop capturing, write the rest, close the store, tell callbacks."""
-        if self._shapes_pending:  # (no batch came)
-            self._shapes_pending = False
-            self.watcher.take_shapes()
+        self._take_shapes()  # (no batch came)
         if self.writer is not None and self.writer.error is None:
             self._flush(check=False)
         if self.step > self._system_step:  # the last stretch, however short: every run has a sample

@@ -336,7 +336,7 @@ def _scale_y(figure: go.Figure, options: ChartOptions, log: bool) -> go.Figure:
     lines = [np.asarray(t.y, dtype=np.float64) for t in figure.data if t.y is not None]
     span = outlier_free_range(lines, log) if options.ignore_outliers else None
     if span is not None:
-        figure.update_yaxes(range=span)
+        figure.layout.yaxis.update(range=span)
     if log:
         if span is not None:
             low, high = 10.0 ** span[0], 10.0 ** span[1]
