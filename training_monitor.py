@@ -114,6 +114,12 @@ def _segment_statistics(tensors: Sequence[torch.Tensor], bins: int, summed: int 
     return torch.cat([low[:, None], high[:, None], sums[:, None], squares[:, None], counts.float()], dim=1)
 
 
+def _dense_values(tensor: torch.Tensor) -> torch.Tensor:
+    """The values of a tensor, sparse or not (a sparse Embedding's gradient holds only the used rows)."""
+    tensor = tensor.detach()
+    return tensor.coalesce().values() if tensor.is_sparse else tensor
+
+
 def _host_numbers(value, size: int) -> np.ndarray:
     """A captured statistic (numpy array, float or tensor; None when not measured) as floats."""
     if value is None:
@@ -622,8 +628,9 @@ class TrainingMonitor:
         grads = [p.grad for p in self._params]
         try:
             return torch._foreach_norm(grads)
-        except (TypeError, RuntimeError):  # a parameter that got no gradient this batch: norm 0
-            return torch._foreach_norm([g if g is not None else p.new_zeros(1) for g, p in zip(grads, self._params)])
+        except (TypeError, RuntimeError):  # no gradient this batch (norm 0), or a sparse one (an Embedding's)
+            return [torch.linalg.vector_norm(_dense_values(g)) if g is not None else p.new_zeros(())
+                    for g, p in zip(grads, self._params)]
 
     def _record(self, loss, logits, labels, grad_norms, weights_before) -> None:
         """Queue one batch's numbers; with weights_before, also take the layer statistics."""
@@ -636,9 +643,11 @@ class TrainingMonitor:
             self._pending_logits.append(logits.detach())
             self._pending_labels.append(labels)
             self._pending_logit_elements += logits.numel()
-        if weights_before is not None:
-            grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self._layer_weights]
-            self._take_layer_stats(weights_before, grads)
+        if weights_before is not None:  # (NaN/Inf/huge values give NaN/Inf statistics, not numpy warnings in the loop)
+            grads = [torch.zeros_like(w) if w.grad is None else w.grad.to_dense() if w.grad.is_sparse else w.grad
+                     for w in self._layer_weights]
+            with np.errstate(all="ignore"):
+                self._take_layer_stats(weights_before, grads)
 
     def _stack_rows(self, rows: int) -> None:
         """Move the one-number tensors of batches [_stacked_rows, rows) into the row buffer: one
@@ -985,9 +994,8 @@ class TrainingMonitor:
         histograms = self.history.wants_histograms()  # thinned ones are never drawn: skip computing them
         if self._host_stats:
             weights = [w.detach().float().numpy().reshape(-1) for w in self._layer_weights]
-            with np.errstate(all="ignore"):
-                update_norms = np.array([math.sqrt(float(np.dot(d, d))) for d in
-                                         (w - before.reshape(-1) for w, before in zip(weights, weights_before))])
+            update_norms = np.array([math.sqrt(float(np.dot(d, d))) for d in
+                                     (w - before.reshape(-1) for w, before in zip(weights, weights_before))])
             activations = np.array([_host_numbers(captured.get(name), 4) for name in self.layer_names])
             activation_grads = np.array([_host_numbers(captured_grads.get(name), 1)[0] for name in self.layer_names])
             segments = _segment_statistics_host(weights + grads, self.histogram_bins, summed=layers, histograms=histograms)
@@ -1010,9 +1018,10 @@ class TrainingMonitor:
         layers = len(self.layer_names)
         for step, combined in pending:
             values = combined.cpu().numpy().astype(np.float64)
-            self._append_layer_stats(
-                step, values[:layers], values[layers : 5 * layers].reshape(layers, 4), values[5 * layers : 6 * layers],
-                values[6 * layers :].reshape(2 * layers, 4 + self.histogram_bins), True)
+            with np.errstate(all="ignore"):
+                self._append_layer_stats(
+                    step, values[:layers], values[layers : 5 * layers].reshape(layers, 4), values[5 * layers : 6 * layers],
+                    values[6 * layers :].reshape(2 * layers, 4 + self.histogram_bins), True)
 
     def _append_layer_stats(self, step: int, update_norms: np.ndarray, activations: np.ndarray,
                             activation_grads: np.ndarray, segments: np.ndarray, histograms: bool) -> None:

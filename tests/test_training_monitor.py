@@ -1,6 +1,7 @@
 import math
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -518,6 +519,46 @@ def stored_state(store):
     reader = RunReader.open(store, "0123456789ab")
     reader.poll()
     return reader.state, reader.history.snapshot()
+
+
+def test_a_sparse_embedding_gradient_is_measured_like_its_dense_equal():
+    """nn.Embedding(sparse=True) gives a sparse gradient: _foreach_norm and numpy cannot read it, and
+    the monitor stopped recording at the first batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(20, 6, sparse=True), nn.Flatten(), nn.Linear(12, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = TrainingMonitor(model, optimizer, stats_every=2, device="cpu")
+    expected = []
+    with monitor.watch():
+        for _ in range(6):
+            tokens, labels = torch.randint(0, 20, (16, 2)), torch.randint(0, 3, (16,))
+            tokens[:, 1] = tokens[:, 0]  # repeated rows: the sparse gradient holds duplicate indices
+            logits = model(tokens)
+            loss = nn.functional.cross_entropy(logits, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            expected.append(float(torch.linalg.vector_norm(model[0].weight.grad.to_dense())))
+            optimizer.step()
+            assert monitor.log_batch(loss, logits, labels)
+    history = monitor.history.snapshot()
+    assert monitor.status == FINISHED
+    assert np.allclose(history.layer_grad_norms[:, 0], expected, rtol=1e-5)
+    assert len(history.stats_steps) == 3 and np.isfinite(history.layer_stats).any()
+
+
+def test_huge_values_at_a_stats_batch_give_statistics_not_numpy_warnings_in_the_loop(tmp_path):
+    model, optimizer, monitor, store = plain_model_and_monitor(tmp_path)
+
+    def blow_up(batch):
+        with torch.no_grad():  # finite, but squares past float32's range
+            model[0].weight.mul_(1e21 if batch == 4 else 1.0)
+        return True
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=RuntimeWarning, module="numpy")
+        warnings.filterwarnings("error", message=".*encountered in", category=RuntimeWarning)
+        users_loop(monitor, model, optimizer, 12, before_step=blow_up)
+    assert monitor.status != "failed" and "stopped recording" not in monitor.message
 
 
 def test_nan_weights_at_a_stats_batch_end_the_run_as_diverged_without_raising_into_the_loop(tmp_path):
