@@ -36,9 +36,11 @@ def test_preset_reproduces_its_lesson(key):
 
 def test_scheduler_preset_ends_lower_with_cosine_and_the_doctor_names_the_bouncing_constant_rate():
     """Adam at a constant lr 0.03 is chaotic: whether its last third plateaus depends on the seed
-    and on the CPU's float rounding (seed 0 plateaus on a Xeon, keeps improving on an EPYC), each
-    far from the doctor's thresholds. So: the lesson (cosine ends far lower) on every seed, the
-    doctor names the plateau on at least one of three and never flags the cosine run."""
+    and on the CPU's float rounding (seed 0 plateaus on a Xeon, keeps improving on an EPYC; on a
+    Xeon on 2026-12-07 it bounced back above its starting loss, "stalled" too, and seed 1's cosine
+    run overfit), each far from the doctor's thresholds. So: the lesson (cosine ends far lower) on
+    every seed, the doctor names the plateau on at least one of three, the constant rate's findings
+    are about its bouncing only, and the cosine run is never told its steps are too large."""
     preset = PRESETS["scheduler"]
     expected = dict(preset.expected)
     named = []
@@ -50,8 +52,8 @@ def test_scheduler_preset_ends_lower_with_cosine_and_the_doctor_names_the_bounci
             snapshot = train(config)
             finals[label] = snapshot.epoch("train_loss")[-1]
             codes[label] = [f.code for f in diagnose(snapshot)]
-        assert codes["cosine"] == [], (seed, codes)
-        assert set(codes["constant lr"]) <= {"noisy_plateau"}, (seed, codes)  # information, nothing worse
+        assert not set(codes["cosine"]) & {"noisy_plateau", "stalled", "exploding_gradients", "diverged"}, (seed, codes)
+        assert set(codes["constant lr"]) <= {"noisy_plateau", "stalled"}, (seed, codes)  # the bouncing, nothing else
         # Measured 0.12-0.32 (EPYC, seeds 0-2): the cosine run ends at least twice as low.
         assert finals["cosine"] < 0.5 * finals["constant lr"], (seed, finals)
         named.append(expected["constant lr"] in codes["constant lr"])

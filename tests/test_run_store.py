@@ -124,8 +124,16 @@ def hostile_run(store: RunStore, run_id: str, meta: dict | None = None, piece: d
             "config": {}, "layer_names": ["fc1", "fc2"], "histogram_bins": 4}
     (folder / run_store.META_FILE).write_text(json.dumps({**base, **(meta or {})}))
     if piece is not None:
-        (folder / run_store.CHUNKS / "00000000.npz").write_bytes(run_store.encode_piece(piece))
+        name, data = ("00000000.piece", piece) if isinstance(piece, bytes) else ("00000000.npz", npz_piece(piece))
+        (folder / run_store.CHUNKS / name).write_bytes(data)
     return folder
+
+
+def npz_piece(arrays: dict) -> bytes:
+    """A piece as runs written before 2026-12-07 hold them (and any array type a hostile one may)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def good_piece(rows: int = 3) -> dict:
@@ -156,17 +164,61 @@ def test_hostile_run_json_is_skipped_with_a_warning(tmp_path, meta, reason):
 ])
 def test_a_hostile_history_piece_is_skipped_and_the_rest_still_reads(tmp_path, piece, reason):
     store = RunStore(tmp_path)
-    folder = hostile_run(store, "abcdefabcdef", piece=piece)
-    (folder / run_store.CHUNKS / "00000001.npz").write_bytes(run_store.encode_piece(good_piece(5)))
+    folder = hostile_run(store, "abcdefabcdef", piece=piece)  # an older run's .npz piece, then a current one
+    (folder / run_store.CHUNKS / "00000001.piece").write_bytes(run_store.encode_piece(good_piece(5)))
     reader = read_all(store, "abcdefabcdef")
     assert reader.skipped_pieces == 1 and reason in reader.problems[0]
     assert reader.history.num_steps == 5
 
 
+def _raw_piece(entries, body: bytes = b"", header: bytes | None = None) -> bytes:
+    header = json.dumps(entries).encode() if header is None else header
+    return run_store.PIECE_MAGIC + len(header).to_bytes(8, "little") + header + body
+
+
+@pytest.mark.parametrize("data, reason", [
+    (run_store.PIECE_MAGIC + b"\x01", "truncated"),
+    (run_store.PIECE_MAGIC + (10**6).to_bytes(8, "little") + b"[]", "longer than the file"),
+    (_raw_piece(None, header=b"{not json"), "unreadable"),
+    (_raw_piece({"batches": 1}), "not a list"),
+    (_raw_piece([{"name": "x", "dtype": "float32", "shape": [1], "offset": 0, "nbytes": 4}] * 65, bytes(4)), "not a list"),
+    (_raw_piece([{"name": "batches", "dtype": "object", "shape": [1], "offset": 0, "nbytes": 8}], bytes(8)), "malformed"),
+    (_raw_piece([{"name": "x", "dtype": "float32", "shape": [1], "offset": 0, "nbytes": 4}] * 2, bytes(4)), "malformed"),
+    (_raw_piece([{"name": "batches", "dtype": "float32", "shape": [10**9, 6], "offset": 0, "nbytes": 24 * 10**9}],
+                bytes(24)), "extent"),
+    (_raw_piece([{"name": "batches", "dtype": "float32", "shape": [2, 6], "offset": 8, "nbytes": 48}], bytes(48)), "extent"),
+    (_raw_piece([{"name": "batches", "dtype": "float32", "shape": [2, -6], "offset": 0, "nbytes": 48}], bytes(48)), "extent"),
+    (_raw_piece([{"name": "batches", "dtype": "float32", "shape": [3, 6], "offset": 0, "nbytes": 48}], bytes(48)),
+     "does not match"),
+])
+def test_a_corrupt_or_hostile_piece_is_skipped_without_allocating_what_it_claims(tmp_path, data, reason):
+    store = RunStore(tmp_path)
+    folder = hostile_run(store, "abcdefabcdef", piece=data)
+    (folder / run_store.CHUNKS / "00000001.piece").write_bytes(run_store.encode_piece(good_piece(5)))
+    reader = read_all(store, "abcdefabcdef")
+    assert reader.skipped_pieces == 1 and reason in reader.problems[0], reader.problems
+    assert reader.history.num_steps == 5
+
+
+def test_pieces_round_trip_every_array_exactly_and_refuse_what_is_not_numbers():
+    arrays = {"batches": np.arange(18, dtype=np.float32).reshape(3, 6), "epochs": np.array([[1.5] * 8]),
+              "stats_steps": np.array([0, 20], dtype=np.int64), "weight_counts": np.zeros((0, 2, 4), np.float32),
+              "odd": np.arange(3, dtype=np.int32), "after_odd": np.array([2.0 ** -40])}
+    decoded = run_store.decode_piece(run_store.encode_piece(arrays))
+    assert list(decoded) == list(arrays)
+    for name, array in arrays.items():
+        assert decoded[name].dtype == array.dtype and np.array_equal(decoded[name], array)
+        assert decoded[name].ctypes.data % 8 == 0 or decoded[name].size == 0  # aligned views, no copies
+    with pytest.raises(ValueError, match="numbers only"):
+        run_store.encode_piece({"names": np.array(["fc1"])})
+    legacy = run_store.decode_piece(npz_piece(arrays))  # an older run's piece reads the same
+    assert all(np.array_equal(legacy[name], arrays[name]) for name in arrays)
+
+
 def test_garbage_pieces_status_and_links_are_refused(tmp_path):
     store = RunStore(tmp_path)
     folder = hostile_run(store, "abcdefabcdef", piece=good_piece())
-    (folder / run_store.CHUNKS / "00000001.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    (folder / run_store.CHUNKS / "00000001.npz").write_bytes(b"PK\x03\x04 not really a zip")  # an older run's
     (folder / run_store.STATUS_FILE).write_text(json.dumps({"status": "running", "heartbeat": 1e400, "step": 5}))
     reader = read_all(store, "abcdefabcdef")
     assert reader.history.num_steps == 3 and reader.skipped_pieces == 1
@@ -377,3 +429,29 @@ def test_labels_keep_name_notes_and_tags_and_each_bad_part_falls_back_alone(tmp_
     assert labels.name == "first" and labels.notes == "ok" and labels.tags == ()
     (tmp_path / run_id / LABELS_FILE).write_text('{"tags": ["a", "b\\nc"]}')
     assert store.read_labels(run_id, meta).tags == ("a", "bc")
+
+
+def test_stats_rows_appended_in_blocks_are_kept_and_thinned_as_one_by_one():
+    """A reader appends a piece's stats rows in one block; the histograms it keeps (thinned as the
+    run grows) must be the ones the writer's history kept row by row."""
+    rng = np.random.default_rng(3)
+    one_by_one, in_blocks = History(["a", "b"], 4, 6), History(["a", "b"], 4, 6)
+    steps = np.arange(0, 400, 5)
+    stats = rng.random((len(steps), 2, 10)).astype(np.float32)
+    with_histograms = rng.random(len(steps)) < 0.7
+    histograms = {row: ((rng.random((2, 4)).astype(np.float32), rng.random((2, 2)).astype(np.float32)),
+                        (rng.random((2, 4)).astype(np.float32), rng.random((2, 2)).astype(np.float32)))
+                  for row in np.flatnonzero(with_histograms)}
+    for row, step in enumerate(steps):
+        one_by_one.append_layer_stats(int(step), stats[row], *histograms.get(row, (None, None)))
+    start = 0
+    for size in (1, 7, 30, 2, 40):
+        block = {row - start: value for row, value in histograms.items() if start <= row < start + size}
+        in_blocks.append_layer_stats_rows(steps[start:start + size], stats[start:start + size], block)
+        start += size
+    expected, got = one_by_one.snapshot(), in_blocks.snapshot()
+    assert np.array_equal(expected.stats_steps, got.stats_steps) and np.array_equal(expected.layer_stats, got.layer_stats)
+    assert 3 <= len(got.weight_histograms.steps) < 6  # thinned
+    for series in ("weight_histograms", "grad_histograms"):
+        for field in ("steps", "counts", "ranges"):
+            assert np.array_equal(getattr(getattr(expected, series), field), getattr(getattr(got, series), field))
