@@ -65,10 +65,16 @@ def downsample_minmax(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS
 
 
 def display_points(count: int, max_points: int = MAX_POINTS) -> np.ndarray:
-    """Evenly spaced indices (first and last included) for drawing a smooth line of `count` rows."""
+    """Evenly spaced indices (first and last included) for drawing a smooth line of `count` rows:
+    every row up to max_points, else every 2**k-th row and the last. The grid only coarsens as a run
+    grows, keeping every other point, so values computed at its points stay valid (smoothed_at)."""
     if count <= max_points:
         return np.arange(count)
-    return np.unique(np.linspace(0, count - 1, max_points).astype(np.int64))
+    stride = 1 << max(0, math.ceil(math.log2(count / (max_points - 1))))
+    while -(-count // stride) + 1 > max_points:
+        stride *= 2
+    points = np.arange(0, count, stride)
+    return points if points[-1] == count - 1 else np.append(points, count - 1)
 
 
 X_AXES = {"step": "step (batches trained)", "epoch": "epoch", "time": "time since start (s)"}
@@ -153,6 +159,31 @@ def smooth_ema_at(values: np.ndarray, weight: float, points: np.ndarray) -> np.n
         return np.where(np.isfinite(values[points]) & (weights > 0), sums / weights, np.nan)
 
 
+class SmoothedPoints:
+    """smooth_ema_at of an append-only series, remembering the points it computed: a refresh
+    computes only the display points new since the last one (the grid of display_points keeps its
+    old points as the run grows, and a smoothed value only looks back). Six series smoothed at 2,000
+    points of a 1M-batch run took ~25 ms of every refresh."""
+
+    def __init__(self):
+        self.points = np.empty(0, np.int64)
+        self.raw = np.empty(0)  # the series' values at `points`: a different series resets the cache
+        self.smoothed = np.empty(0)
+
+    def at(self, values: np.ndarray, weight: float, points: np.ndarray) -> np.ndarray:
+        known = self.points[self.points < len(values)]
+        if len(known) and not _same(values[known[-1]], self.raw[len(known) - 1]):
+            self.__init__()
+        slot = np.minimum(np.searchsorted(self.points, points), max(len(self.points) - 1, 0))
+        found = (self.points[slot] == points) if len(self.points) else np.zeros(len(points), bool)
+        smoothed = np.empty(len(points))
+        smoothed[found] = self.smoothed[slot[found]]
+        if not found.all():
+            smoothed[~found] = smooth_ema_at(values, weight, points[~found])
+        self.points, self.raw, self.smoothed = points, values[points].astype(np.float64), smoothed
+        return smoothed
+
+
 class SeriesEnvelope:
     """downsample_minmax of an append-only series, kept up to date with only the rows added since.
 
@@ -230,6 +261,20 @@ def envelope_points(snapshot: HistorySnapshot, name: str, values: np.ndarray) ->
         return envelope.indices(values)
 
 
+def smoothed_at(snapshot: HistorySnapshot, name: str, values: np.ndarray, weight: float, points: np.ndarray) -> np.ndarray:
+    """smooth_ema_at(values, weight, points) for `values`, a per-batch series of `snapshot` named
+    `name`, computed only at the points the last refresh of that series did not have."""
+    if not snapshot.history_id or len(points) * 8 >= len(values):  # (a short run: nothing to save)
+        return smooth_ema_at(values, weight, points)
+    key = ("smoothed", snapshot.history_id, name, weight)
+    with _ENVELOPES_LOCK:
+        series = _ENVELOPES.pop(key, None) or SmoothedPoints()
+        _ENVELOPES[key] = series
+        while len(_ENVELOPES) > MAX_ENVELOPES:
+            _ENVELOPES.popitem(last=False)
+        return series.at(values, weight, points)
+
+
 def _batch_x(snapshot: HistorySnapshot, x_axis: str) -> np.ndarray:
     """x of every batch row on the chosen axis: batches trained, epochs (fractional) or seconds."""
     if x_axis == "step":
@@ -258,7 +303,7 @@ def _batch_lines(snapshot: HistorySnapshot, name: str, values: np.ndarray, optio
         return (x[raw], values[raw].astype(np.float32)), None
     points = display_points(len(values))
     return ((x[raw], values[raw].astype(np.float32)),
-            (x[points], smooth_ema_at(values, options.smoothing, points).astype(np.float32)))
+            (x[points], smoothed_at(snapshot, name, values, options.smoothing, points).astype(np.float32)))
 
 
 def _epoch_points(snapshot: HistorySnapshot) -> np.ndarray:
@@ -516,7 +561,8 @@ def grad_norm_chart(snapshot: HistorySnapshot, markers=None, options: ChartOptio
                                     mode="lines", line={"color": "black", "width": 2}))
     points = display_points(snapshot.num_steps)
     for index in layers:
-        ly = smooth_ema_at(snapshot.layer_grad_norms[:, index], options.smoothing, points).astype(np.float32)
+        ly = smoothed_at(snapshot, f"layer_grad_norms/{index}", snapshot.layer_grad_norms[:, index], options.smoothing,
+                         points).astype(np.float32)
         figure.add_trace(go.Scatter(x=x[points], y=ly, name=escape_plotly(snapshot.layer_names[index]), mode="lines",
                                     line={"color": LAYER_COLORS[index % len(LAYER_COLORS)], "width": 1.5}))
     if max(len(trace.name) for trace in figure.data) <= LEGEND_HALF_CHARS:
@@ -1389,7 +1435,7 @@ def compare_chart(entries: list[tuple[str, HistorySnapshot]], metric: str,
             x = _batch_x(snapshot, options.x_axis)
             if metric != "lr" and options.smoothing > 0:
                 points = display_points(len(values))
-                x, y = x[points], smooth_ema_at(values, options.smoothing, points).astype(np.float32)
+                x, y = x[points], smoothed_at(snapshot, metric, values, options.smoothing, points).astype(np.float32)
             else:
                 x, y = downsample_minmax(x, values)
             figure.add_trace(go.Scatter(x=x, y=y, name=label, mode="lines", line={"color": color}))

@@ -63,6 +63,53 @@ def test_smoothing_is_tensorboards_debiased_moving_average():
     assert np.isnan(with_gap[1]) and with_gap[2] == pytest.approx(1.0)  # a NaN batch is a gap, not a pull
 
 
+def test_display_points_keep_first_and_last_and_only_coarsen_as_a_run_grows():
+    assert charts.display_points(5, 10).tolist() == [0, 1, 2, 3, 4]
+    previous = None
+    for count in (11, 19, 20, 21, 39, 40, 41, 1000, 1001, 65_536, 1_000_000):
+        points = charts.display_points(count, 10)
+        assert points[0] == 0 and points[-1] == count - 1 and len(points) <= 10 and (np.diff(points) > 0).all()
+        assert len(points) > 10 // 2 - 1  # never far fewer than asked for
+        grid = points[:-1] if (points[-1] - points[0]) % max(points[1], 1) else points
+        if previous is not None:  # the old grid's points that are still on the grid are all kept
+            assert set(grid.tolist()) <= set(previous.tolist()) | set(range(previous[-1] + 1, count))
+        previous = grid
+
+
+def test_smoothed_series_computed_only_where_new_match_a_full_pass():
+    """The smoothed lines of a growing run, a replay's shorter cut of it and another run under the same
+    name all read as a full pass over the series reads them."""
+    from live_training_dashboard.history import History
+
+    rng = np.random.default_rng(4)
+    history = History(["fc1"], 4)
+    calls = []
+    full = charts.smooth_ema_at
+    try:
+        charts.smooth_ema_at = lambda values, weight, points: calls.append(len(points)) or full(values, weight, points)
+        for rows in (30_000, 10, 5_000, 70_000, 1):
+            batch = np.column_stack([rng.random(rows) * 3 + 1] + [rng.random(rows)] * 5).astype(np.float32)
+            history.append_batches(batch, rng.random((rows, 1)).astype(np.float32))
+            snapshot = history.snapshot()
+            loss = snapshot.batch("loss")
+            points = charts.display_points(len(loss))
+            calls.clear()
+            got = charts.smoothed_at(snapshot, "loss", loss, 0.9, points)
+            live_calls = list(calls)
+            assert np.allclose(got, full(loss, 0.9, points), rtol=1e-6)
+            cut = snapshot.until(len(loss) // 3)  # a replay frame: a prefix of the same series
+            cut_points = charts.display_points(cut.num_steps)
+            assert np.allclose(charts.smoothed_at(cut, "loss", cut.batch("loss"), 0.9, cut_points),
+                               full(cut.batch("loss"), 0.9, cut_points), rtol=1e-6)
+        assert live_calls == [1], live_calls  # the last refresh computed its one new point, not 2,000 of them
+        other = charts.SmoothedPoints()
+        other.at(loss, 0.9, points)
+        changed = loss * 2  # another series in the same slot: not read from the first one's numbers
+        assert np.allclose(other.at(changed, 0.9, points), full(changed, 0.9, points), rtol=1e-6)
+    finally:
+        charts.smooth_ema_at = full
+
+
 def test_chart_options_reject_what_they_cannot_draw():
     for bad in ({"smoothing": 1.0}, {"smoothing": -0.1}, {"x_axis": "wall"}, {"y_scale": "symlog"}):
         with pytest.raises(ValueError):
