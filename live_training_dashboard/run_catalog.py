@@ -52,6 +52,16 @@ def worker_pool():
         return _pool
 
 
+
+def _inference_on_one_thread() -> None:
+    """The page's own forward passes (a decision boundary: 14,400 points through the model each
+    refresh) run on one thread. With torch's default of every core they ran on the core a
+    training worker was using too: the page's work, not the training, should wait."""
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
 class Run:
     """One run as the page sees it."""
 
@@ -309,6 +319,7 @@ class Run:
             return None, "Predictions appear once the run has stored its first weights."
         from live_training_dashboard.training_setup import build_model, data_shape  # torch only when predictions are shown
 
+        _inference_on_one_thread()
         with self._lock:
             try:
                 chosen, state = self.store.load_weights(self.run_id, step)

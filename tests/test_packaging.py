@@ -45,8 +45,10 @@ def test_the_package_installs_and_imports_outside_the_checkout(tmp_path):
         "from live_training_dashboard.cli import streamlit_command\n"
         f"assert training_monitor.__file__.startswith({str(target)!r}), training_monitor.__file__\n"
         "command, env = streamlit_command(['--runs-dir', 's3://bucket/runs', '--port', '8600'])\n"
-        f"assert command[-3].startswith({str(target)!r}) and command[-3].endswith('dashboard.py'), command\n"
-        "assert env['DASHBOARD_RUNS_DIR'] == 's3://bucket/runs' and command[-1] == '8600'\n"
+        "script = command[command.index('run') + 1]\n"
+        f"assert script.startswith({str(target)!r}) and script.endswith('dashboard.py'), command\n"
+        "assert env['DASHBOARD_RUNS_DIR'] == 's3://bucket/runs' and command[command.index('--server.port') + 1] == '8600'\n"
+        "assert command[command.index('--runner.postScriptGC') + 1] == 'false'\n"
         "print('ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
