@@ -304,36 +304,54 @@ def encode_tensors(state: dict) -> bytes:
     return b"".join([TENSORS_MAGIC, len(header).to_bytes(8, "little"), header, *blobs])
 
 
+def _framed_entries(data: bytes, magic: bytes, what: str, max_entries: int) -> tuple[list, int]:
+    """(the header's entries, where the body starts) of a file written as magic, header length,
+    JSON header, raw bytes (encode_tensors, encode_piece). StoreError for anything else."""
+    start = len(magic) + 8
+    if not data.startswith(magic) or len(data) < start:
+        raise StoreError(f"truncated or not a {what}")
+    size = int.from_bytes(data[len(magic):start], "little")
+    if size > len(data) - start:
+        raise StoreError(f"{what} header longer than the file")
+    try:
+        entries = json.loads(data[start:start + size])
+    except ValueError:
+        raise StoreError(f"unreadable {what} header") from None
+    if not isinstance(entries, list) or len(entries) > max_entries:
+        raise StoreError(f"{what} header is not a list of arrays")
+    return entries, start + size
+
+
+def _checked_entry(entry, dtypes, itemsize, body_size: int, seen, what: str, max_dims: int) -> tuple[list, int, int]:
+    """(shape, offset, elements) of one header entry whose name, dtype (one of `dtypes`; itemsize
+    gives its bytes), shape and extent within the body are checked."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or entry["name"] in seen \
+            or entry.get("dtype") not in dtypes:
+        raise StoreError(f"{what} entry is malformed")
+    shape, offset, nbytes = entry.get("shape"), entry.get("offset"), entry.get("nbytes")
+    if not isinstance(shape, list) or len(shape) > max_dims or not all(type(d) is int and 0 <= d for d in shape) \
+            or type(offset) is not int or type(nbytes) is not int or not 0 <= offset <= offset + nbytes <= body_size:
+        raise StoreError(f"{what} entry {entry['name']!r} has a bad shape or extent")
+    count = math.prod(shape)
+    if count * itemsize(entry["dtype"]) != nbytes:
+        raise StoreError(f"{what} entry {entry['name']!r}: shape {shape} does not match its {nbytes} bytes")
+    return shape, offset, count
+
+
 def decode_tensors(data: bytes) -> dict:
     """encode_tensors' inverse. Every field is checked: a corrupt or hostile file raises
     StoreError, never allocates more than the file holds."""
     import torch
 
-    start = len(TENSORS_MAGIC) + 8
-    if not data.startswith(TENSORS_MAGIC) or len(data) < start:
-        raise StoreError("not a weights file")
-    size = int.from_bytes(data[len(TENSORS_MAGIC):start], "little")
-    if size > len(data) - start:
-        raise StoreError("weights header longer than the file")
-    try:
-        entries = json.loads(data[start:start + size])
-    except ValueError:
-        raise StoreError("unreadable weights header") from None
-    body = bytearray(data[start + size:])  # writable: tensors made from it own their memory
+    entries, start = _framed_entries(data, TENSORS_MAGIC, "weights file", 1 << 16)
+    body = bytearray(data[start:])  # writable: tensors made from it own their memory
     state = {}
-    for entry in entries if isinstance(entries, list) else [None]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
-                or entry.get("dtype") not in _TENSOR_DTYPES:
-            raise StoreError("weights header entry is malformed")
-        shape, offset, nbytes = entry.get("shape"), entry.get("offset"), entry.get("nbytes")
-        if not isinstance(shape, list) or len(shape) > 8 or not all(type(d) is int and 0 <= d for d in shape) \
-                or type(offset) is not int or type(nbytes) is not int or not 0 <= offset <= offset + nbytes <= len(body):
-            raise StoreError(f"weights entry {entry['name']!r} has a bad shape or extent")
+    for entry in entries:
+        shape, offset, count = _checked_entry(entry, _TENSOR_DTYPES, lambda name: getattr(torch, name).itemsize,
+                                              len(body), state, "weights", 8)
         dtype = getattr(torch, entry["dtype"])
-        if math.prod(shape) * torch.empty((), dtype=dtype).element_size() != nbytes:
-            raise StoreError(f"weights entry {entry['name']!r}: shape {shape} does not match its {nbytes} bytes")
-        state[entry["name"]] = torch.frombuffer(body, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape) \
-            if nbytes else torch.empty(shape, dtype=dtype)
+        state[entry["name"]] = torch.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape) \
+            if count else torch.empty(shape, dtype=dtype)
     return state
 
 
@@ -350,33 +368,14 @@ def decode_piece(data: bytes) -> dict[str, np.ndarray]:
 
 
 def _decode_raw_piece(data: bytes) -> dict[str, np.ndarray]:
-    start = len(PIECE_MAGIC) + 8
-    if len(data) < start:
-        raise StoreError("truncated history piece")
-    size = int.from_bytes(data[len(PIECE_MAGIC):start], "little")
-    if size > len(data) - start:
-        raise StoreError("history piece header longer than the file")
-    try:
-        entries = json.loads(data[start:start + size])
-    except ValueError:
-        raise StoreError("unreadable history piece header") from None
-    if not isinstance(entries, list) or len(entries) > _PIECE_MAX_ARRAYS:
-        raise StoreError("history piece header is not a list of arrays")
-    body = memoryview(data)[start + size:]
+    entries, start = _framed_entries(data, PIECE_MAGIC, "history piece", _PIECE_MAX_ARRAYS)
+    body = memoryview(data)[start:]
     arrays = {}
     for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or entry["name"] in arrays \
-                or entry.get("dtype") not in _PIECE_DTYPES:
-            raise StoreError("history piece entry is malformed")
-        shape, offset, nbytes = entry.get("shape"), entry.get("offset"), entry.get("nbytes")
-        if not isinstance(shape, list) or len(shape) > 4 or not all(type(d) is int and 0 <= d for d in shape) \
-                or type(offset) is not int or type(nbytes) is not int or not 0 <= offset <= offset + nbytes <= len(body):
-            raise StoreError(f"history piece array {entry['name']!r} has a bad shape or extent")
-        dtype = np.dtype(_PIECE_DTYPES[entry["dtype"]])
-        count = math.prod(shape)
-        if count * dtype.itemsize != nbytes:
-            raise StoreError(f"history piece array {entry['name']!r}: shape {shape} does not match its {nbytes} bytes")
-        arrays[entry["name"]] = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
+        shape, offset, count = _checked_entry(entry, _PIECE_DTYPES, lambda name: np.dtype(_PIECE_DTYPES[name]).itemsize,
+                                              len(body), arrays, "history piece", 4)
+        arrays[entry["name"]] = np.frombuffer(body, dtype=_PIECE_DTYPES[entry["dtype"]], count=count,
+                                              offset=offset).reshape(shape)
     return arrays
 
 
