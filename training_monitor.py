@@ -1016,9 +1016,9 @@ class TrainingMonitor:
         """The device's stats batches since the last flush, into the history (one read each)."""
         pending, self._pending_stats = self._pending_stats, []
         layers = len(self.layer_names)
-        for step, combined in pending:
-            values = combined.cpu().numpy().astype(np.float64)
-            with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"):
+            for step, combined in pending:
+                values = combined.cpu().numpy().astype(np.float64)
                 self._append_layer_stats(
                     step, values[:layers], values[layers : 5 * layers].reshape(layers, 4), values[5 * layers : 6 * layers],
                     values[6 * layers :].reshape(2 * layers, 4 + self.histogram_bins), True)

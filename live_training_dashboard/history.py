@@ -254,14 +254,10 @@ class History:
             self.sink.on_batches(batch_rows, layer_grad_norms)
 
     def append_epoch(self, **values: float) -> None:
-        row = np.array([[values[c] for c in EPOCH_COLUMNS]], dtype=np.float64)
-        with self._lock:
-            self._epochs.append(row)
-        if self.sink is not None:
-            self.sink.on_epoch(row[0])
+        self.append_epochs(np.array([[values[c] for c in EPOCH_COLUMNS]], dtype=np.float64))
 
     def append_epochs(self, rows: np.ndarray) -> None:
-        """Several rows of EPOCH_COLUMNS at once (a stored piece being read)."""
+        """Rows of EPOCH_COLUMNS (one per epoch; a stored piece being read gives many at once)."""
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, len(EPOCH_COLUMNS))
         with self._lock:
             self._epochs.append(rows)

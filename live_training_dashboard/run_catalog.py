@@ -52,7 +52,6 @@ def worker_pool():
         return _pool
 
 
-
 def _inference_on_one_thread() -> None:
     """The page's own forward passes (a decision boundary: 14,400 points through the model each
     refresh) run on one thread. With torch's default of every core they ran on the core a
@@ -61,6 +60,7 @@ def _inference_on_one_thread() -> None:
 
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
+
 
 class Run:
     """One run as the page sees it."""

@@ -276,9 +276,15 @@ def encode_piece(arrays: dict[str, np.ndarray]) -> bytes:
                         "nbytes": array.nbytes})
         blobs.append(memoryview(array.reshape(-1)).cast("B") if array.size else b"")
         offset += array.nbytes
+    return _framed(PIECE_MAGIC, entries, blobs, align=8)
+
+
+def _framed(magic: bytes, entries: list, blobs: list, align: int = 1) -> bytes:
+    """magic, header length, JSON header (padded so the body starts `align`-aligned), the body:
+    the layout _framed_entries reads back."""
     header = json.dumps(entries, separators=(",", ":")).encode()
-    header += b" " * (-(len(PIECE_MAGIC) + 8 + len(header)) % 8)  # the body starts 8-byte aligned
-    return b"".join([PIECE_MAGIC, len(header).to_bytes(8, "little"), header, *blobs])
+    header += b" " * (-(len(magic) + 8 + len(header)) % align)
+    return b"".join([magic, len(header).to_bytes(8, "little"), header, *blobs])
 
 
 TENSORS_MAGIC = b"LTDTENSORS1\n"
@@ -300,8 +306,7 @@ def encode_tensors(state: dict) -> bytes:
                         "offset": offset, "nbytes": len(data)})
         blobs.append(data)
         offset += len(data)
-    header = json.dumps(entries, separators=(",", ":")).encode()
-    return b"".join([TENSORS_MAGIC, len(header).to_bytes(8, "little"), header, *blobs])
+    return _framed(TENSORS_MAGIC, entries, blobs)
 
 
 def _framed_entries(data: bytes, magic: bytes, what: str, max_entries: int) -> tuple[list, int]:
