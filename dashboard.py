@@ -25,6 +25,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from live_training_dashboard import charts, diagnostics, inspection, run_store
 from live_training_dashboard.history import ENDED_STATUSES as ENDED
 from live_training_dashboard.history import PREPARING, QUEUED, RUNNING
+from live_training_dashboard.page_refresh import AUTO, REFRESH_CHOICES, server_pages
 from live_training_dashboard.presets import PRESETS
 from live_training_dashboard.run_catalog import RunCatalog
 from live_training_dashboard.run_config import (
@@ -40,7 +41,7 @@ from live_training_dashboard.run_config import (
 )
 from live_training_dashboard.training_setup import budget_problems, dataset_for, describe_config, sample_count
 
-REFRESH_SECONDS = 1.0
+# Between live refreshes: page_refresh.LivePages shares the machine between the pages watching.
 # Until a new run's first numbers arrive, look 10x as often: the first chart is what a click waits for.
 FIRST_DATA_REFRESH_SECONDS = 0.1
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -559,10 +560,33 @@ if run is None:
                    "the Runs tab after a run, or pass `?run=<id>` in the URL.")
     st.stop()
 
-paused = st.toggle("Freeze the page (training goes on)", key="paused", disabled=not active,
-                   help="Stops the page's live updates only, e.g. to read a chart while its numbers stay put (a "
-                        "zoom is kept through live updates anyway). To hold training itself, use Pause below the "
-                        "progress bar.")
+freeze_column, refresh_column = st.columns([5, 1], vertical_alignment="bottom")
+paused = freeze_column.toggle("Freeze the page (training goes on)", key="paused", disabled=not active,
+                              help="Stops the page's live updates only, e.g. to read a chart while its numbers stay "
+                                   "put (a zoom is kept through live updates anyway). To hold training itself, use "
+                                   "Pause below the progress bar.")
+if st.session_state.get("refresh") not in REFRESH_CHOICES:
+    st.session_state.refresh = AUTO  # (a value kept from an older page)
+refresh_column.selectbox("Refresh", list(REFRESH_CHOICES), format_func=REFRESH_CHOICES.get, key="refresh",
+                         help="How often the charts of a live run are redrawn. Auto: every second, slower when "
+                              "several pages watch live runs on this machine, so training keeps the CPU.")
+this_page = browser_session() or "page"
+refresh_seconds = None  # no live refresh: nothing trains, the page is frozen, or the first numbers are awaited
+if active and not paused and not waiting_for_data:
+    refresh_seconds = server_pages().interval(st.session_state.refresh, this_page)
+    server_pages().seen(this_page, refresh_seconds)
+    if st.session_state.refresh == AUTO and refresh_seconds > 1:
+        pages, reasons = server_pages(), []
+        if pages.seconds_for_pages() > 1:
+            watching = pages.watching()
+            reasons.append(f"{watching} page{'s are' if watching > 1 else ' is'} watching live runs on this "
+                           f"{pages.cores}-core machine")
+        if pages.seconds_for_load() > 1 and pages.busy is not None:
+            reasons.append(f"its CPUs were {pages.busy:.0%} busy")
+        st.caption(f"Live charts refresh every {refresh_seconds:.0f} s so that training keeps the CPU: "
+                   f"{' and '.join(reasons)}. **Refresh** sets a fixed interval.")
+else:
+    server_pages().gone(this_page)
 STATUS_BOXES = {"failed": st.error, "stopped": st.warning, "finished": st.success}
 SEVERITY_BOXES = {diagnostics.CRITICAL: st.error, diagnostics.WARNING: st.warning, diagnostics.INFO: st.info}
 CHART_NAMES = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch", "batch_loss": "Loss per batch",
@@ -1407,10 +1431,14 @@ def tab_changed() -> None:
 
 @st.fragment(run_every=(REPLAY_PAGE_SECONDS if replay_plays_in_browser() else REPLAY_FRAME_SECONDS)
              if st.session_state.get("replay_playing") else (
-    (FIRST_DATA_REFRESH_SECONDS if waiting_for_data else REFRESH_SECONDS) if active and not paused else None))
+    FIRST_DATA_REFRESH_SECONDS if waiting_for_data and active and not paused else refresh_seconds))
 def live_panels() -> None:
     if st.session_state.pop("needs_app_rerun", False):
         st.rerun(scope="app")
+    if refresh_seconds is not None and not st.session_state.get("replay_playing"):
+        server_pages().seen(this_page, refresh_seconds)
+        if server_pages().interval(st.session_state.refresh, this_page) != refresh_seconds:
+            st.rerun(scope="app")  # pages came or went: the refresh timer is set by the whole page
     current = registry.get(st.session_state.run_id)
     if current is None:
         st.rerun(scope="app")

@@ -3,6 +3,7 @@
     python bench/run_path.py first-chart [--repeats 9]   Train click -> first drawn batch-loss trace
     python bench/run_path.py sessions [--epochs 300]     4 sessions training at once: click latency and
                                                          each run's speed against a solo run per core
+                                                         (and against the same 4 runs with no page open)
     python bench/run_path.py memory                      server RSS before, during and after a run of
                                                          the largest MLP the sidebar allows
     python bench/run_path.py tab-clicks [--repeats 3]    one session training: tab click -> its chart
@@ -17,6 +18,7 @@ command uses a fresh runs folder and a fresh server.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+from live_training_dashboard.history import ENDED_STATUSES  # noqa: E402
 from tools.live_server import browser_cpus, choose_full_speed, dashboard_process, launch_chromium, open_tab, rss_mb  # noqa: E402
 
 RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
@@ -63,8 +66,8 @@ def set_text(page, label: str, value: str) -> None:
     expect(field).to_have_value(value)
 
 
-def rate_of(page) -> float:
-    expect(page.get_by_text(RESULT)).to_be_visible(timeout=600_000)
+def rate_of(page, timeout: float = 600_000) -> float:
+    expect(page.get_by_text(RESULT)).to_be_visible(timeout=timeout)
     batches, seconds = RESULT.search(page.get_by_text(RESULT).inner_text()).groups()
     return int(batches.replace(",", "")) / float(seconds)
 
@@ -124,15 +127,59 @@ def sessions(browser, url: str, epochs: int) -> bool:
     rates = [rate_of(page) for page in pages]
     for context in contexts:
         context.close()
+    unwatched = unwatched_rates(browser, url, epochs, len(pages))
     fair = solo * min(1.0, cores / len(pages))
     shares = [rate / fair for rate in rates]
     print(f"  4 sessions: {', '.join(f'{r:.0f}' for r in rates)} batches/s; fair share per run on {cores} cores "
           f"{fair:.0f} batches/s")
+    print(f"  the same 4 runs at once with no page open: {', '.join(f'{r:.0f}' for r in unwatched)} batches/s "
+          f"({sum(unwatched) / solo:.2f}x one solo run: what {cores} cores give 4 runs here)")
     print(f"tab click -> chart shown while 4 sessions train: median {statistics.median(clicks):.2f}s, "
           f"max {max(clicks):.2f}s ({len(clicks)} clicks)   target <= {CLICK_SECONDS}s")
     print(f"each run's speed / its fair share of a solo run: {', '.join(f'{s:.2f}' for s in shares)}   "
           f"target >= {SHARE_PER_CORE}")
+    print(f"each run's speed watched / unwatched (4 at once): "
+          f"{', '.join(f'{r / statistics.median(unwatched):.2f}' for r in rates)}")
     return max(clicks) <= CLICK_SECONDS and min(shares) >= SHARE_PER_CORE
+
+
+def unwatched_rates(browser, url: str, epochs: int, runs: int) -> list[float]:
+    """batches/s of `runs` runs started at once from their pages, which close as soon as each
+    run shows its first batches: the machine's capacity for that many runs, no page drawing."""
+    contexts = [browser.new_context(viewport=VIEWPORT) for _ in range(runs)]
+    pages = [context.new_page() for context in contexts]
+    for page in pages:
+        page.goto(url)
+        set_number(page, "Epochs", epochs)
+        choose_full_speed(page)
+    for page in pages:
+        page.get_by_role("button", name="Train", exact=True).click()
+    ids = []
+    for page in pages:
+        expect(page.get_by_text(re.compile(r"batches/s"))).to_be_visible(timeout=60_000)
+        ids.append(re.search(r"run=([0-9a-f]+)", page.url).group(1))
+    for context in contexts:
+        context.close()
+    deadline = time.monotonic() + 600
+    folder = Path(os.environ["DASHBOARD_RUNS_DIR"])
+    while not all(ended(folder / run_id) for run_id in ids):  # (read from the runs folder: no page meanwhile)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the unwatched runs {ids} did not end within 600 s")
+        time.sleep(1)
+    rates = []
+    for run_id in ids:  # each run's own page says its speed
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(f"{url}?run={run_id}")
+        rates.append(rate_of(page, timeout=60_000))
+        page.close()
+    return rates
+
+
+def ended(run_folder: Path) -> bool:
+    try:
+        return json.loads((run_folder / "status.json").read_text()).get("status") in ENDED_STATUSES
+    except (OSError, ValueError):
+        return False
 
 
 CHART_DRAWN = """title => [...document.querySelectorAll('.js-plotly-plot')].some(

@@ -850,3 +850,35 @@ def test_training_is_paused_stepped_one_batch_and_resumed_from_the_page_and_a_re
     app.button(key="resume_training").click().run()
     rerun_until(app, lambda a: any("Finished 20 epochs" in s.value for s in a.success), timeout=60)
     assert app.session_state.run_id == run_id
+
+
+def test_pages_watching_live_runs_share_the_cores_and_a_fixed_refresh_is_kept(runs_folder, monkeypatch):
+    from live_training_dashboard import page_refresh
+
+    pages = page_refresh.server_pages()
+    monkeypatch.setattr(pages, "cores", 2)
+    others = [f"another browser {i}" for i in range(3)]
+    monkeypatch.setattr(pages, "seconds_for_load", lambda: 1.0)  # (the test machine's own load aside)
+    shared = "refresh every 4 s so that training keeps the CPU: 4 pages are watching live runs on this 2-core machine"
+    captions = lambda a: " ".join(c.value for c in a.caption)  # noqa: E731
+    try:
+        app = new_app(pace="watchable")  # a run of ~20 s: live long enough to look at
+        app.button(key="train").click().run()
+        rerun_until(app, lambda a: any("Watchable pace" in m.value for m in a.markdown))
+        assert app.selectbox(key="refresh").value == page_refresh.AUTO
+        assert "refresh every" not in captions(app)  # alone on 2 cores: every second, nothing to say
+        for other in others:
+            pages.seen(other, 4.0)
+        app.run()  # the live refresh sees the new pages and reruns the whole page with the new timer
+        rerun_until(app, lambda a: shared in captions(a), timeout=20)
+        app.selectbox(key="refresh").set_value(1.0).run()
+        assert "refresh every" not in captions(app)
+        assert pages.interval(app.session_state.refresh) == 1.0
+        for other in others:
+            pages.gone(other)
+        app.button(key="stop").click().run()
+        rerun_until(app, lambda a: any("Stopped from the dashboard" in w.value for w in a.warning))
+        assert pages.watching() == 0  # an ended run's page does not count
+    finally:
+        for other in others:
+            pages.gone(other)

@@ -1,0 +1,135 @@
+"""The live refresh interval the pages of one server share (page_refresh.LivePages)."""
+
+import threading
+
+import pytest
+
+from live_training_dashboard.page_refresh import AUTO, REFRESH_CHOICES, LivePages, machine_cpu_times
+
+
+def no_load():
+    return None  # as where /proc/stat cannot be read: only the pages' rule applies
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_one_page_on_two_cores_refreshes_every_second_and_four_share_the_budget():
+    clock = Clock()
+    pages = LivePages(cores=2, clock=clock, cpu_times=no_load)
+    assert pages.interval(AUTO, "a") == 1.0  # the page asking counts before it is seen
+    for page in "abcd":
+        pages.seen(page, pages.interval(AUTO, page))
+    assert pages.watching() == 4
+    assert pages.interval(AUTO, "a") == 4.0  # 4 pages, 2 cores x 0.5 refreshes a second
+    assert pages.interval(AUTO, "e") == 5.0  # a fifth about to watch
+    pages.gone("d")
+    assert pages.interval(AUTO, "a") == 3.0
+
+
+def test_more_cores_keep_more_pages_at_one_second():
+    pages = LivePages(cores=8, clock=Clock(), cpu_times=no_load)
+    for page in "abcd":
+        pages.seen(page, 1.0)
+    assert pages.interval(AUTO, "a") == 1.0
+    pages.seen("e", 1.0)
+    assert pages.interval(AUTO, "a") == 2.0
+
+
+def test_a_page_that_stopped_refreshing_is_forgotten_after_a_few_of_its_intervals():
+    clock = Clock()
+    pages = LivePages(cores=2, clock=clock, cpu_times=no_load)
+    pages.seen("closed tab", 4.0)
+    pages.seen("open tab", 4.0)
+    clock.now += 4.0 * 2.5 + 2.9
+    assert pages.watching() == 2  # still within its intervals and the margin
+    pages.seen("open tab", 4.0)
+    clock.now += 0.2
+    assert pages.watching() == 1
+    assert pages.interval(AUTO, "open tab") == 1.0
+
+
+def test_a_fixed_choice_is_kept_whatever_the_load_and_bad_choices_are_refused():
+    pages = LivePages(cores=1, clock=Clock(), cpu_times=no_load)
+    for page in "abc":
+        pages.seen(page, 6.0)
+    assert pages.interval(AUTO, "a") == 6.0
+    for seconds in (1.0, 2.0, 5.0, 10.0):
+        assert pages.interval(seconds, "a") == seconds
+    for bad in (0.5, 0, -1.0, float("nan"), "1", None, True, [1.0]):
+        with pytest.raises(ValueError, match="refresh must be one of"):
+            pages.interval(bad, "a")
+    assert set(REFRESH_CHOICES) == {AUTO, 1.0, 2.0, 5.0, 10.0}
+    with pytest.raises(ValueError, match="cores"):
+        LivePages(cores=0)
+
+
+def test_sessions_on_their_own_threads_are_all_counted():
+    pages = LivePages(cores=2, cpu_times=no_load)
+    threads = [threading.Thread(target=lambda i=i: [pages.seen(f"page {i}", 1.0) for _ in range(200)]) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert pages.watching() == 8
+    assert pages.interval(AUTO) == 8.0
+
+
+class CpuTimes:
+    """A machine whose CPUs are busy `busy` of the time from now on."""
+
+    def __init__(self, clock, cores=2):
+        self.clock, self.cores, self.busy, self.ticks = clock, cores, 0.0, (0.0, 0.0)
+        self.at = clock.now
+
+    def __call__(self):
+        elapsed = (self.clock.now - self.at) * self.cores * 100
+        self.ticks = (self.ticks[0] + self.busy * elapsed, self.ticks[1] + elapsed)
+        self.at = self.clock.now
+        return self.ticks
+
+
+def test_a_saturated_machine_slows_the_refresh_down_and_spare_cores_bring_it_back():
+    clock = Clock()
+    cpus = CpuTimes(clock)
+    pages = LivePages(cores=2, clock=clock, cpu_times=cpus)
+    seen = []
+
+    def refresh_for(seconds):  # one page refreshing on its timer for `seconds` of machine time
+        end = clock.now + seconds
+        while clock.now < end:
+            interval = pages.interval(AUTO, "page")
+            pages.seen("page", interval)
+            seen.append(interval)
+            clock.now += interval
+
+    cpus.busy = 0.97
+    refresh_for(30)
+    assert seen[0] == 1.0 and pages.busy > 0.9
+    assert seen[-1] == 8.0 and seen == sorted(seen)  # doubled while saturated, never past 8 s
+    seen.clear()
+    cpus.busy = 0.75  # between the thresholds: kept where it is (no flapping)
+    refresh_for(30)
+    assert set(seen) == {8.0}
+    seen.clear()
+    cpus.busy = 0.3
+    refresh_for(30)
+    assert seen[-1] == 1.0 and seen == sorted(seen, reverse=True)
+    # Samples come no more often than every LOAD_SAMPLE_SECONDS, whatever the number of pages asking.
+    calls = []
+    pages = LivePages(cores=2, clock=clock, cpu_times=lambda: calls.append(1) or cpus())
+    for _ in range(50):
+        pages.interval(AUTO, "page")
+    assert len(calls) == 1
+
+
+def test_the_machines_cpu_times_are_read_or_none():
+    times = machine_cpu_times()
+    if times is not None:  # Linux
+        busy, total = times
+        assert 0 <= busy <= total and total > 0
