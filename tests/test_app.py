@@ -506,7 +506,8 @@ def test_the_doctor_names_one_cause_with_its_consequences_and_a_remedy_runs_with
     assert not any("lr 1 → 10" in b.value for b in [*app.error, *app.warning, *app.info])  # never "raise the LR" too
     [try_lower] = [b for b in app.button if b.label == "Try: lr 1 → 0.1"]
     try_lower.click().run()
-    rerun_until(app, lambda a: a.session_state.run_id != first)
+    # (until the new run's first numbers are in: before them there are no charts to look at)
+    rerun_until(app, lambda a: a.session_state.run_id != first and "Loss per epoch" in chart_specs(a))
     assert app.session_state.compare_ids == [app.session_state.run_id, first]  # overlaid with the original
     beneath = [t["name"] for t in chart_specs(app)["Loss per epoch"]["data"][:2]]  # and beneath its curves
     assert beneath == ["train, previous run", "val, previous run"]
