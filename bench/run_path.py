@@ -18,7 +18,6 @@ command uses a fresh runs folder and a fresh server.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -31,8 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from live_training_dashboard.history import ENDED_STATUSES  # noqa: E402
-from tools.live_server import browser_cpus, choose_full_speed, dashboard_process, launch_chromium, open_tab, rss_mb  # noqa: E402
+from tools.live_server import browser_cpus, choose_full_speed, dashboard_process, launch_chromium, open_tab, rss_mb, run_ended  # noqa: E402
 
 RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
 FIRST_CHART_SECONDS = 1.5
@@ -161,8 +159,7 @@ def unwatched_rates(browser, url: str, epochs: int, runs: int) -> list[float]:
     for context in contexts:
         context.close()
     deadline = time.monotonic() + 600
-    folder = Path(os.environ["DASHBOARD_RUNS_DIR"])
-    while not all(ended(folder / run_id) for run_id in ids):  # (read from the runs folder: no page meanwhile)
+    while not all(run_ended(run_id) for run_id in ids):  # (read from the runs folder: no page meanwhile)
         if time.monotonic() > deadline:
             raise TimeoutError(f"the unwatched runs {ids} did not end within 600 s")
         time.sleep(1)
@@ -173,13 +170,6 @@ def unwatched_rates(browser, url: str, epochs: int, runs: int) -> list[float]:
         rates.append(rate_of(page, timeout=60_000))
         page.close()
     return rates
-
-
-def ended(run_folder: Path) -> bool:
-    try:
-        return json.loads((run_folder / "status.json").read_text()).get("status") in ENDED_STATUSES
-    except (OSError, ValueError):
-        return False
 
 
 CHART_DRAWN = """title => [...document.querySelectorAll('.js-plotly-plot')].some(

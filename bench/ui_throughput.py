@@ -12,7 +12,6 @@ on the same cores as the training: its rendering is part of what is measured.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -25,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from live_training_dashboard.history import ENDED_STATUSES  # noqa: E402
-from tools.live_server import browser_cpus, choose_full_speed, dashboard_server, launch_chromium  # noqa: E402
+from tools.live_server import browser_cpus, choose_full_speed, dashboard_server, launch_chromium, run_ended  # noqa: E402
 
 RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
 TARGET = 0.95
@@ -70,9 +68,9 @@ def unwatched(browser, url: str, epochs: int, timeout: float = 600.0) -> float:
     # a live run's page is a full page load and drawing, which the run pays for: with the
     # workers below the page's priority, the baseline ran slower than the watched run in 4 of 6
     # repetitions (ratios up to 1.29) before this.
-    status = Path(os.environ["DASHBOARD_RUNS_DIR"]) / re.search(r"run=([0-9a-f]+)", run_url).group(1) / "status.json"
+    run_id = re.search(r"run=([0-9a-f]+)", run_url).group(1)
     deadline = time.monotonic() + timeout
-    while not ended(status):
+    while not run_ended(run_id):
         if time.monotonic() > deadline:
             raise TimeoutError(f"the unwatched run {run_url} did not end within {timeout:.0f} s")
         time.sleep(0.5)
@@ -82,13 +80,6 @@ def unwatched(browser, url: str, epochs: int, timeout: float = 600.0) -> float:
     rate = read_result(page)
     page.close()
     return rate
-
-
-def ended(status: Path) -> bool:
-    try:
-        return json.loads(status.read_text()).get("status") in ENDED_STATUSES
-    except (OSError, ValueError):
-        return False
 
 
 def main() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -23,6 +24,18 @@ CHROMIUM_ARGS = [
 # log on SIGUSR1: the evidence a browser test records when it finds the page stuck.
 SERVER_MAIN = ("import faulthandler, runpy, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
                "sys.argv[0] = 'streamlit'; runpy.run_module('streamlit', run_name='__main__', alter_sys=True)")
+
+
+def run_ended(run_id: str, runs_dir: str | None = None) -> bool:
+    """Whether a run in a local runs folder (DASHBOARD_RUNS_DIR by default) has ended, read from its
+    status.json: a bench waits for an unwatched run this way, with no page open to pay for."""
+    from live_training_dashboard.history import ENDED_STATUSES
+
+    status = Path(runs_dir or os.environ["DASHBOARD_RUNS_DIR"]) / run_id / "status.json"
+    try:
+        return json.loads(status.read_text()).get("status") in ENDED_STATUSES
+    except (OSError, ValueError):
+        return False
 
 
 def free_port() -> int:
