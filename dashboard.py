@@ -202,13 +202,27 @@ function play(chart, player) {  // frames follow the clock: a busy page skips fr
 // not stuck behind them (bench/run_path.py tab-clicks: median 2.4 s, was 3.5 s, on 2 cores with
 // software rendering). A chart's first drawing (a tab just opened) does not wait.
 const redraws = (window.__ltdRedraws = window.__ltdRedraws || { busy: false, waiting: new Map() });
+// A chart scrolled out of sight, or on a browser tab in the background, keeps only its newest
+// figure and is drawn when it is seen again: a laptop's window shows two or three of a tab's charts.
+const sight = (window.__ltdSight = window.__ltdSight || new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    entry.target.__outOfSight = !entry.isIntersecting;
+    if (!entry.target.isConnected) sight.unobserve(entry.target);  // (its tab was closed)
+  }
+  nextRedraw();
+}, { rootMargin: "300px" }));
+if (!window.__ltdSeenAgain) {
+  window.__ltdSeenAgain = true;
+  document.addEventListener("visibilitychange", () => nextRedraw());
+}
 function redrawLater(chart, redraw) {
   redraws.waiting.set(chart, redraw);
   nextRedraw();
 }
 function nextRedraw() {
-  if (redraws.busy) return;
+  if (redraws.busy || document.visibilityState === "hidden") return;
   for (const [chart, redraw] of redraws.waiting) {
+    if (chart.__outOfSight && chart.isConnected) continue;  // (drawn when it scrolls into sight)
     redraws.waiting.delete(chart);
     if (!chart.isConnected) continue;  // its tab was closed
     redraws.busy = true;
@@ -243,6 +257,7 @@ export default function ({ parentElement, data, setTriggerValue }) {
     parentElement.appendChild(chart);
     new ResizeObserver(() => { if (chart._fullLayout && chart.isConnected) window.Plotly.Plots.resize(chart); })
       .observe(chart);
+    sight.observe(chart);
   }
   const reel = data.reel || null;
   const dark = pageIsDark(parentElement);
@@ -264,6 +279,8 @@ export default function ({ parentElement, data, setTriggerValue }) {
         chart.__player = null;
         dropOverlays(chart);
         delete chart.dataset.replayStep;
+        chart.dataset.chartKey = data.key;
+        chart.dataset.draws = String(Number(chart.dataset.draws || 0) + 1);  // (counted for tests/test_browser.py)
         return Plotly.react(chart, figure.data, figure.layout, data.config);
       };
       if (!chart._fullLayout || chart.__player || window.__ltdNoRedrawQueue) return redraw();  // (the flag: bench/run_path.py's baseline)
