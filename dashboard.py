@@ -588,6 +588,9 @@ refresh_column.selectbox("Refresh", list(REFRESH_CHOICES), format_func=REFRESH_C
                          help="How often the charts of a live run are redrawn. Auto: every second, slower when "
                               "several pages watch live runs on this machine, so training keeps the CPU.")
 this_page = browser_session() or "page"
+# Always one element here, a caption or nothing: an element that came and went above the live panels
+# shifted their places, so Streamlit remounted every chart (a zoom lost, seen in the browser test).
+refresh_note = st.empty()
 refresh_seconds = None  # no live refresh: nothing trains, the page is frozen, or the first numbers are awaited
 if active and not paused and not waiting_for_data:
     refresh_seconds = server_pages().interval(st.session_state.refresh, this_page)
@@ -600,8 +603,8 @@ if active and not paused and not waiting_for_data:
                            f"{pages.cores}-core machine")
         if pages.seconds_for_load() > 1 and pages.busy is not None:
             reasons.append(f"its CPUs were {pages.busy:.0%} busy")
-        st.caption(f"Live charts refresh every {refresh_seconds:.0f} s so that training keeps the CPU: "
-                   f"{' and '.join(reasons)}. **Refresh** sets a fixed interval.")
+        refresh_note.caption(f"Live charts refresh every {refresh_seconds:.0f} s so that training keeps the CPU: "
+                             f"{' and '.join(reasons)}. **Refresh** sets a fixed interval.")
 else:
     server_pages().gone(this_page)
 STATUS_BOXES = {"failed": st.error, "stopped": st.warning, "finished": st.success}

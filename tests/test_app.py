@@ -868,10 +868,14 @@ def test_pages_watching_live_runs_share_the_cores_and_a_fixed_refresh_is_kept(ru
         rerun_until(app, lambda a: any("Watchable pace" in m.value for m in a.markdown))
         assert app.selectbox(key="refresh").value == page_refresh.AUTO
         assert "refresh every" not in captions(app)  # alone on 2 cores: every second, nothing to say
+        places = len(app.main.children)
         for other in others:
             pages.seen(other, 4.0)
         app.run()  # the live refresh sees the new pages and reruns the whole page with the new timer
         rerun_until(app, lambda a: shared in captions(a), timeout=20)
+        # The caption takes a place that is always there: the panels below keep theirs (and their
+        # charts, a zoom), instead of being remounted one place further down.
+        assert len(app.main.children) == places
         app.selectbox(key="refresh").set_value(1.0).run()
         assert "refresh every" not in captions(app)
         assert pages.interval(app.session_state.refresh) == 1.0
