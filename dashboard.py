@@ -210,7 +210,7 @@ const sight = (window.__ltdSight = window.__ltdSight || new IntersectionObserver
     if (!entry.target.isConnected) sight.unobserve(entry.target);  // (its tab was closed)
   }
   nextRedraw();
-}, { rootMargin: "300px" }));
+}));
 if (!window.__ltdSeenAgain) {
   window.__ltdSeenAgain = true;
   document.addEventListener("visibilitychange", () => nextRedraw());

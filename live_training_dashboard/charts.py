@@ -248,17 +248,22 @@ _ENVELOPES_LOCK = threading.Lock()
 MAX_ENVELOPES = 256
 
 
+def _kept_series(key: tuple, make):
+    """The series cache under `key` (made by `make()` if missing), now the most recently used; the
+    least recently used go past MAX_ENVELOPES. Call with _ENVELOPES_LOCK held, and use it under it."""
+    kept = _ENVELOPES.pop(key, None) or make()
+    _ENVELOPES[key] = kept
+    while len(_ENVELOPES) > MAX_ENVELOPES:
+        _ENVELOPES.popitem(last=False)
+    return kept
+
+
 def envelope_points(snapshot: HistorySnapshot, name: str, values: np.ndarray) -> np.ndarray:
     """Row indices that draw `values` (a per-batch series of `snapshot`) with its spikes intact."""
     if len(values) <= MAX_POINTS:
         return np.arange(len(values))
-    key = (snapshot.history_id, name)
     with _ENVELOPES_LOCK:  # page sessions draw at once; one envelope is updated by one at a time
-        envelope = _ENVELOPES.pop(key, None) or SeriesEnvelope()
-        _ENVELOPES[key] = envelope
-        while len(_ENVELOPES) > MAX_ENVELOPES:
-            _ENVELOPES.popitem(last=False)
-        return envelope.indices(values)
+        return _kept_series((snapshot.history_id, name), SeriesEnvelope).indices(values)
 
 
 def smoothed_at(snapshot: HistorySnapshot, name: str, values: np.ndarray, weight: float, points: np.ndarray) -> np.ndarray:
@@ -266,13 +271,8 @@ def smoothed_at(snapshot: HistorySnapshot, name: str, values: np.ndarray, weight
     `name`, computed only at the points the last refresh of that series did not have."""
     if not snapshot.history_id or len(points) * 8 >= len(values):  # (a short run: nothing to save)
         return smooth_ema_at(values, weight, points)
-    key = ("smoothed", snapshot.history_id, name, weight)
     with _ENVELOPES_LOCK:
-        series = _ENVELOPES.pop(key, None) or SmoothedPoints()
-        _ENVELOPES[key] = series
-        while len(_ENVELOPES) > MAX_ENVELOPES:
-            _ENVELOPES.popitem(last=False)
-        return series.at(values, weight, points)
+        return _kept_series(("smoothed", snapshot.history_id, name, weight), SmoothedPoints).at(values, weight, points)
 
 
 def _batch_x(snapshot: HistorySnapshot, x_axis: str) -> np.ndarray:
