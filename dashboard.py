@@ -586,7 +586,8 @@ if st.session_state.get("refresh") not in REFRESH_CHOICES:
     st.session_state.refresh = AUTO  # (a value kept from an older page)
 refresh_column.selectbox("Refresh", list(REFRESH_CHOICES), format_func=REFRESH_CHOICES.get, key="refresh",
                          help="How often the charts of a live run are redrawn. Auto: every second, slower when "
-                              "several pages watch live runs on this machine, so training keeps the CPU.")
+                              "several pages watch live runs on this machine or training waits for a CPU, "
+                              "so training keeps the CPU.")
 this_page = browser_session() or "page"
 # Always one element here, a caption or nothing: an element that came and went above the live panels
 # shifted their places, so Streamlit remounted every chart (a zoom lost, seen in the browser test).
@@ -601,8 +602,8 @@ if active and not paused and not waiting_for_data:
             watching = pages.watching()
             reasons.append(f"{watching} page{'s are' if watching > 1 else ' is'} watching live runs on this "
                            f"{pages.cores}-core machine")
-        if pages.seconds_for_load() > 1 and pages.busy is not None:
-            reasons.append(f"its CPUs were {pages.busy:.0%} busy")
+        if pages.seconds_for_load() > 1 and pages.slowed_because:
+            reasons.append(pages.slowed_because)
         refresh_note.caption(f"Live charts refresh every {refresh_seconds:.0f} s so that training keeps the CPU: "
                              f"{' and '.join(reasons)}. **Refresh** sets a fixed interval.")
 else:

@@ -9,9 +9,15 @@ refreshing every 10 s, the renderer took 0.07. With four pages at once, their fo
 
 So by default ("auto") the refresh yields to training, by two rules, the slower one winning:
 - the pages of one server share a budget of REFRESHES_PER_CORE refreshes a second per core;
-- while the machine's CPUs are saturated (BUSY_HIGH of all cores busy over the last few
-  seconds), the interval doubles, up to SLOWEST_AUTO_SECONDS; it halves again once they are
-  not (BUSY_LOW), so a machine with cores to spare keeps the one-second refresh.
+- while threads wait for a CPU (Linux's CPU pressure: the share of time some runnable thread of
+  this machine or container was kept waiting), the interval grows, in doublings, to what should
+  bring the waiting to PRESSURE_AIM, up to SLOWEST_AUTO_SECONDS; it halves again once they hardly
+  wait. Waiting is what the page costs training: measured with
+  one page and one run on 2 cores, refreshing every 1 / 2 / 5 s, threads waited 26-31% / 13-16%
+  / 5% of the time and the run got 0.83 / 0.90-0.92 / 0.97 of a core; frozen, 1%. The CPUs' busy
+  share missed it (78% busy at 1 s, under any sensible threshold). Where the kernel gives no
+  pressure, the busy share decides (BUSY_HIGH, BUSY_LOW).
+  A machine with cores to spare keeps the one-second refresh either way.
 A click (a tab, a setting) is answered at once anyway: it reruns the page, on no timer. A page
 may also ask for a fixed interval.
 """
@@ -31,8 +37,16 @@ REFRESH_CHOICES: dict[str | float, str] = {AUTO: "Auto", 1.0: "Every 1 s", 2.0: 
 FASTEST_SECONDS = 1.0
 SLOWEST_AUTO_SECONDS = 8.0
 REFRESHES_PER_CORE = 0.5
-BUSY_HIGH, BUSY_LOW = 0.90, 0.60
-LOAD_SAMPLE_SECONDS = 2.0  # the CPUs' busy share is measured over windows of at least this long
+PRESSURE_HIGH, PRESSURE_LOW = 0.08, 0.03  # share of time some thread waited for a CPU
+# Waiting falls about in proportion to the refreshes (see above), so a high reading multiplies the
+# interval at once by what should bring it to this share, in doublings: one step, not a ramp
+# through 2 and 4 s that the run pays for.
+PRESSURE_AIM = 0.05
+BUSY_HIGH, BUSY_LOW = 0.90, 0.60  # share of CPU time busy, where the kernel gives no pressure
+# The load is judged over windows of at least this long, and of at least two refreshes at the
+# interval in force, so that a window after a change sees the change's effect.
+LOAD_SAMPLE_SECONDS = 2.0
+LOAD_SAMPLE_INTERVALS = 2
 # A page that has not refreshed for this many of its intervals (plus a margin for a slow server)
 # is no longer watching: its tab was closed, or its run ended.
 FORGET_AFTER_INTERVALS = 2.5
@@ -62,22 +76,68 @@ def machine_cpu_times() -> tuple[float, float] | None:
     return total - ticks[3] - ticks[4], total
 
 
+def _own_cgroup_pressure_files() -> list[str]:
+    """cgroup v2 CPU pressure files of this process's own cgroup (a container's), if any."""
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as cgroups:
+            path = next((line.strip()[3:] for line in cgroups if line.startswith("0::")), "/")
+    except OSError:
+        return []
+    if path in ("", "/"):
+        return []
+    return [f"/sys/fs/cgroup{path}/cpu.pressure", f"/sys/fs/cgroup/unified{path}/cpu.pressure"]
+
+
+def parse_cpu_pressure(text: str) -> float | None:
+    """Seconds in all that some runnable thread waited for a CPU, from a Linux PSI file's text
+    ("some avg10=1.00 avg60=2.00 avg300=3.00 total=123456" in microseconds); None if unreadable."""
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "some":
+            for field in fields[1:]:
+                if field.startswith("total="):
+                    try:
+                        total = int(field[len("total="):])
+                    except ValueError:
+                        return None
+                    return total / 1e6 if total >= 0 else None
+    return None
+
+
+def machine_cpu_pressure() -> float | None:
+    """Seconds some thread of this container (its own cgroup's file), or else of this machine,
+    waited for a CPU since boot (Linux >= 4.20); None where the kernel does not say."""
+    for path in [*_own_cgroup_pressure_files(), "/proc/pressure/cpu"]:
+        try:
+            with open(path, encoding="ascii") as pressure:
+                waited = parse_cpu_pressure(pressure.read())
+        except (OSError, UnicodeDecodeError):
+            continue
+        if waited is not None:
+            return waited
+    return None
+
+
 class LivePages:
     """The pages of one server that are watching a live run, each by its browser session id, and
     the refresh interval that shares the machine's cores between them (see the module's text).
     Thread-safe: each browser session runs its script on its own thread."""
 
     def __init__(self, cores: int | None = None, clock: Callable[[], float] = time.monotonic,
-                 cpu_times: Callable[[], tuple[float, float] | None] = machine_cpu_times):
+                 cpu_times: Callable[[], tuple[float, float] | None] = machine_cpu_times,
+                 cpu_pressure: Callable[[], float | None] = machine_cpu_pressure):
         self.cores = cores if cores is not None else machine_cores()
         if self.cores < 1:
             raise ValueError(f"cores must be at least 1, got {self.cores}")
-        self._clock, self._cpu_times = clock, cpu_times
+        self._clock, self._cpu_times, self._cpu_pressure = clock, cpu_times, cpu_pressure
         self._lock = threading.Lock()
         self._last_seen: dict[str, tuple[float, float]] = {}  # page -> (when it refreshed, its interval then)
         self._load_seconds = FASTEST_SECONDS  # the busy machine's rule (see the module's text)
-        self._load_sample: tuple[float, tuple[float, float] | None] | None = None  # (when, cpu times then)
+        # (when, CPU times then, seconds waited then)
+        self._load_sample: tuple[float, tuple[float, float] | None, float | None] | None = None
         self.busy: float | None = None  # the CPUs' busy share over the last window, once measured
+        self.waiting: float | None = None  # the share of the last window some thread waited for a CPU
+        self.slowed_because = ""  # what the last doubling saw, for the page to say
 
     def seen(self, page: str, interval: float) -> None:
         """`page` refreshed now and will again in about `interval` seconds."""
@@ -104,20 +164,36 @@ class LivePages:
         return max(FASTEST_SECONDS, float(math.ceil(self.watching(page) / (self.cores * REFRESHES_PER_CORE))))
 
     def seconds_for_load(self) -> float:
-        """The busy machine's rule: doubled while the CPUs were saturated over the last window,
-        halved once they were not, between FASTEST_SECONDS and SLOWEST_AUTO_SECONDS."""
+        """The loaded machine's rule: doubled while threads waited for a CPU (or, without pressure
+        figures, while the CPUs were saturated) over the last window, halved once they hardly did,
+        between FASTEST_SECONDS and SLOWEST_AUTO_SECONDS."""
         now = self._clock()
         with self._lock:
-            if self._load_sample is not None and now - self._load_sample[0] < LOAD_SAMPLE_SECONDS:
+            window = max(LOAD_SAMPLE_SECONDS, LOAD_SAMPLE_INTERVALS * self._load_seconds)
+            if self._load_sample is not None and now - self._load_sample[0] < window:
                 return self._load_seconds
-            times, previous = self._cpu_times(), self._load_sample
-            self._load_sample = (now, times)
-            if times is None or previous is None or previous[1] is None or times[1] <= previous[1][1]:
-                return self._load_seconds  # (nothing to compare with yet, or no /proc/stat)
-            self.busy = min(max((times[0] - previous[1][0]) / (times[1] - previous[1][1]), 0.0), 1.0)
-            if self.busy >= BUSY_HIGH:
-                self._load_seconds = min(self._load_seconds * 2, SLOWEST_AUTO_SECONDS)
-            elif self.busy <= BUSY_LOW:
+            times, waited, previous = self._cpu_times(), self._cpu_pressure(), self._load_sample
+            self._load_sample = (now, times, waited)
+            if previous is None or now - previous[0] > 2 * window:
+                # Nothing to compare with yet, or a window from before no page watched (the load
+                # of another time): the judgment waits for a window of this one.
+                return self._load_seconds
+            then, times_then, waited_then = previous
+            high = low = False
+            self.waiting = None
+            if waited is not None and waited_then is not None and waited >= waited_then:
+                self.waiting = min((waited - waited_then) / (now - then), 1.0)
+                high, low = self.waiting >= PRESSURE_HIGH, self.waiting <= PRESSURE_LOW
+            if times is not None and times_then is not None and times[1] > times_then[1]:
+                self.busy = min(max((times[0] - times_then[0]) / (times[1] - times_then[1]), 0.0), 1.0)
+                if self.waiting is None:  # (no pressure figures: the busy share decides)
+                    high, low = self.busy >= BUSY_HIGH, self.busy <= BUSY_LOW
+            if high:
+                factor = 2.0 if self.waiting is None else max(2.0, 2.0 ** math.ceil(math.log2(self.waiting / PRESSURE_AIM)))
+                self._load_seconds = min(self._load_seconds * factor, SLOWEST_AUTO_SECONDS)
+                self.slowed_because = (f"threads waited for a CPU {self.waiting:.0%} of the time"
+                                       if self.waiting is not None else f"its CPUs were {self.busy:.0%} busy")
+            elif low:
                 self._load_seconds = max(self._load_seconds / 2, FASTEST_SECONDS)
             return self._load_seconds
 

@@ -4,11 +4,18 @@ import threading
 
 import pytest
 
-from live_training_dashboard.page_refresh import AUTO, REFRESH_CHOICES, LivePages, machine_cpu_times
+from live_training_dashboard.page_refresh import (
+    AUTO,
+    REFRESH_CHOICES,
+    LivePages,
+    machine_cpu_pressure,
+    machine_cpu_times,
+    parse_cpu_pressure,
+)
 
 
 def no_load():
-    return None  # as where /proc/stat cannot be read: only the pages' rule applies
+    return None  # as where /proc/stat and /proc/pressure cannot be read: only the pages' rule applies
 
 
 class Clock:
@@ -21,7 +28,7 @@ class Clock:
 
 def test_one_page_on_two_cores_refreshes_every_second_and_four_share_the_budget():
     clock = Clock()
-    pages = LivePages(cores=2, clock=clock, cpu_times=no_load)
+    pages = LivePages(cores=2, clock=clock, cpu_times=no_load, cpu_pressure=no_load)
     assert pages.interval(AUTO, "a") == 1.0  # the page asking counts before it is seen
     for page in "abcd":
         pages.seen(page, pages.interval(AUTO, page))
@@ -33,7 +40,7 @@ def test_one_page_on_two_cores_refreshes_every_second_and_four_share_the_budget(
 
 
 def test_more_cores_keep_more_pages_at_one_second():
-    pages = LivePages(cores=8, clock=Clock(), cpu_times=no_load)
+    pages = LivePages(cores=8, clock=Clock(), cpu_times=no_load, cpu_pressure=no_load)
     for page in "abcd":
         pages.seen(page, 1.0)
     assert pages.interval(AUTO, "a") == 1.0
@@ -43,7 +50,7 @@ def test_more_cores_keep_more_pages_at_one_second():
 
 def test_a_page_that_stopped_refreshing_is_forgotten_after_a_few_of_its_intervals():
     clock = Clock()
-    pages = LivePages(cores=2, clock=clock, cpu_times=no_load)
+    pages = LivePages(cores=2, clock=clock, cpu_times=no_load, cpu_pressure=no_load)
     pages.seen("closed tab", 4.0)
     pages.seen("open tab", 4.0)
     clock.now += 4.0 * 2.5 + 2.9
@@ -55,7 +62,7 @@ def test_a_page_that_stopped_refreshing_is_forgotten_after_a_few_of_its_interval
 
 
 def test_a_fixed_choice_is_kept_whatever_the_load_and_bad_choices_are_refused():
-    pages = LivePages(cores=1, clock=Clock(), cpu_times=no_load)
+    pages = LivePages(cores=1, clock=Clock(), cpu_times=no_load, cpu_pressure=no_load)
     for page in "abc":
         pages.seen(page, 6.0)
     assert pages.interval(AUTO, "a") == 6.0
@@ -70,7 +77,7 @@ def test_a_fixed_choice_is_kept_whatever_the_load_and_bad_choices_are_refused():
 
 
 def test_sessions_on_their_own_threads_are_all_counted():
-    pages = LivePages(cores=2, cpu_times=no_load)
+    pages = LivePages(cores=2, cpu_times=no_load, cpu_pressure=no_load)
     threads = [threading.Thread(target=lambda i=i: [pages.seen(f"page {i}", 1.0) for _ in range(200)]) for i in range(8)]
     for thread in threads:
         thread.start()
@@ -97,7 +104,7 @@ class CpuTimes:
 def test_a_saturated_machine_slows_the_refresh_down_and_spare_cores_bring_it_back():
     clock = Clock()
     cpus = CpuTimes(clock)
-    pages = LivePages(cores=2, clock=clock, cpu_times=cpus)
+    pages = LivePages(cores=2, clock=clock, cpu_times=cpus, cpu_pressure=no_load)  # (the busy share decides)
     seen = []
 
     def refresh_for(seconds):  # one page refreshing on its timer for `seconds` of machine time
@@ -122,10 +129,80 @@ def test_a_saturated_machine_slows_the_refresh_down_and_spare_cores_bring_it_bac
     assert seen[-1] == 1.0 and seen == sorted(seen, reverse=True)
     # Samples come no more often than every LOAD_SAMPLE_SECONDS, whatever the number of pages asking.
     calls = []
-    pages = LivePages(cores=2, clock=clock, cpu_times=lambda: calls.append(1) or cpus())
+    pages = LivePages(cores=2, clock=clock, cpu_times=lambda: calls.append(1) or cpus(), cpu_pressure=no_load)
     for _ in range(50):
         pages.interval(AUTO, "page")
     assert len(calls) == 1
+
+
+class CpuPressure:
+    """Seconds some thread waited for a CPU, growing at `share(interval in force)` of the time:
+    a page whose refreshes keep training waiting in proportion to how often they come."""
+
+    def __init__(self, clock, share):
+        self.clock, self.share, self.waited, self.at, self.interval = clock, share, 0.0, clock.now, 1.0
+
+    def __call__(self):
+        self.waited += self.share(self.interval) * (self.clock.now - self.at)
+        self.at = self.clock.now
+        return self.waited
+
+
+def refreshing(pages, clock, pressure, seconds):
+    """The intervals one page refreshing on its timer for `seconds` of machine time went through."""
+    seen, end = [], clock.now + seconds
+    while clock.now < end:
+        interval = pages.interval(AUTO, "page")
+        pages.seen("page", interval)
+        pressure()  # (time so far at the interval that was in force)
+        pressure.interval = interval
+        seen.append(interval)
+        clock.now += interval
+    return seen
+
+
+def test_threads_waiting_for_a_cpu_slow_the_refresh_until_they_hardly_wait():
+    clock = Clock()
+    # As measured on 2 cores: threads waited 26-31% of the time with a refresh every second,
+    # 13-16% every 2 s, 5% every 5 s; the CPUs were 78% busy, which the busy rule let pass.
+    pressure = CpuPressure(clock, lambda interval: 0.30 / interval)
+    cpus = CpuTimes(clock)
+    cpus.busy = 0.78
+    pages = LivePages(cores=2, clock=clock, cpu_times=cpus, cpu_pressure=pressure)
+    seen = refreshing(pages, clock, pressure, 60)
+    # 30% is 6x the aim: after the first window (two refreshes), one step to 8 s, not a ramp.
+    assert seen[:3] == [1.0, 1.0, 8.0] and set(seen[2:]) == {8.0}
+    assert pages.slowed_because == "threads waited for a CPU 30% of the time"
+    assert 0.03 < pages.waiting < 0.08  # 3.75% at 8 s: kept there (no flapping)
+    # Waiting just over the threshold doubles it once.
+    pressure = CpuPressure(clock, lambda interval: 0.09 if interval == 1.0 else 0.05)
+    pages = LivePages(cores=2, clock=clock, cpu_times=cpus, cpu_pressure=pressure)
+    assert set(refreshing(pages, clock, pressure, 30)[2:]) == {2.0}
+    pressure.share = lambda interval: 0.0  # the run ended, or the browser went elsewhere
+    pages = LivePages(cores=2, clock=clock, cpu_times=cpus, cpu_pressure=pressure)
+    pages._load_seconds = 8.0
+    seen = refreshing(pages, clock, pressure, 60)
+    assert seen[-1] == 1.0 and seen == sorted(seen, reverse=True) and 4.0 in seen and 2.0 in seen  # halved step by step
+    # The pressure decides where the kernel gives it: saturated CPUs with nobody waiting (one
+    # thread per core) keep the one-second refresh.
+    cpus.busy = 1.0
+    assert set(refreshing(pages, clock, pressure, 20)) == {1.0}
+    # A window that spans a time when no page watched is not judged: a new one starts. (Here the
+    # waiting happened while nobody watched; the page's own refreshes make none.)
+    pressure.share = lambda interval: 0.5
+    clock.now += 600
+    pressure()
+    pressure.share = lambda interval: 0.0
+    assert set(refreshing(pages, clock, pressure, 10)) == {1.0}
+
+
+def test_cpu_pressure_is_parsed_from_the_kernels_text_or_none():
+    text = "some avg10=3.50 avg60=14.81 avg300=18.37 total=4744396117\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+    assert parse_cpu_pressure(text) == 4744.396117
+    for bad in ("", "full avg10=0.00 total=5", "some avg10=1.0", "some total=x", "some total=-5", "\x00\x01"):
+        assert parse_cpu_pressure(bad) is None, bad
+    waited = machine_cpu_pressure()
+    assert waited is None or waited >= 0  # (None: a kernel before 4.20, or not Linux)
 
 
 def test_the_machines_cpu_times_are_read_or_none():
