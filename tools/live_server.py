@@ -38,6 +38,20 @@ def run_ended(run_id: str, runs_dir: str | None = None) -> bool:
         return False
 
 
+def batches_per_second_after(run_id: str, seconds: float, runs_dir: str | None = None) -> float:
+    """A local run's batches per second from `seconds` into it to its end, from the batch times it
+    recorded: its speed once a page's first drawing (or none) is behind it."""
+    from live_training_dashboard.run_store import RunReader, RunStore
+
+    reader = RunReader.open(RunStore(runs_dir or os.environ["DASHBOARD_RUNS_DIR"]), run_id)
+    reader.poll()
+    times = reader.history.snapshot().batch("seconds")
+    later = times[times >= seconds]
+    if len(later) < 2:
+        raise ValueError(f"run {run_id} trained less than {seconds} s: no speed after it")
+    return (len(later) - 1) / float(later[-1] - later[0])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
