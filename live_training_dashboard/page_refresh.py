@@ -12,12 +12,11 @@ So by default ("auto") the refresh yields to training, by two rules, the slower 
 - while threads wait for a CPU (Linux's CPU pressure: the share of time some runnable thread of
   this machine or container was kept waiting), the interval grows, in doublings, to what should
   bring the waiting to PRESSURE_AIM, up to SLOWEST_AUTO_SECONDS; it halves again once they hardly
-  wait. Waiting is what the page costs training: measured with
-  one page and one run on 2 cores, refreshing every 1 / 2 / 5 s, threads waited 26-31% / 13-16%
-  / 5% of the time and the run got 0.83 / 0.90-0.92 / 0.97 of a core; frozen, 1%. The CPUs' busy
-  share missed it (78% busy at 1 s, under any sensible threshold). Where the kernel gives no
-  pressure, the busy share decides (BUSY_HIGH, BUSY_LOW).
-  A machine with cores to spare keeps the one-second refresh either way.
+  wait. Waiting is what the page costs training: measured with one page and one run on 2 cores,
+  refreshing every 1 / 2 / 5 s, threads waited 26-31% / 13-16% / 5% of the time and the run got
+  0.83 / 0.90-0.92 / 0.97 of a core; frozen, 1%. The CPUs' busy share missed it (78% busy at
+  1 s, under any sensible threshold). Where the kernel gives no pressure figures, the busy share
+  decides (BUSY_HIGH, BUSY_LOW). A machine with cores to spare keeps the one-second refresh.
 A click (a tab, a setting) is answered at once anyway: it reruns the page, on no timer. A page
 may also ask for a fixed interval.
 """
@@ -164,9 +163,9 @@ class LivePages:
         return max(FASTEST_SECONDS, float(math.ceil(self.watching(page) / (self.cores * REFRESHES_PER_CORE))))
 
     def seconds_for_load(self) -> float:
-        """The loaded machine's rule: doubled while threads waited for a CPU (or, without pressure
-        figures, while the CPUs were saturated) over the last window, halved once they hardly did,
-        between FASTEST_SECONDS and SLOWEST_AUTO_SECONDS."""
+        """The loaded machine's rule: grown while threads waited for a CPU (or, without pressure
+        figures, doubled while the CPUs were saturated) over the last window, halved once they
+        hardly did, between FASTEST_SECONDS and SLOWEST_AUTO_SECONDS."""
         now = self._clock()
         with self._lock:
             window = max(LOAD_SAMPLE_SECONDS, LOAD_SAMPLE_INTERVALS * self._load_seconds)

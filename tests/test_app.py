@@ -881,6 +881,12 @@ def test_pages_watching_live_runs_share_the_cores_and_a_fixed_refresh_is_kept(ru
         assert pages.interval(app.session_state.refresh) == 1.0
         for other in others:
             pages.gone(other)
+        # Threads kept waiting for a CPU: the page says what its last slowing-down saw.
+        monkeypatch.setattr(pages, "seconds_for_load", lambda: 8.0)
+        monkeypatch.setattr(pages, "slowed_because", "threads waited for a CPU 30% of the time")
+        app.selectbox(key="refresh").set_value(page_refresh.AUTO).run()
+        rerun_until(app, lambda a: "refresh every 8 s so that training keeps the CPU: threads waited for a CPU 30% "
+                                   "of the time" in captions(a), timeout=20)
         app.button(key="stop").click().run()
         rerun_until(app, lambda a: any("Stopped from the dashboard" in w.value for w in a.warning))
         assert pages.watching() == 0  # an ended run's page does not count
