@@ -593,21 +593,22 @@ this_page = browser_session() or "page"
 # shifted their places, so Streamlit remounted every chart (a zoom lost, seen in the browser test).
 refresh_note = st.empty()
 refresh_seconds = None  # no live refresh: nothing trains, the page is frozen, or the first numbers are awaited
+live_pages = server_pages()
 if active and not paused and not waiting_for_data:
-    refresh_seconds = server_pages().interval(st.session_state.refresh, this_page)
-    server_pages().seen(this_page, refresh_seconds)
+    refresh_seconds = live_pages.interval(st.session_state.refresh, this_page)
+    live_pages.seen(this_page, refresh_seconds)
     if st.session_state.refresh == AUTO and refresh_seconds > 1:
-        pages, reasons = server_pages(), []
-        if pages.seconds_for_pages() > 1:
-            watching = pages.watching()
+        reasons = []
+        if live_pages.seconds_for_pages() > 1:
+            watching = live_pages.watching()
             reasons.append(f"{watching} page{'s are' if watching > 1 else ' is'} watching live runs on this "
-                           f"{pages.cores}-core machine")
-        if pages.seconds_for_load() > 1 and pages.slowed_because:
-            reasons.append(pages.slowed_because)
+                           f"{live_pages.cores}-core machine")
+        if live_pages.seconds_for_load() > 1 and live_pages.slowed_because:
+            reasons.append(live_pages.slowed_because)
         refresh_note.caption(f"Live charts refresh every {refresh_seconds:.0f} s so that training keeps the CPU: "
                              f"{' and '.join(reasons)}. **Refresh** sets a fixed interval.")
 else:
-    server_pages().gone(this_page)
+    live_pages.gone(this_page)
 STATUS_BOXES = {"failed": st.error, "stopped": st.warning, "finished": st.success}
 SEVERITY_BOXES = {diagnostics.CRITICAL: st.error, diagnostics.WARNING: st.warning, diagnostics.INFO: st.info}
 CHART_NAMES = {"loss": "Loss per epoch", "accuracy": "Accuracy per epoch", "batch_loss": "Loss per batch",
@@ -1457,8 +1458,8 @@ def live_panels() -> None:
     if st.session_state.pop("needs_app_rerun", False):
         st.rerun(scope="app")
     if refresh_seconds is not None and not st.session_state.get("replay_playing"):
-        server_pages().seen(this_page, refresh_seconds)
-        if server_pages().interval(st.session_state.refresh, this_page) != refresh_seconds:
+        live_pages.seen(this_page, refresh_seconds)
+        if live_pages.interval(st.session_state.refresh, this_page) != refresh_seconds:
             st.rerun(scope="app")  # pages came or went: the refresh timer is set by the whole page
     current = registry.get(st.session_state.run_id)
     if current is None:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from tools.live_server import browser_cpus, choose_full_speed, dashboard_process, launch_chromium, open_tab, rss_mb, run_ended  # noqa: E402
+from tools.live_server import browser_cpus, choose_full_speed, dashboard_process, launch_chromium, open_tab, rss_mb, run_ended, run_id_of  # noqa: E402
 
 RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
 FIRST_CHART_SECONDS = 1.5
@@ -155,7 +155,7 @@ def unwatched_rates(browser, url: str, epochs: int, runs: int) -> list[float]:
     ids = []
     for page in pages:
         expect(page.get_by_text(re.compile(r"batches/s"))).to_be_visible(timeout=60_000)
-        ids.append(re.search(r"run=([0-9a-f]+)", page.url).group(1))
+        ids.append(run_id_of(page.url))
     for context in contexts:
         context.close()
     deadline = time.monotonic() + 600

@@ -33,6 +33,7 @@ from tools.live_server import (  # noqa: E402
     dashboard_server,
     launch_chromium,
     run_ended,
+    run_id_of,
 )
 
 RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
@@ -57,10 +58,6 @@ def read_result(page) -> float:
     text = page.get_by_text(RESULT).inner_text()
     batches, seconds = RESULT.search(text).groups()
     return int(batches.replace(",", "")) / float(seconds)
-
-
-def run_id_of(run_url: str) -> str:
-    return re.search(r"run=([0-9a-f]+)", run_url).group(1)
 
 
 def watched(browser, url: str, epochs: int, tab: str) -> tuple[float, str]:

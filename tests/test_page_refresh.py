@@ -87,6 +87,21 @@ def test_sessions_on_their_own_threads_are_all_counted():
     assert pages.interval(AUTO) == 8.0
 
 
+def refreshing(pages, clock, seconds, pressure=None):
+    """The intervals one page refreshing on its timer for `seconds` of machine time went through;
+    `pressure` (a CpuPressure) is told the interval in force as it changes."""
+    seen, end = [], clock.now + seconds
+    while clock.now < end:
+        interval = pages.interval(AUTO, "page")
+        pages.seen("page", interval)
+        if pressure is not None:
+            pressure()  # (time so far at the interval that was in force)
+            pressure.interval = interval
+        seen.append(interval)
+        clock.now += interval
+    return seen
+
+
 class CpuTimes:
     """A machine whose CPUs are busy `busy` of the time from now on."""
 
@@ -105,27 +120,14 @@ def test_a_saturated_machine_slows_the_refresh_down_and_spare_cores_bring_it_bac
     clock = Clock()
     cpus = CpuTimes(clock)
     pages = LivePages(cores=2, clock=clock, cpu_times=cpus, cpu_pressure=no_load)  # (the busy share decides)
-    seen = []
-
-    def refresh_for(seconds):  # one page refreshing on its timer for `seconds` of machine time
-        end = clock.now + seconds
-        while clock.now < end:
-            interval = pages.interval(AUTO, "page")
-            pages.seen("page", interval)
-            seen.append(interval)
-            clock.now += interval
-
     cpus.busy = 0.97
-    refresh_for(30)
+    seen = refreshing(pages, clock, 30)
     assert seen[0] == 1.0 and pages.busy > 0.9
     assert seen[-1] == 8.0 and seen == sorted(seen)  # doubled while saturated, never past 8 s
-    seen.clear()
     cpus.busy = 0.75  # between the thresholds: kept where it is (no flapping)
-    refresh_for(30)
-    assert set(seen) == {8.0}
-    seen.clear()
+    assert set(refreshing(pages, clock, 30)) == {8.0}
     cpus.busy = 0.3
-    refresh_for(30)
+    seen = refreshing(pages, clock, 30)
     assert seen[-1] == 1.0 and seen == sorted(seen, reverse=True)
     # Samples come no more often than every LOAD_SAMPLE_SECONDS, whatever the number of pages asking.
     calls = []
@@ -148,17 +150,6 @@ class CpuPressure:
         return self.waited
 
 
-def refreshing(pages, clock, pressure, seconds):
-    """The intervals one page refreshing on its timer for `seconds` of machine time went through."""
-    seen, end = [], clock.now + seconds
-    while clock.now < end:
-        interval = pages.interval(AUTO, "page")
-        pages.seen("page", interval)
-        pressure()  # (time so far at the interval that was in force)
-        pressure.interval = interval
-        seen.append(interval)
-        clock.now += interval
-    return seen
 
 
 def test_threads_waiting_for_a_cpu_slow_the_refresh_until_they_hardly_wait():
@@ -169,7 +160,7 @@ def test_threads_waiting_for_a_cpu_slow_the_refresh_until_they_hardly_wait():
     cpus = CpuTimes(clock)
     cpus.busy = 0.78
     pages = LivePages(cores=2, clock=clock, cpu_times=cpus, cpu_pressure=pressure)
-    seen = refreshing(pages, clock, pressure, 60)
+    seen = refreshing(pages, clock, 60, pressure)
     # 30% is 6x the aim: after the first window (two refreshes), one step to 8 s, not a ramp.
     assert seen[:3] == [1.0, 1.0, 8.0] and set(seen[2:]) == {8.0}
     assert pages.slowed_because == "threads waited for a CPU 30% of the time"
@@ -177,23 +168,23 @@ def test_threads_waiting_for_a_cpu_slow_the_refresh_until_they_hardly_wait():
     # Waiting just over the threshold doubles it once.
     pressure = CpuPressure(clock, lambda interval: 0.09 if interval == 1.0 else 0.05)
     pages = LivePages(cores=2, clock=clock, cpu_times=cpus, cpu_pressure=pressure)
-    assert set(refreshing(pages, clock, pressure, 30)[2:]) == {2.0}
+    assert set(refreshing(pages, clock, 30, pressure)[2:]) == {2.0}
     pressure.share = lambda interval: 0.0  # the run ended, or the browser went elsewhere
     pages = LivePages(cores=2, clock=clock, cpu_times=cpus, cpu_pressure=pressure)
     pages._load_seconds = 8.0
-    seen = refreshing(pages, clock, pressure, 60)
+    seen = refreshing(pages, clock, 60, pressure)
     assert seen[-1] == 1.0 and seen == sorted(seen, reverse=True) and 4.0 in seen and 2.0 in seen  # halved step by step
     # The pressure decides where the kernel gives it: saturated CPUs with nobody waiting (one
     # thread per core) keep the one-second refresh.
     cpus.busy = 1.0
-    assert set(refreshing(pages, clock, pressure, 20)) == {1.0}
+    assert set(refreshing(pages, clock, 20, pressure)) == {1.0}
     # A window that spans a time when no page watched is not judged: a new one starts. (Here the
     # waiting happened while nobody watched; the page's own refreshes make none.)
     pressure.share = lambda interval: 0.5
     clock.now += 600
     pressure()
     pressure.share = lambda interval: 0.0
-    assert set(refreshing(pages, clock, pressure, 10)) == {1.0}
+    assert set(refreshing(pages, clock, 10, pressure)) == {1.0}
 
 
 def test_cpu_pressure_is_parsed_from_the_kernels_text_or_none():

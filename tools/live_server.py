@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -24,6 +25,11 @@ CHROMIUM_ARGS = [
 # log on SIGUSR1: the evidence a browser test records when it finds the page stuck.
 SERVER_MAIN = ("import faulthandler, runpy, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
                "sys.argv[0] = 'streamlit'; runpy.run_module('streamlit', run_name='__main__', alter_sys=True)")
+
+
+def run_id_of(url: str) -> str:
+    """The run a page's URL shows (its ?run=<id>)."""
+    return re.search(r"run=([0-9a-f]+)", url).group(1)
 
 
 def run_ended(run_id: str, runs_dir: str | None = None) -> bool:
