@@ -616,12 +616,11 @@ class TrainingMonitor:
         loss = self.loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        weights_before = None
-        if take_stats:
-            capture(False)
-            weights_before = self._weights_before_step()
+        weights_before = self._weights_before_step() if take_stats else None
         grad_norms = self._grad_norms()
         optimizer.step()
+        if take_stats:  # here, not before the step: its numpy work runs in one stretch with the layer statistics'
+            capture(False)
         self._record(loss, logits, labels, grad_norms, weights_before)
 
     def _grad_norms(self) -> list[torch.Tensor]:
@@ -1009,8 +1008,13 @@ class TrainingMonitor:
             self._pending_stats.append((self.step, torch.cat([
                 update_norms, activations.flatten(), activation_grads,
                 _segment_statistics(weights + grads, self.histogram_bins, summed=layers).flatten()])))
-        if self.writer is not None and self.writer.wants_weights(self._parameter_bytes):
+        if self.writer is not None and self.writer.wants_weights(self._parameter_bytes, self._planned_stats_batches()):
             self.writer.on_weights(self.step, *self._weights_for_writer())
+
+    def _planned_stats_batches(self) -> int:
+        """How many stats batches the run plans (0 when its length is unknown)."""
+        planned = self.history.planned_epochs * self.history.batches_per_epoch
+        return -(-planned // self.stats_every) if planned > 0 else 0
 
     def _read_pending_stats(self) -> None:
         """The device's stats batches since the last flush, into the history (one read each)."""

@@ -861,10 +861,17 @@ class RunWriter:
             self._pending_shapes = {str(name): [int(size) for size in shape] for name, shape in shapes.items()}
         self._wake.set()
 
-    def wants_weights(self, parameter_bytes: int) -> bool:
-        """Whether the next stats batch should hand over a weight snapshot (bounded and thinned)."""
+    def wants_weights(self, parameter_bytes: int, planned_stats_batches: int = 0) -> bool:
+        """Whether the next stats batch should hand over a weight snapshot (bounded and thinned).
+
+        planned_stats_batches: how many stats batches the run plans (0: unknown). A run planned
+        for more than the bound starts with the spacing thinning would reach, a power of two: a
+        300-stats-batch run writes 150 snapshots, not 250 of which thinning then deletes 100.
+        """
         if parameter_bytes > MAX_SNAPSHOT_BYTES or self.error:
             return False
+        if self._stats_seen == 0 and planned_stats_batches >= MAX_WEIGHT_SNAPSHOTS:
+            self._snapshot_stride = 1 << math.ceil(math.log2(planned_stats_batches / (MAX_WEIGHT_SNAPSHOTS - 1)))
         due = self._stats_seen % self._snapshot_stride == 0
         self._stats_seen += 1
         return due

@@ -79,7 +79,7 @@ def test_capture_measures_activations_and_their_gradients_only_when_asked():
     model = MonitoredMLP(4, [32, 32], 3)
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
     model(x)
-    assert model.captured_activations == {} and not model.has_hooks
+    assert model.captured_activations == {} and not model.capturing
     model.capture(True)
     nn.functional.cross_entropy(model(x), y).backward()
     model.capture(False)
@@ -91,7 +91,7 @@ def test_capture_measures_activations_and_their_gradients_only_when_asked():
     assert std == pytest.approx(hidden.std().item(), rel=1e-4)
     assert dead == pytest.approx((hidden.max(0).values == 0).float().mean().item())
     assert saturation != saturation  # NaN: saturation does not apply to ReLU
-    assert not model.has_hooks
+    assert not model.capturing
     # The gradient norm is that of d loss / d (the activation's output), read at the capture's end.
     hidden = torch.relu(model.fc1(x)).detach().requires_grad_()
     rest = nn.Sequential(model.fc2, model.act2, model.fc3)
@@ -169,7 +169,7 @@ def test_numpy_and_torch_activation_statistics_agree(activation, shape):
 def test_removed_hooks_leave_a_plain_model():
     model = MonitoredMLP(2, [16], 3)
     model.capture(True)
-    assert model.has_hooks
+    assert model.capturing
     model.disable_monitoring()
     model.capture(True)  # monitoring is off for good: no hook comes back
     for module in model.modules():

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from live_training_dashboard import run_store
 from live_training_dashboard.history import FAILED, FINISHED, History
@@ -18,6 +19,7 @@ from live_training_dashboard.run_config import RunConfig
 from live_training_dashboard.run_store import RunReader, RunStore, StoreError
 from live_training_dashboard.training_setup import build_model, data_shape
 from live_training_dashboard.worker import train_run
+from training_monitor import TrainingMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "watch_my_training.py"
@@ -71,19 +73,60 @@ def test_a_run_round_trips_through_the_store_equal(tmp_path, url):
     assert step == -1
 
 
+def _snapshot_files_written_and_removed(store: RunStore, monkeypatch) -> tuple[list, list]:
+    """Lists that fill with the paths of the weight files `store` writes and removes."""
+    written, removed = [], []
+    write_bytes, rm = store.write_bytes, store.fs.rm
+    monkeypatch.setattr(store, "write_bytes", lambda path, data: (
+        written.append(path) if f"/{run_store.WEIGHTS}/" in path else None, write_bytes(path, data))[1])
+    monkeypatch.setattr(store.fs, "rm", lambda path, *args, **kwargs: (
+        removed.append(path) if f"/{run_store.WEIGHTS}/" in path else None, rm(path, *args, **kwargs))[1])
+    return written, removed
+
+
 def test_weight_snapshots_are_bounded_and_thinned_evenly(tmp_path, monkeypatch):
     monkeypatch.setattr(run_store, "MAX_WEIGHT_SNAPSHOTS", 8)
     store = RunStore(tmp_path)
+    written, removed = _snapshot_files_written_and_removed(store, monkeypatch)
     trained(store, fast_config(epochs=10, stats_every=5))  # 380 batches, 76 stats batches
     steps = [s for s in store.weight_steps("0123456789ab") if s >= 0]
     assert 4 <= len(steps) < 8
     gaps = set(np.diff(steps))
     assert len(gaps) == 1, steps  # evenly spaced across the run
     assert steps[0] == 0 and steps[-1] > 300
+    # The run's length was known: it wrote only the snapshots it keeps (and its final weights).
+    assert len(written) == len(steps) + 1 and removed == []
     # A snapshot is the weights at that step: an earlier one differs from the final weights.
     _, early = store.load_weights("0123456789ab", steps[1])
     _, final = store.load_weights("0123456789ab")
     assert not torch.equal(early["fc1.weight"], final["fc1.weight"])
+
+
+def test_a_script_of_unknown_length_thins_its_snapshots_as_it_goes(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_store, "MAX_WEIGHT_SNAPSHOTS", 8)
+    store = RunStore(tmp_path)
+    written, removed = _snapshot_files_written_and_removed(store, monkeypatch)
+    taken = []
+    on_weights = run_store.RunWriter.on_weights
+    monkeypatch.setattr(run_store.RunWriter, "on_weights",
+                        lambda self, step, *args: (taken.append(step), on_weights(self, step, *args))[1])
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = TrainingMonitor(model, optimizer, stats_every=2)
+    inputs, labels = torch.randn(16, 2), torch.randint(0, 3, (16,))
+    with monitor.watch(store, name="script") as run:  # no planned length
+        for _ in range(60):  # 30 stats batches
+            loss = nn.functional.cross_entropy(model(inputs), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            monitor.log_batch(loss, model(inputs), labels)
+    run_id = run.folder.rstrip("/").rsplit("/", 1)[-1]
+    steps = [s for s in store.weight_steps(run_id) if s >= 0]
+    assert 4 <= len(steps) < 8 and len(set(np.diff(steps))) == 1, steps
+    # It took 8 snapshots, then every other one as thinning dropped half (written or not yet).
+    assert len(taken) > len(steps) and steps == sorted(set(steps) & set(taken))
+    assert len(written) == len(steps) + len(removed) + 1  # what is gone was removed; + the final weights
 
 
 def test_a_reader_tails_a_run_while_it_is_written_and_each_piece_applies_once(tmp_path, monkeypatch):
