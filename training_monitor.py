@@ -48,7 +48,7 @@ from neural_network import ModuleWatcher, MonitoredModel, layer_weight, unwrap_m
 
 FLUSH_ROWS = 256
 STACK_ROWS = 32  # per-batch numbers are stacked into the flush buffer in blocks of this many
-FLUSH_SECONDS = 0.2
+FLUSH_SECONDS = 0.5  # as often as the run writer writes pieces (run_store.PIECE_SECONDS): sooner is not seen sooner
 # System metrics (CPU, memory, GPU memory, speed) at most this often.
 SYSTEM_SECONDS = 1.0
 # Logits wait for the flush to be scored; this caps the memory they hold (64 MB of float32).
@@ -120,6 +120,15 @@ def _dense_values(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.coalesce().values() if tensor.is_sparse else tensor
 
 
+def _flat_host_values(tensor: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's values as a flat float32 numpy view (a copy only for other dtypes): the
+    fewest torch calls, each a few microseconds of dispatch on a stats batch's many tensors."""
+    tensor = tensor.detach()
+    if tensor.dtype != torch.float32:
+        tensor = tensor.float()
+    return tensor.numpy().reshape(-1)
+
+
 def _host_numbers(value, size: int) -> np.ndarray:
     """A captured statistic (numpy array, float or tensor; None when not measured) as floats."""
     if value is None:
@@ -139,7 +148,7 @@ def _segment_statistics_host(tensors: Sequence[torch.Tensor | np.ndarray], bins:
     """
     rows = np.zeros((len(tensors), 4 + bins))
     for index, tensor in enumerate(tensors):
-        values = tensor if isinstance(tensor, np.ndarray) else tensor.detach().reshape(-1).float().numpy()
+        values = tensor if isinstance(tensor, np.ndarray) else _flat_host_values(tensor)
         low, high = float(values.min()), float(values.max())
         # float32 pairwise sums: 5x faster than float64 accumulation, ~1e-7 relative error.
         rows[index, 2] = float(values.sum()) if index < summed else 0.0
@@ -365,6 +374,7 @@ class TrainingMonitor:
             raise ValueError("the model has no trainable parameters to monitor")
         self.layer_names = tuple(layers)
         self._layer_weights = [layer_weight(layers[name]) for name in self.layer_names]
+        self._layer_sizes = np.array([w.numel() for w in self._layer_weights], dtype=np.float64)
         self._host_stats = self.device.type == "cpu"  # layer statistics in numpy (see _take_layer_stats)
         self._params = [p for p in model.parameters() if p.requires_grad]
         # Which layers hold each parameter, so per-parameter norms sum into per-layer norms. A tied
@@ -978,7 +988,7 @@ class TrainingMonitor:
     def _weights_before_step(self) -> list:
         """The layers' weights before a stats batch's step, to measure the update (numpy on CPU)."""
         if self._host_stats:
-            return [w.detach().float().numpy().copy() for w in self._layer_weights]
+            return [_flat_host_values(w).copy() for w in self._layer_weights]
         return [w.detach().clone() for w in self._layer_weights]
 
     def _take_layer_stats(self, weights_before: list, grads: list[torch.Tensor]) -> None:
@@ -992,9 +1002,9 @@ class TrainingMonitor:
         captured_grads = self.watcher.captured_activation_grads
         histograms = self.history.wants_histograms()  # thinned ones are never drawn: skip computing them
         if self._host_stats:
-            weights = [w.detach().float().numpy().reshape(-1) for w in self._layer_weights]
+            weights = [_flat_host_values(w) for w in self._layer_weights]
             update_norms = np.array([math.sqrt(float(np.dot(d, d))) for d in
-                                     (w - before.reshape(-1) for w, before in zip(weights, weights_before))])
+                                     (w - before for w, before in zip(weights, weights_before))])
             activations = np.array([_host_numbers(captured.get(name), 4) for name in self.layer_names])
             activation_grads = np.array([_host_numbers(captured_grads.get(name), 1)[0] for name in self.layer_names])
             segments = _segment_statistics_host(weights + grads, self.histogram_bins, summed=layers, histograms=histograms)
@@ -1031,7 +1041,7 @@ class TrainingMonitor:
                             activation_grads: np.ndarray, segments: np.ndarray, histograms: bool) -> None:
         """segments: (2 x layers, 4 + bins) of weights then gradients: low, high, sum, sum of squares, counts."""
         layers = len(self.layer_names)
-        sizes = np.array([w.numel() for w in self._layer_weights], dtype=np.float64)
+        sizes = self._layer_sizes
         weight_sum, weight_squares = segments[:layers, 2], segments[:layers, 3]
         weight_mean = weight_sum / sizes
         weight_var = np.maximum(weight_squares - sizes * weight_mean**2, 0.0) / np.maximum(sizes - 1, 1)
@@ -1070,29 +1080,32 @@ class TrainingMonitor:
             self._read_pending_stats()
         if pending == 0:
             return True
-        hits = [(torch.cat(self._pending_logits).argmax(1) == torch.cat(self._pending_labels)).float()] \
-            if self._pending_logits else []
+        hits = torch.cat(self._pending_logits).argmax(1) == torch.cat(self._pending_labels) \
+            if self._pending_logits else None
         self._stack_rows(pending)
         self._stacked_rows = 0
         rows = self._batch_rows[:pending]
-        read = torch.cat([rows[:, 0], rows[:, 1:].flatten(), *hits])
-        values = read.cpu().numpy().astype(np.float64)
+        if rows.device.type == "cpu":  # numpy views of host memory: no gathering into one read
+            table = rows.numpy().astype(np.float64)
+            hit_values = hits.numpy() if hits is not None else None
+        else:  # one read from the device for all of it
+            read = torch.cat([rows.flatten()] + ([hits.to(rows.dtype)] if hits is not None else [])).cpu().numpy()
+            table = read[:rows.numel()].reshape(pending, -1).astype(np.float64)
+            hit_values = read[rows.numel():]
         host_rows = np.array(self._pending_host_rows, dtype=np.float64)
         self._pending_host_rows = []
         self._pending = 0
         self._pending_logits, self._pending_labels = [], []
         self._pending_logit_elements = 0
 
-        params = len(self._params)
-        loss = values[:pending]
-        param_norms = values[pending : pending * (1 + params)].reshape(pending, params)
+        loss, param_norms = table[:, 0], table[:, 1:]
         batch_sizes = host_rows[:, 0].astype(np.int64)
         scored = host_rows[:, 4].astype(bool)  # batches logged with logits and labels
         correct = np.full(pending, np.nan)
         if scored.any():
             scored_sizes = batch_sizes[scored]
-            correct[scored] = np.add.reduceat(values[pending * (1 + params):],
-                                              np.concatenate([[0], np.cumsum(scored_sizes)[:-1]]))
+            correct[scored] = np.add.reduceat(hit_values, np.concatenate([[0], np.cumsum(scored_sizes)[:-1]]),
+                                              dtype=np.float64)
         stop = write_failed = False
         if self.ranks is not None:
             loss, correct, sizes, scored_sizes, (stop, write_failed), speeds = self.ranks.exchange(
@@ -1116,7 +1129,7 @@ class TrainingMonitor:
             [loss, correct / batch_sizes, grad_norm, host_rows[:, 1], host_rows[:, 2], host_rows[:, 3]]
         ).astype(np.float32)
         self.history.append_batches(batch_rows, layer_norms.astype(np.float32))
-        self._epoch_totals += ((loss * batch_sizes).sum(), np.nansum(correct), batch_sizes.sum(),
+        self._epoch_totals += ((loss * batch_sizes).sum(), correct[scored].sum(), batch_sizes.sum(),
                                batch_sizes[scored].sum())
         if self.ranks is not None:
             if write_failed and self.status == RUNNING:
