@@ -62,14 +62,19 @@ def _check_dropout(dropout: float) -> float:
 
 class _KeptOutputs(dict):
     """Layer outputs kept for their gradients during a capture. A copy or a pickle of the model
-    holds none: a non-leaf tensor can be neither deep-copied nor pickled (an EMA copy taken
-    between a stats batch's forward and log_batch must not fail)."""
+    holds none and is not capturing (None): a non-leaf tensor can be neither deep-copied nor
+    pickled (an EMA copy taken between a stats batch's forward and log_batch must not fail), and
+    a copy nobody ends a capture of must not keep outputs."""
 
-    def __deepcopy__(self, memo) -> _KeptOutputs:
-        return _KeptOutputs()
+    def __deepcopy__(self, memo) -> None:
+        return None
 
     def __reduce__(self):
-        return _KeptOutputs, ()
+        return _no_capture, ()
+
+
+def _no_capture() -> None:
+    return None
 
 
 class ActivationCapture:
@@ -163,14 +168,13 @@ class MonitoredModel(ActivationCapture, nn.Module):
     # ends (TrainingMonitor ends it after the step in fit()). Any nn.Module (ModuleWatcher) keeps
     # per-output hooks: kept gradients of a large model's activations could hold gigabytes
     # through its step.
-    _retained: _KeptOutputs
-    _capturing = False
+    _retained: _KeptOutputs | None = None  # None: no capture on
 
     def __init__(self) -> None:
         super().__init__()
         self._monitored: dict[str, nn.Module] = {}
         self._activation_of: dict[str, str | None] = {}
-        self._retained = _KeptOutputs()
+        self._retained = None
         self.monitoring_enabled = True
         # name -> tensor of ACTIVATION_STATS (without the gradient) and name -> gradient norm
         self.captured_activations: dict[str, torch.Tensor] = {}
@@ -178,19 +182,18 @@ class MonitoredModel(ActivationCapture, nn.Module):
 
     @property
     def capturing(self) -> bool:
-        return self._capturing
+        return self._retained is not None
 
     def capture(self, enabled: bool) -> None:
         """Measure activations and their gradients on the next forward/backward pass; with
         False, measure what the pass kept (after backward: the gradients are read then)."""
         if enabled:
-            if self.monitoring_enabled and not self._capturing:
+            if self.monitoring_enabled and self._retained is None:
                 self.captured_activations, self.captured_activation_grads = {}, {}
-                self._capturing = True
+                self._retained = _KeptOutputs()
             return
-        self._capturing = False
-        kept, self._retained = self._retained, _KeptOutputs()
-        for name, output in kept.items():
+        kept, self._retained = self._retained, None
+        for name, output in (kept or {}).items():
             try:
                 self.captured_activations[name] = _activation_statistics(output.detach(), self._activation_of[name])
             except Exception:  # a tensor these statistics cannot read (sparse, quantized): not measured
@@ -201,8 +204,7 @@ class MonitoredModel(ActivationCapture, nn.Module):
 
     def remove_hooks(self) -> None:
         """End a capture without measuring it (there are no hooks to remove)."""
-        self._capturing = False
-        self._retained = _KeptOutputs()
+        self._retained = None
 
     def _keep(self, name: str, output: torch.Tensor) -> None:
         """During a capture: keep a measured layer's output, and its gradient from backward."""
@@ -241,8 +243,8 @@ class MonitoredModel(ActivationCapture, nn.Module):
                 )
 
             handles.append(module.register_forward_hook(record))
-        was_training, was_capturing = self.training, self._capturing
-        self._capturing = False
+        was_training, kept = self.training, self._retained
+        self._retained = None
         try:
             self.eval()
             device = next(self.parameters()).device
@@ -252,7 +254,7 @@ class MonitoredModel(ActivationCapture, nn.Module):
             for handle in handles:
                 handle.remove()
             self.train(was_training)
-            self._capturing = was_capturing
+            self._retained = kept
         return [LayerInfo("input", "Input", tuple(self.input_shape), 0)] + rows
 
 
@@ -382,7 +384,7 @@ class MonitoredMLP(MonitoredModel):
             x = linear(x)
             if act is not None:
                 x = act(x)
-            if self._capturing:  # the activation's output (the logits for the output layer)
+            if self._retained is not None:  # the activation's output (the logits for the output layer)
                 self._keep(name, x)
             if drop is not None:
                 x = drop(x)
@@ -445,16 +447,16 @@ class MonitoredCNN(MonitoredModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for name, conv, act, pool in self._conv_blocks:
             x = act(conv(x))
-            if self._capturing:
+            if self._retained is not None:
                 self._keep(name, x)
             x = pool(x)
         x = self.act_fc1(self.fc1(self.flatten(x)))
-        if self._capturing:
+        if self._retained is not None:
             self._keep("fc1", x)
         if self.dropout is not None:
             x = self.dropout(x)
         x = self.fc2(x)
-        if self._capturing:
+        if self._retained is not None:
             self._keep("fc2", x)
         return x
 
