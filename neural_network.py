@@ -258,11 +258,20 @@ class MonitoredModel(ActivationCapture, nn.Module):
         return [LayerInfo("input", "Input", tuple(self.input_shape), 0)] + rows
 
 
+def flat_host_values(tensor: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's values as a flat float32 numpy view (a copy only for other dtypes): the
+    fewest torch calls, each a few microseconds of dispatch on a stats batch's many tensors."""
+    tensor = tensor.detach()
+    if tensor.dtype != torch.float32:
+        tensor = tensor.float()
+    return tensor.numpy().reshape(-1)
+
+
 def _norm(values: torch.Tensor) -> torch.Tensor | float:
     """L2 norm: a float for a CPU tensor (numpy, no dispatch cost), a 0-d tensor elsewhere."""
     if values.device.type != "cpu":
         return torch.linalg.vector_norm(values)
-    flat = values.float().numpy().reshape(-1)
+    flat = flat_host_values(values)
     return math.sqrt(float(np.dot(flat, flat)))
 
 

@@ -73,14 +73,20 @@ def test_a_run_round_trips_through_the_store_equal(tmp_path, url):
     assert step == -1
 
 
+def _noting_weight_paths(function, paths: list):
+    """`function(path, ...)` that first notes `path` in `paths` when it is a weight file."""
+    def noted(path, *args, **kwargs):
+        if f"/{run_store.WEIGHTS}/" in path:
+            paths.append(path)
+        return function(path, *args, **kwargs)
+    return noted
+
+
 def _snapshot_files_written_and_removed(store: RunStore, monkeypatch) -> tuple[list, list]:
     """Lists that fill with the paths of the weight files `store` writes and removes."""
     written, removed = [], []
-    write_bytes, rm = store.write_bytes, store.fs.rm
-    monkeypatch.setattr(store, "write_bytes", lambda path, data: (
-        written.append(path) if f"/{run_store.WEIGHTS}/" in path else None, write_bytes(path, data))[1])
-    monkeypatch.setattr(store.fs, "rm", lambda path, *args, **kwargs: (
-        removed.append(path) if f"/{run_store.WEIGHTS}/" in path else None, rm(path, *args, **kwargs))[1])
+    monkeypatch.setattr(store, "write_bytes", _noting_weight_paths(store.write_bytes, written))
+    monkeypatch.setattr(store.fs, "rm", _noting_weight_paths(store.fs.rm, removed))
     return written, removed
 
 
@@ -106,10 +112,14 @@ def test_a_script_of_unknown_length_thins_its_snapshots_as_it_goes(tmp_path, mon
     monkeypatch.setattr(run_store, "MAX_WEIGHT_SNAPSHOTS", 8)
     store = RunStore(tmp_path)
     written, removed = _snapshot_files_written_and_removed(store, monkeypatch)
-    taken = []
+    taken = []  # the steps of the snapshots the monitor handed over
     on_weights = run_store.RunWriter.on_weights
-    monkeypatch.setattr(run_store.RunWriter, "on_weights",
-                        lambda self, step, *args: (taken.append(step), on_weights(self, step, *args))[1])
+
+    def noting_step(writer, step, *args):
+        taken.append(step)
+        return on_weights(writer, step, *args)
+
+    monkeypatch.setattr(run_store.RunWriter, "on_weights", noting_step)
     model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = TrainingMonitor(model, optimizer, stats_every=2)
