@@ -324,11 +324,20 @@ def _activation_statistics_host(values: torch.Tensor, activation: str | None) ->
     if count == 0:
         return result
     with np.errstate(all="ignore"):  # NaN/Inf activations give NaN/Inf statistics, as on the device
-        mean = float(flat.sum()) / count
+        if activation == "relu":
+            # ReLU outputs are >= 0, so a unit is dead (all zeros) exactly when its sum is 0: one
+            # pass of per-unit sums gives the mean and the dead units, where a sum and a max took
+            # two (a conv layer's statistics: 227 us against 461 here).
+            unit_sums = _unit_sums(values, array)
+            total = float(unit_sums.sum())
+            result[2] = np.count_nonzero(unit_sums <= 0) / unit_sums.size
+        else:
+            total = float(flat.sum())
+        mean = total / count
         squares = float(np.dot(flat, flat))
         result[0] = mean
         result[1] = math.sqrt(max(squares - count * mean * mean, 0.0) / max(count - 1, 1))
-        if activation in ("relu", "leaky_relu"):
+        if activation == "leaky_relu":
             sample_axes = tuple(d for d in range(array.ndim) if d != 1)
             unit_max = array.max(axis=sample_axes) if sample_axes else array
             result[2] = np.count_nonzero(unit_max <= 0) / unit_max.size
@@ -337,6 +346,16 @@ def _activation_statistics_host(values: torch.Tensor, activation: str | None) ->
         elif activation == "sigmoid":
             result[3] = np.count_nonzero(np.abs(flat - 0.5) > 0.5 - SATURATION_MARGIN) / count
     return result
+
+
+def _unit_sums(values: torch.Tensor, array: np.ndarray) -> np.ndarray:
+    """Per-unit sums over the batch (and a channel's positions) of one layer's outputs."""
+    if array.ndim <= 2:  # (batch, features), or (batch,): one unit
+        return np.asarray(array.sum(axis=0, dtype=np.float64))
+    # A conv layer's (batch, channels, positions): torch's reduction over the contiguous last
+    # axis took 129 us against numpy's 190 for 64x16x28x28 here.
+    per_sample = values.detach().float().reshape(array.shape[0], array.shape[1], -1).sum(dim=2)
+    return per_sample.numpy().sum(axis=0, dtype=np.float64)
 
 
 class MonitoredMLP(MonitoredModel):

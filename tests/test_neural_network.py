@@ -144,6 +144,8 @@ def test_dead_units_and_saturation_are_counted_per_unit(statistics):
     conv_out = torch.zeros(2, 4, 3, 3)
     conv_out[1, 2, 0, 0] = 1.0  # only channel 2 ever fires
     assert statistics(conv_out, "relu")[2].item() == pytest.approx(0.75)
+    conv_out[0, 0, 2, 1] = 1e-30  # a tiny output is a live unit, however small
+    assert statistics(conv_out, "relu")[2].item() == pytest.approx(0.5)
     tanh_out = torch.tensor([[0.99, 0.0], [-0.999, 0.5]])
     assert statistics(tanh_out, "tanh")[3].item() == pytest.approx(0.5)
     sigmoid_out = torch.tensor([[0.001, 0.5, 0.99, 0.6]])
@@ -162,6 +164,10 @@ def test_numpy_and_torch_activation_statistics_agree(activation, shape):
         values = values.tanh() if activation == "tanh" else values.sigmoid()
     cases = [values, values.clone().index_put_((torch.tensor([0]),), torch.tensor(math.nan)),
              values.clone().index_put_((torch.tensor([0]),), torch.tensor(math.inf)), values[:0]]
+    if values.dim() > 1:  # units 1 and 3 never fire (host ReLU counts them by their sums, torch by max)
+        silent = values.clone()
+        silent[:, 1] = silent[:, 3] = 0.0
+        cases.append(silent)
     for case in cases:
         host = _activation_statistics_host(case, activation)
         device = _activation_statistics_device(case, activation).numpy()

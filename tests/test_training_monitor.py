@@ -22,6 +22,7 @@ from training_monitor import (
     Callback,
     History,
     TrainingMonitor,
+    step_keeps_gradients,
 )
 
 
@@ -106,6 +107,74 @@ def test_per_batch_numbers_match_what_a_bare_computation_gives():
     assert ratio == pytest.approx((update.norm() / (w_before + update).norm()).item(), rel=1e-3)
     assert snap.layer_stat("weight_mean")[0, 0] == pytest.approx(model.fc1.weight.mean().item(), abs=1e-6)
 
+
+class ScalingSGD(torch.optim.SGD):
+    """An SGD that halves the gradients in place before its step, as some hand-written ones do."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad.mul_(0.5)
+        return super().step(closure)
+
+
+# The dashboard's kinds (build_optimizer), also with foreach=True (the default on CUDA), and two
+# whose step changes .grad: Nesterov SGD's foreach update adds its momentum into the gradients.
+OPTIMIZERS = {
+    "adam": lambda params: torch.optim.Adam(params, lr=1e-2, weight_decay=1e-3),
+    "adam_foreach": lambda params: torch.optim.Adam(params, lr=1e-2, weight_decay=1e-3, foreach=True),
+    "adamw": lambda params: torch.optim.AdamW(params, lr=1e-2, weight_decay=1e-2),
+    "sgd_momentum": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-3),
+    "sgd_momentum_foreach": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-3,
+                                                            foreach=True),
+    "sgd_nesterov": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, foreach=True),
+    "scaling_sgd": lambda params: ScalingSGD(params, lr=0.1),
+}
+GRADIENT_CHANGING_OPTIMIZERS = ("sgd_nesterov", "scaling_sgd")
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_gradient_numbers_are_the_gradients_the_step_was_given_whatever_the_optimizer(kind):
+    # fit() reads gradients after the step where the optimizer leaves them alone (faster), before
+    # it where the step changes them: either way the numbers are those of backward's gradients.
+    torch.manual_seed(0)
+    model = MonitoredMLP(2, [16], 3)
+    reference = MonitoredMLP(2, [16], 3)
+    reference.load_state_dict(model.state_dict())
+    optimizer, reference_optimizer = OPTIMIZERS[kind](model.parameters()), OPTIMIZERS[kind](reference.parameters())
+    x, y = make_spiral(20, 3, 0.2, 0)
+    norms, layer_norms = [], []
+    for _ in range(3):  # momentum buffers exist from the second step: Nesterov changes .grad from then on
+        reference_optimizer.zero_grad()
+        nn.functional.cross_entropy(reference(x), y).backward()
+        norms.append(math.sqrt(sum(p.grad.double().square().sum().item() for p in reference.parameters())))
+        layer_norms.append([reference.fc1.weight.grad.norm().item(), reference.fc2.weight.grad.norm().item()])
+        reference_optimizer.step()
+    monitor = TrainingMonitor(model, optimizer, stats_every=1, device="cpu")
+    monitor.fit([(x, y)], None, epochs=3)
+    snap = monitor.history.snapshot()
+    assert np.allclose(snap.batch("grad_norm"), norms, rtol=1e-4)
+    assert np.allclose(snap.layer_stat("grad_norm"), layer_norms, rtol=1e-4)
+    # The weights trained exactly as the bare loop's did: reading early changed nothing.
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters()))
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_optimizers_said_to_keep_gradients_do_keep_them_in_the_installed_torch(kind):
+    torch.manual_seed(0)
+    model = MonitoredMLP(2, [16], 3)
+    optimizer = OPTIMIZERS[kind](model.parameters())
+    x, y = make_spiral(20, 3, 0.2, 0)
+    unchanged = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        before = [p.grad.clone() for p in model.parameters()]
+        optimizer.step()
+        unchanged.append(all(torch.equal(a, p.grad) for a, p in zip(before, model.parameters())))
+    assert all(unchanged) == (kind not in GRADIENT_CHANGING_OPTIMIZERS)  # the premise of the cases
+    assert step_keeps_gradients(optimizer) == all(unchanged)
 
 def test_update_ratio_is_measured_from_the_real_step_for_adam():
     # Adam's first step moves every weight by ~lr whatever the gradient: the ratio must show it.
