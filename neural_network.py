@@ -328,7 +328,7 @@ def _activation_statistics_host(values: torch.Tensor, activation: str | None) ->
             # ReLU outputs are >= 0, so a unit is dead (all zeros) exactly when its sum is 0: one
             # pass of per-unit sums gives the mean and the dead units, where a sum and a max took
             # two (a conv layer's statistics: 227 us against 461 here).
-            unit_sums = _unit_sums(values, array)
+            unit_sums = _unit_sums(array)
             total = float(unit_sums.sum(dtype=np.float64))
             result[2] = np.count_nonzero(unit_sums <= 0) / unit_sums.size
         else:
@@ -348,13 +348,13 @@ def _activation_statistics_host(values: torch.Tensor, activation: str | None) ->
     return result
 
 
-def _unit_sums(values: torch.Tensor, array: np.ndarray) -> np.ndarray:
-    """Per-unit sums over the batch (and a channel's positions) of one layer's outputs."""
+def _unit_sums(array: np.ndarray) -> np.ndarray:
+    """Per-unit sums over the batch (and a channel's positions) of one layer's float32 outputs."""
     if array.ndim <= 2:  # (batch, features), or (batch,): one unit. float32 sums: 1.9 us against 3.4
         return np.asarray(array.sum(axis=0))
     # A conv layer's (batch, channels, positions): torch's reduction over the contiguous last
-    # axis took 129 us against numpy's 190 for 64x16x28x28 here.
-    per_sample = values.detach().float().reshape(array.shape[0], array.shape[1], -1).sum(dim=2)
+    # axis (on a view of the same memory) took 129 us against numpy's 190 for 64x16x28x28 here.
+    per_sample = torch.from_numpy(array).reshape(array.shape[0], array.shape[1], -1).sum(dim=2)
     return per_sample.numpy().sum(axis=0, dtype=np.float64)
 
 
