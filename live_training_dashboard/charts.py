@@ -1293,9 +1293,9 @@ BOUNDARY_OPACITY = 0.35
 
 def decision_boundary(xs, ys, classes, confidence, points: np.ndarray, labels: np.ndarray, step: int | None,
                       image: str | None = None) -> go.Figure:
-    """Predicted class over the plane (faded where the model is unsure), training points on top.
-    `image`: the classes come as that picture (a replay's frame, see boundary_replay_image) in
-    place of the heatmap."""
+    """Predicted class over the plane (class and confidence on hover), training points on top.
+    `image`: the classes come as that picture (see boundary_picture: a replay's frame, a live
+    run's refresh) in place of the heatmap, and the plane has no hover."""
     num_classes = int(max(classes.max(), labels.max())) + 1
     figure = _figure("Decision boundary" + (f" (weights of batch {step})" if step is not None and step >= 0 else ""),
                      "x₁", "x₂", height=460)
@@ -1760,12 +1760,12 @@ DEAD_UNIT_COLOR, DEAD_UNIT_FILL = "#d62728", "#d9d9d9"
 
 
 def neuron_view(xs: np.ndarray, ys: np.ndarray, layers: list[tuple[str, np.ndarray]], step: int | None,
-                max_units: int = 64, image: str | None = None) -> go.Figure:
+                max_units: int = 64, image: str | None = None, as_picture: bool = False) -> go.Figure:
     """Each hidden unit's output over the input plane as small tiles, one block of rows per layer
     (TensorFlow Playground's neurons). Each tile is scaled to its own largest |output| (blue
     positive, red negative, white 0), so a unit's shape shows whatever its size; a flat unit (a
     dead ReLU) is grey and marked "dead". `image`: the tiles come as that picture (a replay's
-    frame, see neuron_replay_image) and the heatmap is left empty."""
+    frame, see neuron_picture) and the heatmap is left empty; `as_picture`: as their own picture."""
     figure = go.Figure()
     title = NEURON_VIEW_TITLE + (f" (weights of batch {step})" if step is not None and step >= 0 else "")
     figure.update_layout(title={"text": title, "x": 0.01, "font": {"size": 14}}, margin={"l": 10, "r": 10, "t": 40, "b": 10},
@@ -1776,6 +1776,8 @@ def neuron_view(xs: np.ndarray, ys: np.ndarray, layers: list[tuple[str, np.ndarr
         return _empty_note(figure, "this model has no hidden activations to show")
     tiles = neuron_tiles(layers, len(xs), max_units)
     height, width = tiles.canvas.shape
+    if as_picture and image is None:
+        image = _tiles_picture(tiles)
     # Collected and set once: plotly.py validates the whole list on each add_shape/add_annotation
     # (0.7 s for 38 dead units here, which made each replayed frame of this tab take a second).
     shapes = [] if image is not None else [
@@ -1797,23 +1799,29 @@ def neuron_view(xs: np.ndarray, ys: np.ndarray, layers: list[tuple[str, np.ndarr
     return figure
 
 
-# A replay's neuron pictures: 63 levels of the tiles' colour scale (a 28 px tile shows no more),
-# then transparent (between tiles), a flat unit's grey and its red edge. ~32 kB a picture as PNG.
+# Neuron pictures (a replay's frames, a live run's refreshes): 63 levels of the tiles' colour scale
+# (a 28 px tile shows no more), then transparent (between tiles), a flat unit's grey and its red
+# edge. ~32 kB a picture as PNG.
 NEURON_LEVELS = 63
 _TRANSPARENT, _FLAT, _EDGE = 0, NEURON_LEVELS + 1, NEURON_LEVELS + 2
 
 
-def neuron_replay_image(layers: list[tuple[str, np.ndarray]], side: int, max_units: int = 64) -> tuple[str, list[dict]]:
-    """One replayed moment of the neuron view as a picture: (PNG data URL, its notes). The browser
+def neuron_picture(layers: list[tuple[str, np.ndarray]], side: int, max_units: int = 64) -> tuple[str, list[dict]]:
+    """One moment of the neuron view as a picture: (PNG data URL, its notes). A replay's browser
     swaps it in when the replay reaches the weights it was drawn from."""
     tiles = neuron_tiles(layers, side, max_units)
+    return _tiles_picture(tiles), tiles.notes
+
+
+def _tiles_picture(tiles) -> str:
+    """The tiles as a palette PNG data URL (what neuron_view shows with as_picture, and a replay's frame)."""
     finite = np.isfinite(tiles.canvas)
     levels = np.full(tiles.canvas.shape, _TRANSPARENT, dtype=np.uint8)
     levels[finite] = 1 + np.rint((np.clip(tiles.canvas[finite], -1, 1) + 1) / 2 * (NEURON_LEVELS - 1)).astype(np.uint8)
     for y0, x0 in tiles.flat_boxes:
-        levels[y0:y0 + side, x0:x0 + side] = _EDGE
-        levels[y0 + 1:y0 + side - 1, x0 + 1:x0 + side - 1] = _FLAT
-    return palette_png(levels, _neuron_palette()), tiles.notes
+        levels[y0:y0 + tiles.side, x0:x0 + tiles.side] = _EDGE
+        levels[y0 + 1:y0 + tiles.side - 1, x0 + 1:x0 + tiles.side - 1] = _FLAT
+    return palette_png(levels, _neuron_palette())
 
 
 @functools.cache
@@ -1848,8 +1856,8 @@ def palette_png(levels: np.ndarray, palette: Sequence[tuple[int, int, int, int]]
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def boundary_replay_image(classes: np.ndarray) -> str:
-    """A replayed moment of the decision boundary: the predicted class of each cell (row 0 the
-    lowest y) as a picture in the class colours at the live chart's opacity."""
+def boundary_picture(classes: np.ndarray) -> str:
+    """One moment of the decision boundary (a replay's frame, a live run's refresh): the predicted
+    class of each cell (row 0 the lowest y) as a picture in the class colours at the heatmap's opacity."""
     return palette_png(np.flipud(np.asarray(classes) % len(CLASS_COLORS)),
                        [(*_rgb(colour), round(255 * BOUNDARY_OPACITY)) for colour in CLASS_COLORS])

@@ -822,6 +822,47 @@ def test_a_playing_replay_hands_the_browser_every_frame_of_the_curves_and_the_bo
     assert "reel" not in live_chart_data(app)["loss_chart"]
 
 
+def test_a_training_runs_boundary_and_neurons_are_pictures_and_heatmaps_again_once_the_page_is_frozen(runs_folder):
+    """While a run trains and the page refreshes, the decision boundary and the neuron tiles come as
+    pictures over data that stay put (the browser relays them out instead of redrawing every
+    training point); frozen, they are heatmaps again, the boundary's with its hover, of the same classes."""
+    import json
+
+    from conftest import png_pixels
+
+    app = new_app(pace="watchable")
+    app.button(key="train").click().run()
+    rerun_until(app, lambda a: "curves_boundary_chart" in live_chart_data(a))
+    app.button(key="pause_training").click().run()  # the weights hold still: the two views can be compared
+    rerun_until(app, lambda a: any(m.value.startswith("**Paused** after batch") for m in a.markdown), timeout=20)
+    time.sleep(1.0)  # the last weights written before the pause reach the page
+    app.run()
+    spec = lambda a, key: json.loads(live_chart_data(a)[key]["spec"])  # noqa: E731
+    live = spec(app, "curves_boundary_chart")
+    assert [trace["type"] for trace in live["data"]] == ["scatter"] * 3  # the training points of 3 classes, no heatmap
+    pictured, palette = png_pixels(live["layout"]["images"][0]["source"])
+    assert pictured.shape == (120, 120) and pictured.max() < 3 <= len(palette)
+    app.session_state["view"] = "Predictions"
+    app.run()
+    assert [trace["type"] for trace in spec(app, "boundary_chart")["data"]] == ["scatter"] * 3
+    neurons = spec(app, "neuron_chart")
+    assert neurons["data"][0]["z"] == [[None]] and not neurons["layout"].get("shapes")  # the tiles are the picture
+    neuron_picture = png_pixels(neurons["layout"]["images"][0]["source"])[0]
+
+    app.toggle(key="paused").set_value(True).run()  # the page frozen: no refreshes to pay for
+    frozen = spec(app, "boundary_chart")
+    heatmap = frozen["data"][0]
+    assert heatmap["type"] == "heatmap" and "confidence" in heatmap["hovertemplate"] and "images" not in frozen["layout"]
+    assert frozen["layout"]["title"]["text"] == live["layout"]["title"]["text"]  # the same weights ...
+    z = np.asarray(plotted(heatmap["z"])).reshape(120, 120)
+    assert (np.rint(z * 3 - 0.5) == np.flipud(pictured)).all()  # ... the same classes (the picture's top row is the highest y)
+    tiles = spec(app, "neuron_chart")
+    canvas = tiles["data"][0]["z"]
+    assert "images" not in tiles["layout"] and neuron_picture.shape == tuple(int(n) for n in canvas["shape"].split(","))
+    app.toggle(key="paused").set_value(False).run()
+    app.button(key="stop").click().run()
+
+
 def test_training_is_paused_stepped_one_batch_and_resumed_from_the_page_and_a_refresh_sees_it(runs_folder):
     from live_training_dashboard.run_store import RunStore
 

@@ -737,7 +737,7 @@ def test_a_replayed_neuron_picture_is_the_live_view_in_63_levels_with_dead_units
     outputs = rng.normal(size=(5, 12, 12)).astype(np.float32)
     outputs[3] = 0.0  # a dead unit
     layers = [("fc1", outputs), ("fc2", rng.normal(size=(20, 12, 12)).astype(np.float32))]
-    url, notes = charts.neuron_replay_image(layers, side=12)
+    url, notes = charts.neuron_picture(layers, side=12)
     levels, palette = png_pixels(url)
     tiles = charts.neuron_tiles(layers, 12)
     assert levels.shape == tiles.canvas.shape and notes == tiles.notes
@@ -768,7 +768,7 @@ def test_a_palette_png_refuses_a_level_without_a_colour_and_a_boundary_picture_p
         charts.palette_png(np.array([[0, 2]]), [(0, 0, 0, 0), (1, 1, 1, 255)])
     classes = np.zeros((4, 5), np.int64)
     classes[0] = 2  # row 0 of a decision grid is the lowest y
-    levels, palette = png_pixels(charts.boundary_replay_image(classes))
+    levels, palette = png_pixels(charts.boundary_picture(classes))
     assert (levels[-1] == 2).all() and (levels[:-1] == 0).all()
     assert palette[2][:3] == tuple(int(charts.CLASS_COLORS[2][i:i + 2], 16) for i in (1, 3, 5))
 
