@@ -835,9 +835,10 @@ def test_a_training_runs_boundary_and_neurons_are_pictures_and_heatmaps_again_on
     rerun_until(app, lambda a: "curves_boundary_chart" in live_chart_data(a))
     app.button(key="pause_training").click().run()  # the weights hold still: the two views can be compared
     rerun_until(app, lambda a: any(m.value.startswith("**Paused** after batch") for m in a.markdown), timeout=20)
-    time.sleep(1.0)  # the last weights written before the pause reach the page
-    app.run()
     spec = lambda a, key: json.loads(live_chart_data(a)[key]["spec"])  # noqa: E731
+    titles = []  # the last weights written before the pause have reached the page once its title holds still
+    rerun_until(app, lambda a: titles.append(spec(a, "curves_boundary_chart")["layout"]["title"]["text"])
+                or titles[-2:] == [titles[-1]] * 2, timeout=20)
     live = spec(app, "curves_boundary_chart")
     assert [trace["type"] for trace in live["data"]] == ["scatter"] * 3  # the training points of 3 classes, no heatmap
     pictured, palette = png_pixels(live["layout"]["images"][0]["source"])
