@@ -6,6 +6,9 @@
                                                          (and against the same 4 runs with no page open)
     python bench/run_path.py memory                      server RSS before, during and after a run of
                                                          the largest MLP the sidebar allows
+    python bench/run_path.py refresh-cost                Chromium's CPU per live refresh of each tab, the
+                                                         refresh fixed at every 2 s (no target: a measure
+                                                         to compare trees by)
     python bench/run_path.py tab-clicks [--repeats 3]    one session training: tab click -> its chart
                                                          drawn, with the page's redraw queue and without
                                                          it (each chart redrawn on every refresh), in
@@ -222,6 +225,52 @@ def tab_clicks(browser, url: str, epochs: int, repeats: int) -> bool:
     return ratio <= 1.0 and max(measured[True]) <= CLICK_SECONDS
 
 
+def chromium_cpu_seconds() -> float:
+    """CPU time of every Chromium process so far (Linux /proc), in seconds."""
+    ticks = 0
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"/usr/lib/chromium/"):
+                stat = open(f"/proc/{pid}/stat").read()
+                fields = stat[stat.rindex(")") + 2:].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            continue  # (a process that just ended)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+REFRESH_COST_TABS = ("Training curves", "Distributions", "Model", "Predictions", "System")
+
+
+def refresh_cost(browser, url: str, window_seconds: float = 16.0) -> bool:
+    """Chromium's CPU seconds per live refresh of each tab, while a run trains with the refresh
+    fixed at every 2 s: each refresh's cost to the browser, which *Auto* then spaces out. A run
+    per tab, stopped after its window."""
+    page = browser.new_page(viewport=VIEWPORT)
+    sent = []  # the page's messages to the server: each live refresh asks for one fragment rerun
+    page.on("websocket", lambda socket: socket.on("framesent", lambda _: sent.append(time.monotonic())))
+    page.goto(url)
+    set_number(page, "Epochs", 1000)  # (the most allowed) long enough for a tab's window
+    choose_full_speed(page)
+    for tab in REFRESH_COST_TABS:
+        page.get_by_role("button", name="Train", exact=True).click()
+        expect(page.get_by_text(re.compile(r"batches/s")).first).to_be_visible(timeout=60_000)
+        if page.get_by_label("Refresh", exact=True).first.input_value() != "Every 2 s":
+            page.get_by_label("Refresh", exact=True).first.click()
+            page.get_by_role("option", name="Every 2 s").click()
+        open_tab(page, tab)
+        page.wait_for_timeout(4000)  # the tab's first drawing is not a refresh
+        began, cpu_then, sent_then = time.monotonic(), chromium_cpu_seconds(), len(sent)
+        page.wait_for_timeout(window_seconds * 1000)
+        refreshes, cpu = len(sent) - sent_then, chromium_cpu_seconds() - cpu_then
+        print(f"{tab:16s} {refreshes} refreshes in {time.monotonic() - began:.0f} s: Chromium "
+              f"{cpu / max(refreshes, 1):.3f} core-s a refresh ({cpu / window_seconds:.2f} cores)", flush=True)
+        page.get_by_role("button", name="Stop", exact=True).click()
+        expect(page.get_by_role("button", name="Train", exact=True)).to_be_enabled(timeout=60_000)
+    page.close()
+    return True
+
+
 def memory(browser, url: str, server_pid: int) -> bool:
     page = browser.new_page(viewport=VIEWPORT)
     page.goto(url)
@@ -249,7 +298,7 @@ def memory(browser, url: str, server_pid: int) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["first-chart", "sessions", "memory", "tab-clicks"])
+    parser.add_argument("what", choices=["first-chart", "sessions", "memory", "tab-clicks", "refresh-cost"])
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--epochs", type=int, default=300)
     args = parser.parse_args()
@@ -262,6 +311,8 @@ def main() -> int:
             ok = first_chart(browser, url, args.repeats)
         elif args.what == "sessions":
             ok = sessions(browser, url, args.epochs)
+        elif args.what == "refresh-cost":
+            ok = refresh_cost(browser, url)
         elif args.what == "tab-clicks":
             ok = tab_clicks(browser, url, max(args.epochs, 1000), min(args.repeats, 9))
         else:
