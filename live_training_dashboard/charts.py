@@ -696,10 +696,18 @@ MAX_HEATMAP_COLUMNS = 150
 
 
 def _thin(count: int, limit: int) -> np.ndarray:
-    """Indices of at most `limit` evenly spread items of `count`, always keeping the last."""
+    """Indices of at most `limit` of `count` items: every k-th counted back from the last (which is
+    always kept), k the smallest stride that keeps `limit`, so at least limit / 2 of them.
+
+    One stride, not the nearest items to evenly spread points: the history keeps its histograms at
+    evenly spaced steps, and a heatmap whose columns stay evenly spaced is drawn by Plotly as one
+    pixel per cell, scaled by the browser. Mixed gaps (40 and 80 batches, from picking 150 of 285)
+    sent it down its cell-by-cell path: a Distributions tab click drew each 4-panel heatmap in
+    216-307 ms instead of 85-150 ms (headless Chromium, 2-core VM)."""
     if count <= limit:
         return np.arange(count)
-    return np.unique(np.linspace(0, count - 1, limit).round().astype(np.int64))
+    stride = -(-count // limit)
+    return np.arange(count - 1, -1, -stride)[::-1]
 
 
 HISTOGRAM_MODES = ("heatmap", "offset")

@@ -175,6 +175,13 @@ def test_train_watch_all_nine_panels_live_then_stop(page, server, tmp_path):
         expect(page.locator(".js-plotly-plot:visible", has_text=title)).to_have_count(1, timeout=BUSY_PAGE_MS)
     heatmaps = page.locator(".js-plotly-plot:visible", has_text="Weight distributions").locator(".heatmaplayer image")
     expect(heatmaps).to_have_count(4, timeout=BUSY_PAGE_MS)
+    # Each panel is Plotly's picture of one pixel per snapshot (its columns evenly spaced), which the
+    # browser scales; columns at mixed gaps were painted cell by cell at screen size, 2-3x slower.
+    columns, widths = page.locator(".js-plotly-plot:visible", has_text="Weight distributions").evaluate("""async gd => {
+        const columns = gd._fullData[0].x.length, sources = [...gd.querySelectorAll('.heatmaplayer image')].map(im => im.getAttribute('href'));
+        return [columns, await Promise.all(sources.map(async source => { const i = new Image(); i.src = source; await i.decode(); return i.naturalWidth; }))];
+    }""")
+    assert widths == [columns] * 4, (columns, widths)
     page.screenshot(path=tmp_path / "2-distributions.png", full_page=True)
 
     # 8 architecture, 9 layer statistics

@@ -158,6 +158,30 @@ def test_histogram_heatmaps_have_one_panel_per_layer(trained):
         assert latest.data[0].x[0] == edges.ranges[-1, 0, 0] and latest.data[0].x[-1] == edges.ranges[-1, 0, 1]
 
 
+@pytest.mark.parametrize("kept", [151, 285, 300, 301, 399])
+def test_a_long_runs_heatmap_columns_stay_evenly_spaced_and_end_at_the_newest(kept):
+    """More histograms than a heatmap shows: the columns are one stride apart (Plotly draws an evenly
+    spaced heatmap as a picture, one pixel per cell; mixed gaps drew it cell by cell, 2-3x slower),
+    the newest histogram is the last column, and at least half the column limit is drawn."""
+    from live_training_dashboard.history import LAYER_STATS, History
+
+    history = History(("fc1", "fc2"), 8, max_histogram_snapshots=1000)
+    counts, ranges = np.ones((2, 8), np.float32), np.array([[-1, 1], [-1, 1]], np.float32)
+    for step in range(20, 20 * kept + 1, 20):
+        history.append_layer_stats(step, np.zeros((2, len(LAYER_STATS)), np.float32), (counts, ranges), (counts, ranges))
+    snapshot = history.snapshot()
+    assert len(snapshot.grad_histograms.steps) == kept
+    for kind in ("grad", "weight"):
+        heatmaps = charts.histogram_heatmaps(snapshot, kind).data
+        steps = np.asarray(heatmaps[0].x)
+        assert all(np.array_equal(np.asarray(panel.x), steps) for panel in heatmaps)
+        assert charts.MAX_HEATMAP_COLUMNS // 2 <= len(steps) <= charts.MAX_HEATMAP_COLUMNS
+        assert steps[-1] == 20 * kept  # the newest histogram
+        assert len(np.unique(np.diff(steps))) == 1, np.unique(np.diff(steps))
+    ridges = [t for t in charts.histogram_heatmaps(snapshot, "grad", mode="offset").data if t.fill == "toself"]
+    assert charts.MAX_RIDGES // 2 <= len(ridges) // 2 <= charts.MAX_RIDGES  # (2 layers)
+
+
 def test_a_deep_models_heatmap_panels_stay_apart_and_tall_enough():
     """12 layers in one column: the panels' domains were inside out (y0 > y1) from 9 layers on."""
     setup = build_training(RunConfig(hidden_sizes=(8,) * 11, epochs=1, num_samples=300, stats_every=2), device="cpu")
