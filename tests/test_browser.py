@@ -475,6 +475,14 @@ def test_rows_ticked_in_the_runs_table_are_compared_with_parallel_coordinates(pa
             timeout=BUSY_PAGE_MS)  # (two compared runs show it in the experiment panel too)
         page.wait_for_timeout(4000)
     expect(page.locator(".js-plotly-plot:visible", has_text="Settings →")).to_have_count(1, timeout=BUSY_PAGE_MS)
+    # What the Runs tab changes shows above the tabs too, though a click in a tab reruns only the tabs:
+    # the experiment the ticked runs make, and this run's new name in its caption.
+    expect(page.get_by_text("Experiment: the 2 runs overlaid")).to_be_visible(timeout=BUSY_PAGE_MS)
+    name = page.get_by_label("Name", exact=True)
+    name.fill("renamed in the runs tab")
+    name.press("Enter")
+    caption = page.locator('[data-testid="stCaptionContainer"]', has_text=re.compile(r"^Run \S+ · renamed in the runs tab"))
+    expect(caption).to_have_count(1, timeout=BUSY_PAGE_MS)
     no_exception(page)
 
 
