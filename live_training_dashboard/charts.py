@@ -697,7 +697,7 @@ MAX_HEATMAP_COLUMNS = 150
 
 def _thin(count: int, limit: int) -> np.ndarray:
     """Indices of at most `limit` of `count` items: every k-th counted back from the last (which is
-    always kept), k the smallest stride that keeps `limit`, so at least limit / 2 of them.
+    always kept), k the smallest stride that leaves at most `limit`, so at least limit / 2 of them.
 
     One stride, not the nearest items to evenly spread points: the history keeps its histograms at
     evenly spaced steps, and a heatmap whose columns stay evenly spaced is drawn by Plotly as one
