@@ -1483,8 +1483,8 @@ def experiment_overlay(members: list) -> None:
         draw_chart(left, charts.compare_chart(pairs, "loss", options), "experiment_loss")
         draw_chart(right, charts.compare_chart(pairs, "accuracy", options), "experiment_accuracy")
         draw_chart(left, charts.compare_chart(pairs, "batch_loss", options), "experiment_batch_loss")
-        table, differing = charts.comparison_table([(label, r.config_dict, snap) for label, r, snap in entries],
-                                                   health=[run_health(r, snap) for _, r, snap in entries])
+        table, _ = charts.comparison_table([(label, r.config_dict, snap) for label, r, snap in entries],
+                                           health=[run_health(r, snap) for _, r, snap in entries])
         right.dataframe(table.drop(columns=["status"]), hide_index=True, key="experiment_table")
 
 

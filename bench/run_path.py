@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from tools.live_server import browser_cpus, choose_full_speed, dashboard_process, launch_chromium, open_tab, rss_mb, run_ended, run_id_of  # noqa: E402
+from tools.live_server import browser_cpus, choose_full_speed, chromium_pids, dashboard_process, launch_chromium, open_tab, rss_mb, run_ended, run_id_of  # noqa: E402
 
 RESULT = re.compile(r"([\d,]+) batches in ([\d.]+)s")
 FIRST_CHART_SECONDS = 1.5
@@ -228,12 +228,11 @@ def tab_clicks(browser, url: str, epochs: int, repeats: int) -> bool:
 def chromium_cpu_seconds() -> float:
     """CPU time of every Chromium process so far (Linux /proc), in seconds."""
     ticks = 0
-    for pid in os.listdir("/proc"):
+    for pid in chromium_pids():
         try:
-            if pid.isdigit() and open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"/usr/lib/chromium/"):
-                stat = open(f"/proc/{pid}/stat").read()
-                fields = stat[stat.rindex(")") + 2:].split()
-                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            stat = open(f"/proc/{pid}/stat").read()
+            fields = stat[stat.rindex(")") + 2:].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
         except (OSError, ValueError, IndexError):
             continue  # (a process that just ended)
     return ticks / os.sysconf("SC_CLK_TCK")

@@ -110,14 +110,24 @@ def launch_chromium(playwright):
     say so in their output. Tests never set it."""
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     cpus = browser_cpus()
-    if cpus:
-        for pid in os.listdir("/proc"):
-            try:
-                if pid.isdigit() and open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"/usr/lib/chromium/"):
-                    os.sched_setaffinity(int(pid), cpus)  # renderers forked later inherit it
-            except OSError:
-                pass
+    for pid in chromium_pids() if cpus else ():
+        try:
+            os.sched_setaffinity(pid, cpus)  # renderers forked later inherit it
+        except OSError:
+            pass  # (a process that just ended)
     return browser
+
+
+def chromium_pids() -> list[int]:
+    """Every running process of Debian's Chromium (Linux /proc)."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"/usr/lib/chromium/"):
+                pids.append(int(pid))
+        except OSError:
+            continue  # (a process that just ended)
+    return pids
 
 
 def browser_cpus() -> set[int]:
